@@ -1,0 +1,1 @@
+"""The control API (aiohttp): records intent in the store and returns; workers converge."""

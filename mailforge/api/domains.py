@@ -1,0 +1,113 @@
+"""Domain endpoints: connect, setup, list, get."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .. import validation
+from ..errors import ValidationFailed
+from ..models import Domain
+from .context import CTX
+from .http import authenticate, check_fields, idempotent, json_body, paging, rfc3339
+
+routes = web.RouteTableDef()
+
+MAX_CONNECT = 100
+
+
+def domain_json(d: Domain) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "name": d.name,
+        "unicode_name": d.unicode_name,
+        "status": d.status,
+        "dns_provider": d.dns_provider,
+        "mail_host": d.mail_host,
+        "last_error": d.last_error,
+        "created_at": rfc3339(d.created_at),
+        "updated_at": rfc3339(d.updated_at),
+    }
+
+
+@routes.post("/v1/domains/connect")
+async def connect(request: web.Request) -> web.Response:
+    principal = await authenticate(request, "write")
+    body = await json_body(request)
+    errs = check_fields(body, {"domains", "dns_provider", "cloudflare_api_token"}, {"domains"})
+    names: list[tuple[str, str]] = []
+    raw = body.get("domains")
+    if "domains" in body:
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_CONNECT:
+            errs.append(f"domains: must be a list of 1 to {MAX_CONNECT} domain names")
+        else:
+            seen: set[str] = set()
+            for i, item in enumerate(raw):
+                try:
+                    ascii_name = validation.domain_name(item)
+                except ValueError as exc:
+                    errs.append(f"domains[{i}]: {exc}")
+                    continue
+                if ascii_name in seen:
+                    errs.append(f"domains[{i}]: {ascii_name} is listed twice")
+                seen.add(ascii_name)
+                names.append((ascii_name, validation.unicode_domain(ascii_name)))
+    provider = body.get("dns_provider", "manual")
+    if not isinstance(provider, str) or provider not in ("manual",):
+        errs.append("dns_provider: must be one of: manual")
+    if errs:
+        raise ValidationFailed(errs)
+
+    async def produce() -> tuple[int, dict[str, Any]]:
+        created = await request.app[CTX].store.connect_domains(principal.account_id, names,
+                                                               provider)
+        return 201, {"domains": [{**domain_json(d), "nameservers": []} for d in created]}
+
+    return await idempotent(request, principal, body, produce)
+
+
+@routes.post("/v1/domains/setup")
+async def setup(request: web.Request) -> web.Response:
+    principal = await authenticate(request, "write")
+    body = await json_body(request)
+    errs = check_fields(body, {"domain"}, {"domain"})
+    if errs:
+        raise ValidationFailed(errs)
+    store = request.app[CTX].store
+    domain = await _resolve(request, principal.account_id, body["domain"])
+
+    async def produce() -> tuple[int, dict[str, Any]]:
+        job = await store.setup_domain(principal.account_id, domain.id)
+        return 202, {"job_id": job.id, "status": job.status, "domain_id": domain.id}
+
+    return await idempotent(request, principal, body, produce)
+
+
+async def _resolve(request: web.Request, account_id: str, ref: object) -> Domain:
+    """A domain given by id (``dom_…``) or by name."""
+    store = request.app[CTX].store
+    if isinstance(ref, str) and ref.startswith("dom_"):
+        return await store.get_domain(account_id, ref)
+    try:
+        name = validation.domain_name(ref)
+    except ValueError as exc:
+        raise ValidationFailed([f"domain: {exc}"]) from None
+    return await store.find_domain(account_id, name)
+
+
+@routes.get("/v1/domains")
+async def list_domains(request: web.Request) -> web.Response:
+    principal = await authenticate(request, "read")
+    limit, offset = paging(request)
+    items, total = await request.app[CTX].store.list_domains(principal.account_id, limit,
+                                                             offset)
+    return web.json_response({"domains": [domain_json(d) for d in items], "total": total,
+                              "limit": limit, "offset": offset})
+
+
+@routes.get("/v1/domains/{id}")
+async def get_domain(request: web.Request) -> web.Response:
+    principal = await authenticate(request, "read")
+    d = await request.app[CTX].store.get_domain(principal.account_id, request.match_info["id"])
+    return web.json_response(domain_json(d))

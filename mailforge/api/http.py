@@ -1,0 +1,174 @@
+"""Request plumbing shared by every endpoint: the error envelope, authentication,
+JSON bodies, paging, idempotency keys, and serialisation of times and models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from ..errors import ApiError, ValidationFailed
+from ..log import get
+from ..models import Principal
+from .context import CTX
+
+log = get("mailforge.api")
+
+PRINCIPAL = web.AppKey("principal", Principal)  # only used as a typed request key name
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def error_response(err: ApiError) -> web.Response:
+    resp = web.json_response(err.body(), status=err.status)
+    for k, v in err.headers.items():
+        resp.headers[k] = v
+    return resp
+
+
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 406: "not_acceptable", 408: "request_timeout",
+                 409: "conflict", 411: "length_required", 413: "body_too_large",
+                 414: "uri_too_long", 415: "unsupported_media_type", 429: "rate_limited"}
+
+
+@web.middleware
+async def envelope_middleware(request: web.Request,
+                              handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                              ) -> web.StreamResponse:
+    rid = request.headers.get("X-Request-Id", "")
+    if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()):
+        rid = uuid.uuid4().hex
+    started = time.monotonic()
+    with structlog.contextvars.bound_contextvars(request_id=rid):
+        try:
+            resp = await handler(request)
+        except ApiError as err:
+            resp = error_response(err)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = _STATUS_CODES.get(exc.status, "http_error")
+            message = {404: "No such endpoint.", 405: "Method not allowed on this endpoint.",
+                       413: "The request body is too large."}.get(exc.status, exc.reason)
+            resp = error_response(ApiError(code, message, status=exc.status))
+            if exc.status == 405 and "Allow" in exc.headers:
+                resp.headers["Allow"] = exc.headers["Allow"]
+        except Exception:
+            # Never let internals reach the client; the log has the traceback.
+            log.exception("unhandled error", path=request.path, method=request.method)
+            resp = error_response(ApiError("internal_error", "Internal server error.",
+                                           status=500))
+        resp.headers["X-Request-Id"] = rid
+        log.info("request", method=request.method, path=request.path, status=resp.status,
+                 ms=round((time.monotonic() - started) * 1000, 1))
+        return resp
+
+
+async def authenticate(request: web.Request, permission: str) -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError("unauthorized", "Missing or invalid bearer token.", status=401,
+                       headers={"WWW-Authenticate": "Bearer"})
+    principal = await request.app[CTX].store.authenticate(token.strip())
+    if principal is None:
+        raise ApiError("unauthorized", "Missing or invalid bearer token.", status=401,
+                       headers={"WWW-Authenticate": "Bearer"})
+    if not principal.can(permission):
+        raise ApiError("forbidden", f"This token lacks the {permission!r} permission.",
+                       status=403)
+    structlog.contextvars.bind_contextvars(account_id=principal.account_id,
+                                           token_id=principal.token_id)
+    return principal
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    ctype = request.headers.get("Content-Type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise ApiError("unsupported_media_type", "Send the body as application/json.",
+                       status=415)
+    raw = await request.read()  # aiohttp enforces client_max_size -> 413
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError("malformed_json", "The body is not valid JSON.", status=400) from None
+    if not isinstance(data, dict):
+        raise ValidationFailed(["body: must be a JSON object"])
+    return data
+
+
+def paging(request: web.Request, default: int = 50, maximum: int = 500) -> tuple[int, int]:
+    errors = []
+    limit, offset = default, 0
+    q = request.query
+    if "limit" in q:
+        try:
+            limit = int(q["limit"])
+            if not 1 <= limit <= maximum:
+                raise ValueError
+        except ValueError:
+            errors.append(f"limit: must be an integer from 1 to {maximum}")
+    if "offset" in q:
+        try:
+            offset = int(q["offset"])
+            if not 0 <= offset <= 10_000_000:
+                raise ValueError
+        except ValueError:
+            errors.append("offset: must be a non-negative integer")
+    if errors:
+        raise ValidationFailed(errors)
+    return limit, offset
+
+
+def check_fields(data: dict[str, Any], allowed: set[str], required: set[str],
+                 prefix: str = "") -> list[str]:
+    """Unknown and missing fields, as error details naming each."""
+    errs = [f"{prefix}{k}: unknown field" for k in data if k not in allowed]
+    errs += [f"{prefix}{k}: is required" for k in sorted(required) if k not in data]
+    return errs
+
+
+Handler = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+async def idempotent(request: web.Request, principal: Principal, body: dict[str, Any],
+                     produce: Handler) -> web.Response:
+    """Run *produce* once per ``Idempotency-Key``; a retry with the same body gets the
+    first answer, a reuse with another body gets 422."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        status, payload = await produce()
+        return web.json_response(payload, status=status)
+    if not 1 <= len(key) <= 200 or not key.isprintable():
+        raise ValidationFailed(["Idempotency-Key: must be 1-200 printable characters"])
+    ctx = request.app[CTX]
+    digest = hashlib.sha256(
+        f"{request.method} {request.path}\n".encode()
+        + json.dumps(body, sort_keys=True).encode()).digest()
+    context = f"idempotency:{principal.account_id}:{key}"
+    prior = await ctx.store.get_idempotent(principal.account_id, key)
+    if prior is not None:
+        if bytes(prior["request_hash"]) != digest:
+            raise ApiError("idempotency_key_reused",
+                           "This Idempotency-Key was used with a different request.",
+                           status=422)
+        payload = json.loads(ctx.box.open(bytes(prior["sealed_body"]), context))
+        resp = web.json_response(payload, status=prior["status"])
+        resp.headers["Idempotent-Replayed"] = "true"
+        return resp
+    status, payload = await produce()
+    sealed = ctx.box.seal(json.dumps(payload).encode(), context)
+    await ctx.store.put_idempotent(principal.account_id, key, digest, status, sealed)
+    return web.json_response(payload, status=status)

@@ -1,0 +1,54 @@
+"""Job endpoints: the truth about the progress of every long operation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..models import Job
+from .context import CTX
+from .http import authenticate, paging, rfc3339
+
+routes = web.RouteTableDef()
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "type": job.type,
+        "status": job.status,
+        "progress": job.progress,
+        "message": job.message,
+        "resource_id": job.resource_id,
+        "total": job.total,
+        "done": job.done,
+        "failed": job.failed,
+        "created_at": rfc3339(job.created_at),
+        "completed_at": rfc3339(job.completed_at),
+    }
+
+
+@routes.get("/v1/jobs/{id}")
+async def get_job(request: web.Request) -> web.Response:
+    principal = await authenticate(request, "read")
+    ctx = request.app[CTX]
+    job, failures, sealed = await ctx.store.get_job(principal.account_id,
+                                                    request.match_info["id"])
+    out = job_json(job)
+    out["failures"] = [{"index": f["seq"], "id": f["object_id"], "email": f["address"],
+                        "error": f["error"]} for f in failures]
+    if sealed is not None:
+        # Generated passwords, readable from the job until the configured expiry.
+        out["users"] = json.loads(ctx.box.open(sealed, f"job-secrets:{job.id}"))
+    return web.json_response(out)
+
+
+@routes.get("/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    principal = await authenticate(request, "read")
+    limit, offset = paging(request, default=20)
+    jobs = await request.app[CTX].store.list_jobs(principal.account_id, limit, offset)
+    return web.json_response({"jobs": [job_json(j) for j in jobs], "limit": limit,
+                              "offset": offset})

@@ -1,0 +1,1 @@
+"""Mail backends: the servers that hold mailboxes, behind one interface (see ``base``)."""

@@ -1,0 +1,1 @@
+"""The Postfix + Dovecot backend for a mail server on the same host."""

@@ -1,0 +1,138 @@
+"""The ``mailforge`` command line: run the daemon, migrate, tokens, sandbox."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import config as config_mod
+from . import log as log_mod
+from .models import PERMISSIONS
+
+DEFAULT_CONFIG = "/etc/mailforge/mailforge.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mailforge", description=__doc__)
+    p.add_argument("--config", "-c",
+                   default=os.environ.get("MAILFORGE_CONFIG", DEFAULT_CONFIG),
+                   help="YAML configuration file (default: $MAILFORGE_CONFIG or "
+                        f"{DEFAULT_CONFIG})")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the daemon (API and reconcile workers)")
+    sub.add_parser("migrate", help="apply pending database migrations")
+    sub.add_parser("status", help="show how much desired state is not yet converged")
+    sub.add_parser("check-config", help="load and validate the configuration")
+
+    tok = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_cmd",
+                                                                     required=True)
+    tc = tok.add_parser("create", help="create a token (shown once)")
+    tc.add_argument("--name", required=True)
+    tc.add_argument("--permissions", default="admin",
+                    help="comma-separated: " + ",".join(PERMISSIONS))
+    tc.add_argument("--account", help="account id (default: the operator's root account)")
+    tc.add_argument("--json", action="store_true", help="print a JSON object")
+
+    sb = sub.add_parser("sandbox", help="a private mail stack on loopback, for trying and "
+                                        "testing").add_subparsers(dest="sandbox_cmd",
+                                                                  required=True)
+    up = sb.add_parser("up", help="start the stack and the daemon; writes DIR/sandbox.json")
+    up.add_argument("--dir", required=True)
+    up.add_argument("--no-daemon", action="store_true")
+    down = sb.add_parser("down", help="stop everything the sandbox started")
+    down.add_argument("--dir", required=True)
+    return p
+
+
+def _load(path: str) -> config_mod.Config:
+    cfg = config_mod.load(path)
+    return cfg
+
+
+async def _with_store(cfg: config_mod.Config, fn: Any) -> Any:
+    from .store import migrate
+    from .store.store import Store, create_pool
+
+    pool = await create_pool(cfg.database.dsn, 1, 2)
+    try:
+        async with pool.acquire() as conn:
+            await migrate.apply(conn)
+        return await fn(Store(pool, cfg.host.name))
+    finally:
+        await pool.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "sandbox":
+        from .sandbox import Sandbox
+
+        sandbox = Sandbox(args.dir)
+        if args.sandbox_cmd == "up":
+            info = sandbox.up(start_daemon=not args.no_daemon)
+            print(json.dumps(info, indent=2))
+        else:
+            sandbox.down()
+        return 0
+    try:
+        cfg = _load(args.config)
+    except config_mod.ConfigError as exc:
+        print(f"mailforge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"{cfg.source}: ok")
+        return 0
+    if args.command == "run":
+        log_mod.setup(cfg.logging)
+        from . import daemon
+
+        try:
+            asyncio.run(daemon.run(cfg))
+        except config_mod.ConfigError as exc:
+            print(f"mailforge: configuration error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "migrate":
+        from .store import migrate
+        from .store.store import create_pool
+
+        async def do_migrate() -> list[str]:
+            pool = await create_pool(cfg.database.dsn, 1, 1)
+            try:
+                async with pool.acquire() as conn:
+                    return await migrate.apply(conn)
+            finally:
+                await pool.close()
+
+        applied = asyncio.run(do_migrate())
+        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+        return 0
+    if args.command == "status":
+        counts = asyncio.run(_with_store(cfg, lambda s: s.unconverged()))
+        print(json.dumps({"unconverged": counts}))
+        return 0
+    if args.command == "token":
+        perms = [p.strip() for p in args.permissions.split(",") if p.strip()]
+        bad = [p for p in perms if p not in PERMISSIONS]
+        if bad or not perms:
+            print(f"mailforge: --permissions must be among {', '.join(PERMISSIONS)}",
+                  file=sys.stderr)
+            return 2
+
+        async def create(store: Any) -> tuple[str, str]:
+            account = args.account or await store.ensure_root_account()
+            tid, token, _ = await store.create_token(account, args.name, perms)
+            return tid, token
+
+        tid, token = asyncio.run(_with_store(cfg, create))
+        if args.json:
+            print(json.dumps({"id": tid, "token": token}))
+        else:
+            print(f"token id: {tid}\ntoken (shown once, store it now): {token}")
+        return 0
+    return 1

@@ -1,0 +1,161 @@
+"""The reconcile engine: workers that converge the mail backend to the desired state.
+
+Level-triggered: a worker does not replay events, it asks the store which domains
+have objects whose ``observed_generation`` lags their ``generation``, claims a batch
+of them (``FOR UPDATE SKIP LOCKED`` plus a lease, committed at once), converges the
+backend to their *current* desired state outside any transaction, and records the
+generations it converged. A crash anywhere leaves the work unconverged and the
+lease expires, so another pass redoes it; since applying is idempotent, redoing is
+harmless.
+
+Workers wake on PostgreSQL ``NOTIFY`` (a hint, fast) and also poll (the guarantee: a
+notification lost while the listener reconnects strands nothing). Outcomes follow
+kopf: a ``TemporaryError`` is retried with capped exponential backoff, a
+``PermanentError`` is recorded on the domain, its pending objects and their jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import structlog
+
+from .backends.base import ApplyResult, MailBackend
+from .config import WorkerConfig
+from .errors import PermanentError, ReconcileError, TemporaryError
+from .log import get
+from .models import DomainState
+from .store.store import WORK_CHANNEL, Store
+
+log = get(__name__)
+
+JobsFinished = Callable[[Sequence[str]], Awaitable[None]]
+
+
+class Engine:
+    def __init__(self, store: Store, backend: MailBackend, cfg: WorkerConfig,
+                 dsn: str, on_jobs_finished: JobsFinished | None = None) -> None:
+        self.store = store
+        self.backend = backend
+        self.cfg = cfg
+        self.dsn = dsn
+        self.on_jobs_finished = on_jobs_finished
+        self._wake = asyncio.Event()
+        self._id = f"{socket.gethostname()}:{os.getpid()}"
+        self.passes = 0
+        self.last_pass_at: float | None = None
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(self._listen(stop), name="engine-listen")]
+        tasks += [asyncio.create_task(self._worker(n, stop), name=f"engine-worker-{n}")
+                  for n in range(self.cfg.concurrency)]
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        delay = 1.0
+        while not stop.is_set():
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.dsn)
+                await conn.add_listener(WORK_CHANNEL, self._on_notify)
+                delay = 1.0
+                self.wake()  # we may have missed notifications while disconnected
+                # Check the connection now and then; a dropped one is reopened above.
+                while not stop.is_set() and not conn.is_closed():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=5)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("work listener disconnected", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        if payload in ("", self.store.mail_host):
+            self._wake.set()
+
+    async def _worker(self, n: int, stop: asyncio.Event) -> None:
+        owner = f"{self._id}:{n}"
+        while not stop.is_set():
+            try:
+                did = await self.run_once(owner)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # The store is unreachable: the mail server keeps its last maps; poll on.
+                log.warning("reconcile pass failed", error=str(exc))
+                did = 0
+            if did:
+                continue  # more may be waiting: claim again before sleeping
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.cfg.poll_interval)
+            self._wake.clear()
+
+    # ------------------------------------------------------------------ one pass
+
+    async def run_once(self, owner: str | None = None) -> int:
+        """Claim, converge and record one batch; returns the number of domains handled."""
+        owner = owner or f"{self._id}:once"
+        self.passes += 1
+        self.last_pass_at = time.time()
+        await self.store.expire_job_secrets()
+        states = await self.store.claim_domains(owner, self.cfg.batch_domains,
+                                                self.cfg.lease_seconds)
+        if not states:
+            return 0
+        started = time.monotonic()
+        try:
+            result = await self.backend.apply(states)
+        except ReconcileError as exc:
+            result = ApplyResult(domain_errors={s.domain.id: exc for s in states})
+        except Exception as exc:  # a bug or an unexpected fault: retry, never crash the loop
+            log.exception("backend apply raised")
+            err = TemporaryError(f"backend error: {type(exc).__name__}")
+            result = ApplyResult(domain_errors={s.domain.id: err for s in states})
+        finished: list[str] = []
+        for st in states:
+            finished += await self._record(st, owner, result)
+        log.info("reconciled", domains=len(states),
+                 mailboxes=sum(1 for s in states for m in s.mailboxes
+                               if m.observed_generation < m.generation),
+                 errors=len(result.domain_errors),
+                 ms=round((time.monotonic() - started) * 1000, 1))
+        if finished and self.on_jobs_finished is not None:
+            await self.on_jobs_finished(finished)
+        return len(states)
+
+    async def _record(self, st: DomainState, owner: str, result: ApplyResult) -> list[str]:
+        err = result.domain_errors.get(st.domain.id)
+        with structlog.contextvars.bound_contextvars(domain=st.domain.name):
+            if err is None:
+                return await self.store.record_applied(st, owner, True, result.mailbox_errors)
+            if isinstance(err, PermanentError):
+                log.error("permanent failure", error=str(err))
+                return await self.store.record_permanent_failure(st, str(err))
+            delay = err.delay if isinstance(err, TemporaryError) else None
+            attempts = await self.store.record_retry(st, str(err), self.cfg.retry_base_seconds,
+                                                     self.cfg.retry_max_seconds, delay)
+            if attempts >= self.cfg.max_attempts:
+                msg = f"gave up after {attempts} attempts: {err}"
+                log.error("permanent failure", error=msg)
+                return await self.store.record_permanent_failure(st, msg)
+            log.warning("temporary failure", error=str(err), attempts=attempts)
+            return []

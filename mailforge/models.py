@@ -1,0 +1,142 @@
+"""The desired-state model: frozen records read from the store.
+
+Each desired object has ``generation`` (bumped on every change of intent) and
+``observed_generation`` (what the backend was last converged to).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+PERMISSIONS = ("read", "write", "admin")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token of an account, with its permissions."""
+
+    token_id: str
+    account_id: str
+    permissions: frozenset[str]
+    domains: frozenset[str] | None = None
+    # The account the token belongs to, when acting for a sub-account.
+    acting_from: str | None = None
+
+    def can(self, permission: str) -> bool:
+        if "admin" in self.permissions:
+            return True
+        if permission == "read":
+            return bool(self.permissions & {"read", "write"})
+        return permission in self.permissions
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    name: str
+    status: str
+    parent_id: str | None
+    domain_limit: int
+    email_user_limit: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Domain:
+    id: str
+    account_id: str
+    name: str
+    unicode_name: str
+    status: str
+    mail_host: str
+    dns_provider: str
+    backend_enabled: bool
+    deleted: bool
+    generation: int
+    observed_generation: int
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    id: str
+    account_id: str
+    domain_id: str
+    local_part: str
+    address: str
+    name: str
+    password_hash: str
+    quota_mb: int
+    daily_send_limit: int | None
+    signature: str
+    suspended: bool
+    deleted: bool
+    status: str
+    generation: int
+    observed_generation: int
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Alias:
+    id: str
+    account_id: str
+    domain_id: str
+    address: str
+    targets: tuple[str, ...]
+    deleted: bool
+    generation: int
+    observed_generation: int
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    account_id: str
+    type: str
+    status: str
+    progress: int
+    message: str
+    resource_id: str | None
+    total: int
+    done: int
+    failed: int
+    result: Mapping[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DomainState:
+    """Everything a backend needs to converge one domain: the desired state, whole."""
+
+    domain: Domain
+    mailboxes: tuple[Mailbox, ...] = field(default_factory=tuple)
+    aliases: tuple[Alias, ...] = field(default_factory=tuple)
+
+    @property
+    def present(self) -> bool:
+        """Should the backend serve this domain at all?"""
+        return self.domain.backend_enabled and not self.domain.deleted
+
+
+def from_record(cls: type[T], rec: Any) -> T:
+    """Build a model from a row, ignoring columns the model does not carry."""
+    names = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    kwargs = {k: rec[k] for k in names if k in rec}
+    if cls is Alias:
+        kwargs["targets"] = tuple(kwargs["targets"])
+    return cls(**kwargs)

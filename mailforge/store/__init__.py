@@ -1,0 +1,1 @@
+"""The desired-state store: PostgreSQL through asyncpg, SQL kept in ``.sql`` files."""

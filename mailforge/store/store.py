@@ -1,0 +1,434 @@
+"""The store: every read and write of desired state, scoped by account.
+
+Tenant scoping lives here: each tenant method takes the account id and every query
+filters on it, so a handler cannot forget the check. The engine's methods are scoped
+by mail host instead. Transactions are short and never span a backend call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from .. import ids
+from ..errors import ApiError, Conflict, NotFound
+from ..models import Alias, Domain, DomainState, Job, Mailbox, Principal, from_record
+from .queries import Q
+
+TOKEN_PREFIX = "mf_"  # noqa: S105 - a prefix, not a secret
+WORK_CHANNEL = "mailforge_work"
+
+# A connection, whether taken from the pool or opened on its own.
+if TYPE_CHECKING:
+    Conn = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+
+
+async def _init_connection(conn: Conn) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
+                              schema="pg_catalog")
+
+
+async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                     init=_init_connection)
+    assert pool is not None
+    return pool
+
+
+def hash_secret(secret: str) -> bytes:
+    # Tokens carry 256 random bits, so a fast hash is enough; a slow KDF would only
+    # add latency to every request.
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    """``mf_<token id>.<secret>`` -> (token id, secret)."""
+    if not token.startswith(TOKEN_PREFIX) or "." not in token or len(token) > 200:
+        return None
+    tid, _, secret = token[len(TOKEN_PREFIX):].partition(".")
+    if not ids.has_prefix(tid, "tok") or not secret:
+        return None
+    return tid, secret
+
+
+@dataclass(frozen=True)
+class NewMailbox:
+    local_part: str
+    name: str
+    password_hash: str
+    quota_mb: int
+
+
+@dataclass(frozen=True)
+class CreatedMailbox:
+    id: str
+    address: str
+    local_part: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ClaimedDomain:
+    state: DomainState
+    lease_owner: str
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool, mail_host: str = "default") -> None:
+        self.pool = pool
+        self.mail_host = mail_host
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Conn]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    # ------------------------------------------------------------------ accounts, tokens
+
+    async def ensure_root_account(self, name: str = "operator", domain_limit: int = 1_000_000,
+                                  email_user_limit: int = 10_000_000) -> str:
+        async with self._tx() as conn:
+            # Serialise concurrent first starts so there is exactly one root account.
+            await conn.execute("SELECT pg_advisory_xact_lock(7270001)")
+            row = await conn.fetchrow(Q.root_account)
+            if row:
+                return str(row["id"])
+            acct = ids.new_id("acct")
+            await conn.execute(Q.insert_account, acct, name, None, None, domain_limit,
+                               email_user_limit)
+            return acct
+
+    async def create_token(self, account_id: str, name: str, permissions: Sequence[str],
+                           domains: Sequence[str] | None = None,
+                           expires_at: datetime | None = None) -> tuple[str, str, datetime]:
+        """Create a token; returns (id, secret token string shown once, created_at)."""
+        tid = ids.new_id("tok")
+        secret = secrets.token_urlsafe(32)
+        async with self._tx() as conn:
+            created = await conn.fetchval(Q.insert_token, tid, account_id, name,
+                                          hash_secret(secret), list(permissions),
+                                          list(domains) if domains is not None else None,
+                                          expires_at)
+        return tid, f"{TOKEN_PREFIX}{tid}.{secret}", created
+
+    async def authenticate(self, token: str) -> Principal | None:
+        parts = split_token(token)
+        if parts is None:
+            return None
+        tid, secret = parts
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.token_for_auth, tid)
+            if row is None:
+                hmac.compare_digest(hash_secret(secret), b"\0" * 32)  # same work either way
+                return None
+            if not hmac.compare_digest(bytes(row["secret_hash"]), hash_secret(secret)):
+                return None
+            now = await conn.fetchval("SELECT now()")
+            if row["revoked_at"] is not None:
+                return None
+            if row["expires_at"] is not None and row["expires_at"] <= now:
+                return None
+            last = row["last_used_at"]
+            # Recording every use would make each request a write; a minute is precise enough.
+            if last is None or now - last > timedelta(seconds=60):
+                await conn.execute(Q.touch_token, tid)
+        doms = frozenset(row["domains"]) if row["domains"] is not None else None
+        return Principal(token_id=tid, account_id=row["account_id"],
+                         permissions=frozenset(row["permissions"]), domains=doms)
+
+    async def get_account(self, account_id: str) -> dict[str, Any] | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.get_account, account_id)
+        return dict(row) if row else None
+
+    # ------------------------------------------------------------------------ domains
+
+    async def connect_domains(self, account_id: str, names: Sequence[tuple[str, str]],
+                              dns_provider: str) -> list[Domain]:
+        """Record domains (ascii name, unicode name); 409 if any is already connected."""
+        async with self._tx() as conn:
+            acct = await conn.fetchrow(Q.lock_account, account_id)
+            if acct is None:
+                raise NotFound("account")
+            existing = await conn.fetch(Q.domains_by_names, [n for n, _ in names])
+            if existing:
+                details = [f"domains: {r['name']} is already connected" for r in existing]
+                raise Conflict("domain_exists", "A domain is already connected.", details)
+            used = await conn.fetchval(Q.count_domains, account_id)
+            if used + len(names) > acct["domain_limit"]:
+                raise ApiError("limit_exceeded", "The account's domain limit would be exceeded.",
+                               status=403, extra={"resource": "domains", "used": used,
+                                                  "limit": acct["domain_limit"],
+                                                  "requested": len(names)})
+            out: list[Domain] = []
+            for ascii_name, uname in names:
+                try:
+                    row = await conn.fetchrow(Q.insert_domain, ids.new_id("dom"), account_id,
+                                              ascii_name, uname, self.mail_host, dns_provider)
+                except asyncpg.UniqueViolationError:
+                    raise Conflict("domain_exists", "A domain is already connected.",
+                                   [f"domains: {ascii_name} is already connected"]) from None
+                out.append(from_record(Domain, row))
+            return out
+
+    async def get_domain(self, account_id: str, domain_id: str) -> Domain:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.get_domain, account_id, domain_id)
+        if row is None:
+            raise NotFound("domain")
+        return from_record(Domain, row)
+
+    async def find_domain(self, account_id: str, name: str) -> Domain:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.get_domain_by_name, account_id, name)
+        if row is None:
+            raise NotFound("domain")
+        return from_record(Domain, row)
+
+    async def list_domains(self, account_id: str, limit: int,
+                           offset: int) -> tuple[list[Domain], int]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.list_domains, account_id, limit, offset)
+            total = rows[0]["total_count"] if rows else await conn.fetchval(
+                Q.count_all_domains, account_id)
+        return [from_record(Domain, r) for r in rows], int(total)
+
+    async def setup_domain(self, account_id: str, domain_id: str) -> Job:
+        async with self._tx() as conn:
+            row = await conn.fetchrow(Q.request_domain_setup, account_id, domain_id)
+            if row is None:
+                raise NotFound("domain")
+            job = await self._insert_job(conn, account_id, "domain_setup", domain_id,
+                                         [("domain", domain_id, row["generation"])])
+            await conn.execute(Q.notify_work, row["mail_host"])
+        return job
+
+    # ---------------------------------------------------------------------- mailboxes
+
+    async def create_mailboxes(self, account_id: str, domain: Domain,
+                               items: Sequence[NewMailbox], job_type: str,
+                               sealed_secrets: bytes | None = None,
+                               secrets_ttl: float = 0) -> tuple[Job, list[CreatedMailbox]]:
+        """Record mailboxes and their job in one transaction, within the account's limit."""
+        addresses = [f"{i.local_part}@{domain.name}" for i in items]
+        async with self._tx() as conn:
+            # Locking the account row serialises concurrent creations of one account, so
+            # the limit check below cannot be raced past.
+            acct = await conn.fetchrow(Q.lock_account, account_id)
+            if acct is None:
+                raise NotFound("account")
+            taken = {r["address"] for r in await conn.fetch(Q.taken_addresses, addresses)}
+            if taken:
+                details = [f"users[{n}].username: {a} is already taken"
+                           for n, a in enumerate(addresses) if a in taken]
+                if len(items) == 1:
+                    details = [f"username: {addresses[0]} is already taken"]
+                raise Conflict("address_taken", "An address is already taken.", details)
+            used = await conn.fetchval(Q.count_mailboxes, account_id)
+            if used + len(items) > acct["email_user_limit"]:
+                raise ApiError("limit_exceeded",
+                               "The account's mailbox limit would be exceeded.", status=403,
+                               extra={"resource": "email_users", "used": used,
+                                      "limit": acct["email_user_limit"],
+                                      "requested": len(items)})
+            new_ids = [ids.new_id("usr") for _ in items]
+            try:
+                rows = await conn.fetch(
+                    Q.insert_mailboxes, new_ids, [account_id] * len(items),
+                    [domain.id] * len(items), [i.local_part for i in items], addresses,
+                    [i.name for i in items], [i.password_hash for i in items],
+                    [i.quota_mb for i in items])
+            except asyncpg.UniqueViolationError:
+                raise Conflict("address_taken", "An address is already taken.") from None
+            by_addr = {r["address"]: r for r in rows}
+            ordered = [by_addr[a] for a in addresses]
+            expire = (datetime.now().astimezone() + timedelta(seconds=secrets_ttl)
+                      if sealed_secrets else None)
+            job = await self._insert_job(
+                conn, account_id, job_type, ordered[0]["id"] if len(items) == 1 else domain.id,
+                [("mailbox", r["id"], r["generation"]) for r in ordered],
+                sealed_secrets=sealed_secrets, secrets_expire_at=expire)
+            await conn.execute(Q.touch_domain_for_work, domain.id)
+            await conn.execute(Q.notify_work, domain.mail_host)
+        created = [CreatedMailbox(r["id"], r["address"], r["local_part"], r["created_at"])
+                   for r in ordered]
+        return job, created
+
+    async def get_mailbox(self, account_id: str, mailbox_id: str) -> tuple[Mailbox, str]:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.get_mailbox, account_id, mailbox_id)
+        if row is None:
+            raise NotFound("email user")
+        return from_record(Mailbox, row), row["domain_name"]
+
+    async def list_mailboxes(self, account_id: str, domain: str | None, status: str | None,
+                             search: str | None, limit: int,
+                             offset: int) -> tuple[list[tuple[Mailbox, str]], int]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.list_mailboxes, account_id, domain, status, search,
+                                    limit, offset)
+            if rows:
+                total = rows[0]["total_count"]
+            else:
+                total = await conn.fetchval(Q.count_mailboxes_filtered, account_id, domain,
+                                            status, search)
+        return [(from_record(Mailbox, r), r["domain_name"]) for r in rows], int(total)
+
+    # --------------------------------------------------------------------------- jobs
+
+    async def _insert_job(self, conn: Conn, account_id: str, job_type: str,
+                          resource_id: str | None, items: Sequence[tuple[str, str, int]],
+                          result: dict[str, Any] | None = None,
+                          sealed_secrets: bytes | None = None,
+                          secrets_expire_at: datetime | None = None) -> Job:
+        jid = ids.new_id("job")
+        row = await conn.fetchrow(Q.insert_job, jid, account_id, job_type, resource_id,
+                                  len(items), "pending", result or {}, sealed_secrets,
+                                  secrets_expire_at)
+        if items:
+            await conn.execute(Q.insert_job_items, jid, list(range(len(items))),
+                               [k for k, _, _ in items], [o for _, o, _ in items],
+                               [g for _, _, g in items])
+        return from_record(Job, row)
+
+    async def get_job(self, account_id: str, job_id: str) -> tuple[Job, list[dict[str, Any]],
+                                                                   bytes | None]:
+        """The job, its failed items, and its sealed one-time secrets if not yet expired."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.get_job, account_id, job_id)
+            if row is None:
+                raise NotFound("job")
+            failures = [dict(r) for r in await conn.fetch(Q.failed_job_items, job_id)]
+        sealed = row["sealed_secrets"]
+        if row["secrets_expire_at"] is not None and row["secrets_expire_at"] < \
+                datetime.now().astimezone():
+            sealed = None
+        return from_record(Job, row), failures, sealed
+
+    async def list_jobs(self, account_id: str, limit: int, offset: int) -> list[Job]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.list_jobs, account_id, limit, offset)
+        return [from_record(Job, r) for r in rows]
+
+    # -------------------------------------------------------------------- idempotency
+
+    async def get_idempotent(self, account_id: str, key: str) -> asyncpg.Record | None:
+        async with self.pool.acquire() as conn:
+            return await conn.fetchrow(Q.get_idempotent, account_id, key)
+
+    async def put_idempotent(self, account_id: str, key: str, request_hash: bytes,
+                             status: int, sealed_body: bytes) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.put_idempotent, account_id, key, request_hash, status,
+                               sealed_body)
+
+    # ------------------------------------------------------------------------- engine
+
+    async def claim_domains(self, owner: str, limit: int,
+                            lease_seconds: float) -> list[DomainState]:
+        async with self._tx() as conn:
+            rows = await conn.fetch(Q.claim_domains, self.mail_host, limit, owner,
+                                    lease_seconds)
+        if not rows:
+            return []
+        states: list[DomainState] = []
+        object_ids: list[str] = []
+        async with self.pool.acquire() as conn:
+            for r in rows:
+                d = from_record(Domain, r)
+                mbs = tuple(from_record(Mailbox, m)
+                            for m in await conn.fetch(Q.domain_mailboxes, d.id))
+                als = tuple(from_record(Alias, a)
+                            for a in await conn.fetch(Q.domain_aliases, d.id))
+                states.append(DomainState(d, mbs, als))
+                object_ids.append(d.id)
+                object_ids.extend(m.id for m in mbs if m.observed_generation < m.generation)
+            await conn.execute(Q.mark_jobs_processing, object_ids)
+        return states
+
+    async def record_applied(self, state: DomainState, owner: str, domain_done: bool,
+                             failed_mailboxes: dict[str, str]) -> list[str]:
+        """Record what the backend now holds for *state*; returns ids of finished jobs."""
+        mb_ok = [m for m in state.mailboxes
+                 if m.observed_generation < m.generation and m.id not in failed_mailboxes
+                 and not m.deleted]
+        mb_gone = [m for m in state.mailboxes
+                   if m.deleted and m.id not in failed_mailboxes]
+        mb_fail = [m for m in state.mailboxes if m.id in failed_mailboxes]
+        al_ok = [a for a in state.aliases if a.observed_generation < a.generation
+                 and not a.deleted]
+        al_gone = [a for a in state.aliases if a.deleted]
+        touched = [state.domain.id, *(m.id for m in state.mailboxes
+                                      if m.observed_generation < m.generation),
+                   *(a.id for a in state.aliases if a.observed_generation < a.generation)]
+        async with self._tx() as conn:
+            if mb_ok:
+                await conn.execute(Q.observe_mailboxes, [m.id for m in mb_ok],
+                                   [m.generation for m in mb_ok])
+            if mb_gone:
+                await conn.execute(Q.purge_deleted_mailboxes, [m.id for m in mb_gone],
+                                   [m.generation for m in mb_gone])
+            if mb_fail:
+                await conn.execute(Q.fail_mailboxes, [m.id for m in mb_fail],
+                                   [m.generation for m in mb_fail],
+                                   [failed_mailboxes[m.id] for m in mb_fail])
+            if al_ok:
+                await conn.execute(Q.observe_aliases, [a.id for a in al_ok],
+                                   [a.generation for a in al_ok])
+            if al_gone:
+                await conn.execute(Q.purge_deleted_aliases, [a.id for a in al_gone],
+                                   [a.generation for a in al_gone])
+            d = state.domain
+            if domain_done:
+                if d.deleted:
+                    await conn.execute(Q.purge_deleted_domain, d.id, d.generation)
+                await conn.execute(Q.observe_domain, d.id, d.generation)
+            else:
+                await conn.execute(Q.release_domain, d.id, owner)
+            return await self._settle_jobs(conn, touched)
+
+    async def _settle_jobs(self, conn: Conn, object_ids: list[str]) -> list[str]:
+        job_ids = sorted({r["job_id"] for r in await conn.fetch(Q.settle_job_items,
+                                                                 object_ids)})
+        if not job_ids:
+            return []
+        rows = await conn.fetch(Q.refresh_jobs, job_ids)
+        return [r["id"] for r in rows if r["status"] in ("completed", "failed")]
+
+    async def record_retry(self, state: DomainState, error: str, base: float, cap: float,
+                           delay: float | None) -> int:
+        """Schedule another attempt; returns the number of failed attempts so far."""
+        async with self._tx() as conn:
+            return int(await conn.fetchval(Q.retry_domain, state.domain.id, error, base, cap,
+                                           delay))
+
+    async def record_permanent_failure(self, state: DomainState, error: str) -> list[str]:
+        pending = {m.id: error for m in state.mailboxes
+                   if m.observed_generation < m.generation}
+        async with self._tx() as conn:
+            await conn.execute(Q.fail_domain, state.domain.id, error)
+            if pending:
+                mbs = [m for m in state.mailboxes if m.id in pending]
+                await conn.execute(Q.fail_mailboxes, [m.id for m in mbs],
+                                   [m.generation for m in mbs], [error] * len(mbs))
+            touched = [state.domain.id, *pending]
+            return await self._settle_jobs(conn, touched)
+
+    async def expire_job_secrets(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.expire_job_secrets)
+
+    async def unconverged(self) -> dict[str, int]:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.unconverged_counts)
+        return dict(row) if row else {}
