@@ -21,8 +21,9 @@ import contextlib
 import os
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -39,11 +40,27 @@ log = get(__name__)
 JobsFinished = Callable[[Sequence[str]], Awaitable[None]]
 
 
+class DomainStep(Protocol):
+    """A domain-level convergence step run after the mail backend applied a domain
+    (DKIM keys, DNS records, verification...). It sees the whole desired state, must be
+    idempotent, and raises ``TemporaryError``/``PermanentError``. A domain is converged
+    (its ``observed_generation`` recorded) only when the backend and every step succeed;
+    its mailboxes are recorded as soon as the backend holds them."""
+
+    name: str
+
+    async def converge(self, state: DomainState) -> None: ...
+
+
 class Engine:
     def __init__(self, store: Store, backend: MailBackend, cfg: WorkerConfig,
-                 dsn: str, on_jobs_finished: JobsFinished | None = None) -> None:
+                 dsn: str, on_jobs_finished: JobsFinished | None = None,
+                 steps: Sequence[DomainStep] = ()) -> None:
         self.store = store
         self.backend = backend
+        self.steps = list(steps)
+        # Domain steps talk to slow things (DNS providers): bound how many run at once.
+        self._step_slots = asyncio.Semaphore(16)
         self.cfg = cfg
         self.dsn = dsn
         self.on_jobs_finished = on_jobs_finished
@@ -121,6 +138,10 @@ class Engine:
                                                 self.cfg.lease_seconds)
         if not states:
             return 0
+        with structlog.contextvars.bound_contextvars(pass_id=f"pass_{uuid.uuid4().hex[:12]}"):
+            return await self._converge(states, owner)
+
+    async def _converge(self, states: list[DomainState], owner: str) -> int:
         started = time.monotonic()
         try:
             result = await self.backend.apply(states)
@@ -128,11 +149,15 @@ class Engine:
             result = ApplyResult(domain_errors={s.domain.id: exc for s in states})
         except Exception as exc:  # a bug or an unexpected fault: retry, never crash the loop
             log.exception("backend apply raised")
-            err = TemporaryError(f"backend error: {type(exc).__name__}")
-            result = ApplyResult(domain_errors={s.domain.id: err for s in states})
+            fault = TemporaryError(f"backend error: {type(exc).__name__}")
+            result = ApplyResult(domain_errors={s.domain.id: fault for s in states})
+        step_errors = await asyncio.gather(
+            *(self._run_steps(st) for st in states if st.domain.id not in result.domain_errors))
+        errors = dict(result.domain_errors)
+        errors.update((st_id, e) for st_id, e in step_errors if e is not None)
         finished: list[str] = []
         for st in states:
-            finished += await self._record(st, owner, result)
+            finished += await self._record(st, owner, result, errors.get(st.domain.id))
         log.info("reconciled", domains=len(states),
                  mailboxes=sum(1 for s in states for m in s.mailboxes
                                if m.observed_generation < m.generation),
@@ -142,20 +167,41 @@ class Engine:
             await self.on_jobs_finished(finished)
         return len(states)
 
-    async def _record(self, st: DomainState, owner: str, result: ApplyResult) -> list[str]:
-        err = result.domain_errors.get(st.domain.id)
+    async def _run_steps(self, st: DomainState) -> tuple[str, ReconcileError | None]:
+        async with self._step_slots:
+            for step in self.steps:
+                with structlog.contextvars.bound_contextvars(domain=st.domain.name,
+                                                            step=step.name):
+                    try:
+                        await step.converge(st)
+                    except ReconcileError as exc:
+                        return st.domain.id, exc
+                    except Exception as exc:
+                        log.exception("domain step raised")
+                        return st.domain.id, TemporaryError(
+                            f"{step.name}: unexpected {type(exc).__name__}")
+        return st.domain.id, None
+
+    async def _record(self, st: DomainState, owner: str, result: ApplyResult,
+                      err: ReconcileError | None) -> list[str]:
+        backend_ok = st.domain.id not in result.domain_errors
         with structlog.contextvars.bound_contextvars(domain=st.domain.name):
             if err is None:
                 return await self.store.record_applied(st, owner, True, result.mailbox_errors)
+            finished: list[str] = []
+            if backend_ok:
+                # The mail server holds the mailboxes even though a domain step failed.
+                finished = await self.store.record_applied(st, owner, False,
+                                                           result.mailbox_errors)
             if isinstance(err, PermanentError):
                 log.error("permanent failure", error=str(err))
-                return await self.store.record_permanent_failure(st, str(err))
+                return finished + await self.store.record_permanent_failure(st, str(err))
             delay = err.delay if isinstance(err, TemporaryError) else None
             attempts = await self.store.record_retry(st, str(err), self.cfg.retry_base_seconds,
                                                      self.cfg.retry_max_seconds, delay)
             if attempts >= self.cfg.max_attempts:
                 msg = f"gave up after {attempts} attempts: {err}"
                 log.error("permanent failure", error=msg)
-                return await self.store.record_permanent_failure(st, msg)
+                return finished + await self.store.record_permanent_failure(st, msg)
             log.warning("temporary failure", error=str(err), attempts=attempts)
-            return []
+            return finished

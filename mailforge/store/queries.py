@@ -1,5 +1,6 @@
-"""Loads the named SQL queries of ``queries.sql`` (procrastinate keeps SQL in files too:
-it stays readable, greppable and reviewable as SQL)."""
+"""Loads the named SQL queries of ``sql/*.sql`` (procrastinate keeps SQL in files too:
+it stays readable, greppable and reviewable as SQL). One file per concept; a query
+name is unique across all files."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 def _load() -> dict[str, str]:
-    text = (resources.files("mailforge.store") / "queries.sql").read_text(encoding="utf-8")
-    parts = _NAME.split(text)
     out: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        if name in out:
-            raise RuntimeError(f"query {name} defined twice in queries.sql")
-        out[name] = body.strip()
+    folder = resources.files("mailforge.store") / "sql"
+    for f in sorted(folder.iterdir(), key=lambda p: p.name):
+        if not f.name.endswith(".sql"):
+            continue
+        parts = _NAME.split(f.read_text(encoding="utf-8"))
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in out:
+                raise RuntimeError(f"query {name} defined twice (again in {f.name})")
+            out[name] = body.strip()
     return out
 
 
@@ -28,7 +32,7 @@ class _Queries:
         try:
             return self._q[name]
         except KeyError:
-            raise AttributeError(f"no query named {name!r} in queries.sql") from None
+            raise AttributeError(f"no query named {name!r} in store/sql/") from None
 
 
 Q = _Queries()

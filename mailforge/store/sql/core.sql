@@ -1,6 +1,7 @@
--- Named queries of the store. Each begins with a "-- name: <name>" line; the store
--- loads them once (mailforge/store/queries.py). Queries that touch tenant data take the
--- account id as a parameter: scoping lives here, not in the API handlers.
+-- Core named queries of the store. Each begins with a "-- name: <name>" line; the store
+-- loads every .sql file of this folder once (mailforge/store/queries.py); names are unique
+-- across files. Queries that touch tenant data take the account id as a parameter:
+-- scoping lives here, not in the API handlers.
 
 -- name: root_account
 SELECT id FROM accounts WHERE parent_id IS NULL ORDER BY created_at LIMIT 1;
