@@ -92,7 +92,7 @@ class BackendConfig:
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    # Concurrent reconcile loops in this daemon.
+    # Concurrent reconcile loops in this daemon; 0 runs the API only (no converging).
     concurrency: int = 2
     # Most domains claimed in one pass; their changes reach the backend in one apply.
     batch_domains: int = 50
@@ -163,7 +163,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _POSITIVE: tuple[str, ...] = (
     "api.max_body_bytes",
     "database.pool_max",
-    "worker.concurrency",
     "worker.batch_domains",
     "worker.poll_interval",
     "worker.lease_seconds",
@@ -282,6 +281,8 @@ def _validate(cfg: Config) -> None:
     for key in ("api.port",):
         if not 0 < flat[key] < 65536:
             raise ConfigError(cfg.source, key, f"must be a TCP port (1-65535), got {flat[key]}")
+    if cfg.worker.concurrency < 0:
+        raise ConfigError(cfg.source, "worker.concurrency", "must be 0 or more")
     if cfg.database.pool_min > cfg.database.pool_max:
         raise ConfigError(cfg.source, "database.pool_min", "must not exceed database.pool_max")
     if not 1 <= cfg.limits.bulk_max_items <= 500:
