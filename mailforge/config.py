@@ -129,6 +129,20 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class ApiLimitsConfig:
+    # Per API token: sustained requests per second and the burst allowed above it
+    # (token bucket, in memory per daemon). Over the limit: 429 with Retry-After.
+    requests_per_second: float = 50.0
+    burst: int = 200
+    # Failed authentications per client address per minute before 429.
+    auth_failures_per_minute: int = 60
+    # A client must send its whole request body within this many seconds (else 408).
+    body_read_timeout_seconds: float = 30.0
+    # Idle keep-alive connections are closed after this many seconds.
+    keepalive_timeout_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     # json, console, or auto (console on a terminal, JSON lines otherwise).
     format: str = "auto"
@@ -147,6 +161,7 @@ class Config:
     passwords: PasswordConfig = field(default_factory=PasswordConfig)
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    api_limits: ApiLimitsConfig = field(default_factory=ApiLimitsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Source file, for messages; not read from YAML.
     source: str = "<defaults>"
@@ -168,6 +183,11 @@ _POSITIVE: tuple[str, ...] = (
     "worker.lease_seconds",
     "worker.max_attempts",
     "passwords.generated_length",
+    "api_limits.requests_per_second",
+    "api_limits.burst",
+    "api_limits.auth_failures_per_minute",
+    "api_limits.body_read_timeout_seconds",
+    "api_limits.keepalive_timeout_seconds",
 )
 
 T = TypeVar("T")

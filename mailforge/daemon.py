@@ -53,7 +53,9 @@ async def run(cfg: Config) -> None:
                          hashers=ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
                                                     thread_name_prefix="hash"))
         app = make_app(ctx)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True,
+            keepalive_timeout=cfg.api_limits.keepalive_timeout_seconds)
         await runner.setup()
         site = web.TCPSite(runner, cfg.api.listen, cfg.api.port, reuse_address=True)
         await site.start()
