@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import ratelimit
-from . import accounts, domains, email_users, jobs, oas, tokens
+from . import accounts, domains, email_users, jobs, oas, openapi, tokens
 from .context import CTX, ApiContext
 from .http import LIMITERS, envelope_middleware
 
@@ -58,6 +58,7 @@ MODULES: tuple[ModuleType, ...] = (
     jobs,
     tokens,
     accounts,
+    openapi,
 )
 API_MODULES = web.AppKey("api_modules", tuple)
 
@@ -75,4 +76,5 @@ def make_app(ctx: ApiContext) -> web.Application:
     app[API_MODULES] = (sys.modules[__name__], *MODULES)
     for module in app[API_MODULES]:
         app.router.add_routes(module.routes)
+    openapi.install(app, app[API_MODULES])
     return app
