@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import ratelimit
-from . import accounts, domains, email_users, jobs, oas, openapi, tokens
+from . import accounts, audit, domains, email_users, jobs, oas, openapi, tokens
 from .context import CTX, ApiContext
 from .http import LIMITERS, envelope_middleware
 
@@ -58,13 +58,14 @@ MODULES: tuple[ModuleType, ...] = (
     jobs,
     tokens,
     accounts,
+    audit,
     openapi,
 )
 API_MODULES = web.AppKey("api_modules", tuple)
 
 
 def make_app(ctx: ApiContext) -> web.Application:
-    app = web.Application(middlewares=[envelope_middleware],
+    app = web.Application(middlewares=[envelope_middleware, audit.audit_middleware],
                           client_max_size=ctx.cfg.api.max_body_bytes)
     app[CTX] = ctx
     lim = ctx.cfg.api_limits
