@@ -8,17 +8,16 @@ import re
 from dataclasses import replace
 from typing import Any, cast
 
+from test_render import domain, mailbox
+
 from mailforge.api import app as app_mod
 from mailforge.api.audit import REDACTED, redact
 from mailforge.api.context import ApiContext
 from mailforge.api.openapi import DOC_KEY, HTTP_METHODS
 from mailforge.backends.postfix_dovecot.render import render
 from mailforge.config import Config
-from mailforge.ratelimit import RateLimiter, retry_after
-
 from mailforge.models import DomainState
-
-from test_render import domain, mailbox
+from mailforge.ratelimit import RateLimiter, retry_after
 
 
 def _app() -> Any:
