@@ -5,6 +5,8 @@ with 429 + Retry-After, and no stack trace in any answer."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import secrets
 from typing import Any
 
@@ -94,3 +96,49 @@ async def test_per_token_rate_limit_answers_429_with_retry_after(
     assert (await api.get("/v1/account"))[0] == 200
     await asyncio.sleep(int(retry_after))
     assert (await flood.get("/v1/account"))[0] == 200
+
+
+async def test_slow_body_is_cut_off_with_408(sandbox: Any) -> None:
+    """A client trickling its body is answered 408 once the read timeout passes. Served
+    by an in-process API on the sandbox's database with a short timeout (the daemon's
+    default, 30 s, is too long for a test)."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiohttp import web
+
+    from mailforge import secretbox
+    from mailforge.api.app import make_app
+    from mailforge.api.context import ApiContext
+    from mailforge.store.store import Store, create_pool
+
+    cfg = config_mod.load(sandbox.info["config_path"])
+    cfg = dataclasses.replace(cfg, api_limits=dataclasses.replace(
+        cfg.api_limits, body_read_timeout_seconds=0.5))
+    pool = await create_pool(cfg.database.dsn, 1, 2)
+    runner = None
+    try:
+        store = Store(pool, cfg.host.name)
+        _, token, _ = await store.create_token(await store.ensure_root_account(), "slow",
+                                               ["admin"])
+        ctx = ApiContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
+                         hashers=ThreadPoolExecutor(max_workers=1))
+        runner = web.AppRunner(make_app(ctx))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write((f"POST /v1/auth/tokens HTTP/1.1\r\nHost: x\r\n"
+                      f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: 100\r\n\r\n{{\"name\": ").encode())
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        _envelope(json.loads(await reader.readexactly(length)), "request_timeout")
+        writer.close()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await pool.close()

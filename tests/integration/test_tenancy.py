@@ -356,3 +356,36 @@ async def test_account_delete_is_a_job_removing_domains_and_mailboxes(
     # The domain is free again.
     status, _ = await api.post("/v1/domains/connect", {"domains": [unique_domain]})
     assert status == 201
+
+
+async def test_reseller_limits_patch_and_usage(api: Any, tenants: dict[str, Tenant],
+                                               make_domain: Any) -> None:
+    p = tenants["P"]
+    # A reseller cannot hand out more than it has.
+    status, err = await p.client.post("/v1/reseller/accounts", {
+        "email": "greedy@customers.example", "domain_limit": 10**6,
+        "email_user_limit": 1})
+    assert status == 422 and err["error"]["details"][0].startswith("domain_limit:"), err
+    cid, tok, _ = await _sub_account(p.client, f"lim-{secrets.token_hex(3)}")
+    c = api.with_token(tok)
+    status, acct = await p.client.patch(f"/v1/reseller/accounts/{cid}",
+                                        {"domain_limit": 1, "company_name": "Renamed"})
+    assert status == 200 and acct["limits"]["domains"] == 1 and acct["name"] == "Renamed"
+    status, err = await p.client.patch(f"/v1/reseller/accounts/{cid}", {"status": "x"})
+    assert status == 400 and "status: unknown field" in err["error"]["details"]
+    # The child's limit holds.
+    first, second = make_domain(), make_domain()
+    assert (await c.post("/v1/domains/connect", {"domains": [first]}))[0] == 201
+    status, err = await c.post("/v1/domains/connect", {"domains": [second]})
+    assert status == 403 and err["error"]["code"] == "limit_exceeded", err
+    status, usage = await c.get("/v1/account/usage")
+    assert usage["domains"] == {"used": 1, "limit": 1}
+    assert usage["email_users"] == {"used": 0, "limit": 20}
+    status, agg = await p.client.get("/v1/reseller/usage")
+    mine = {a["account_id"]: a for a in agg["accounts"]}
+    assert mine[cid]["domains"] == {"used": 1, "limit": 1}
+    assert mine[tenants["A"].account_id]["email_users"]["used"] >= 1
+    assert agg["totals"]["domains"] == sum(a["domains"]["used"] for a in agg["accounts"])
+    # A sibling's id is not the parent's to reach through another reseller.
+    status, _ = await api.get(f"/v1/reseller/accounts/{cid}")
+    assert status == 404  # the operator is a grandparent: children only, by design
