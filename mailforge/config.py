@@ -132,8 +132,8 @@ class LimitsConfig:
 class ApiLimitsConfig:
     # Per API token: sustained requests per second and the burst allowed above it
     # (token bucket, in memory per daemon). Over the limit: 429 with Retry-After.
-    requests_per_second: float = 50.0
-    burst: int = 200
+    requests_per_second: float = 100.0
+    burst: int = 500
     # Failed authentications per client address per minute before 429.
     auth_failures_per_minute: int = 60
     # A client must send its whole request body within this many seconds (else 408).
