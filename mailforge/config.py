@@ -73,6 +73,9 @@ class PostfixDovecotConfig:
     # Postfix lookup table type for the generated maps: cdb (needs postfix-cdb), hash, lmdb.
     map_type: str = "cdb"
     postmap: str = "/usr/sbin/postmap"
+    # Run as `postfix -c <postfix_config_dir> reload` when the domain or alias tables change
+    # (trivial-rewrite and cleanup keep old domain lists otherwise).
+    postfix: str = "/usr/sbin/postfix"
     # Postfix config dir passed to postmap -c (a private instance needs its own).
     postfix_config_dir: str = "/etc/postfix"
     # Root of the Maildirs: <mail_root>/<domain>/<local part>/Maildir

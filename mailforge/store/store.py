@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -443,6 +443,22 @@ class Store:
                                    [m.generation for m in mbs], [error] * len(mbs))
             touched = [state.domain.id, *pending]
             return await self._settle_jobs(conn, touched)
+
+    async def release_dead_leases(self, node: str, alive: Callable[[int], bool]) -> int:
+        """Release leases held by processes of this node (``node:pid:worker``) that no
+        longer run, so a restart after a crash need not wait for their expiry."""
+        async with self._tx() as conn:
+            owners = [r["lease_owner"] for r in await conn.fetch(Q.lease_owners,
+                                                                  self.mail_host, node)]
+            dead = []
+            for owner in owners:
+                _, _, rest = owner.partition(f"{node}:")
+                pid = rest.split(":", 1)[0]
+                if pid.isdigit() and not alive(int(pid)):
+                    dead.append(owner)
+            if dead:
+                await conn.execute(Q.release_owner_leases, self.mail_host, dead)
+            return len(dead)
 
     async def expire_job_secrets(self) -> None:
         async with self.pool.acquire() as conn:

@@ -231,6 +231,14 @@ WHERE id = $1 AND generation >= $2;
 -- name: purge_deleted_domain
 DELETE FROM domains WHERE id = $1 AND deleted AND generation = $2;
 
+-- name: lease_owners
+SELECT DISTINCT lease_owner FROM domains
+WHERE mail_host = $1 AND lease_owner LIKE $2 || ':%' AND lease_until > now();
+
+-- name: release_owner_leases
+UPDATE domains SET lease_owner = NULL, lease_until = NULL
+WHERE mail_host = $1 AND lease_owner = ANY($2::text[]);
+
 -- name: release_domain
 UPDATE domains SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2;
 
