@@ -9,6 +9,8 @@ import asyncio
 import json
 import re
 import secrets
+import smtplib
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,23 @@ from support import imap_login_ok, ready_domain, wait_for, wait_job
 pytestmark = pytest.mark.stack
 
 PASSWORD = "Tenant-pass-" + secrets.token_hex(6)
+
+
+def smtp_auth_ok(host: str, port: int, user: str, password: str) -> bool:
+    """Can *user* authenticate on the submission port (i.e. send)?"""
+    with smtplib.SMTP(host, port, timeout=10) as s:
+        s.ehlo("test.example")
+        if s.has_extn("starttls"):
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s.starttls(context=ctx)
+            s.ehlo("test.example")
+        try:
+            s.login(user, password)
+            return True
+        except smtplib.SMTPAuthenticationError:
+            return False
 
 
 @dataclass
@@ -311,15 +330,22 @@ async def test_suspension_stops_logins_keeps_data_and_is_reversible(
     p, b = tenants["P"], tenants["B"]
     imap = sandbox.info["imap"]
 
+    sub = sandbox.info["submission"]
+
     def can_login() -> bool:
         return imap_login_ok(imap["host"], imap["port"], b.email, PASSWORD)
 
+    def can_send() -> bool:
+        return smtp_auth_ok(sub["host"], sub["port"], b.email, PASSWORD)
+
     assert await asyncio.to_thread(can_login)
+    assert await asyncio.to_thread(can_send)
     status, res = await p.client.post(f"/v1/reseller/accounts/{b.account_id}/suspend")
     assert status == 202 and res["status"] == "suspended", res
     job = await wait_job(p.client, res["job_id"])
     assert job["status"] == "completed", job
     assert not await asyncio.to_thread(can_login)
+    assert not await asyncio.to_thread(can_send)
     # Data kept, readable; writes refused while suspended.
     status, user = await b.client.get(f"/v1/email-users/{b.user_id}")
     assert status == 200 and user["status"] == "suspended", user
@@ -332,6 +358,7 @@ async def test_suspension_stops_logins_keeps_data_and_is_reversible(
     assert status == 202 and res["status"] == "active"
     await wait_job(p.client, res["job_id"])
     await wait_for(can_login)
+    await wait_for(can_send)
     status, user = await b.client.get(f"/v1/email-users/{b.user_id}")
     assert user["status"] == "active"
 

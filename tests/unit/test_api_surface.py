@@ -14,7 +14,7 @@ from mailforge.api import app as app_mod
 from mailforge.api.audit import REDACTED, redact
 from mailforge.api.context import ApiContext
 from mailforge.api.openapi import DOC_KEY, HTTP_METHODS
-from mailforge.backends.postfix_dovecot.render import render
+from mailforge.backends.postfix_dovecot.render import SUSPENDED_HASH, render
 from mailforge.config import Config
 from mailforge.models import DomainState
 from mailforge.ratelimit import RateLimiter, retry_after
@@ -116,5 +116,9 @@ def test_account_suspension_renders_nologin_for_every_mailbox() -> None:
     suspended = replace(st, account_suspended=True)
     files = render(suspended)
     assert [u.login_allowed for u in files.users] == [False, False]
+    # The password stops verifying too (SMTP AUTH through Dovecot SASL ignores nologin),
+    # while the store keeps the real hash for unsuspend.
+    assert {u.password for u in files.users} == {SUSPENDED_HASH}
+    assert all(u.password != SUSPENDED_HASH for u in render(st).users)
     # Delivery is unchanged: the mailboxes stay in the Postfix maps.
     assert files.mailboxes == render(st).mailboxes

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mailforge.backends.postfix_dovecot.render import AuthUser, render
+from mailforge.backends.postfix_dovecot.render import SUSPENDED_HASH, AuthUser, render
 from mailforge.errors import PermanentError
 from mailforge.models import Alias, Domain, DomainState, Mailbox
 
@@ -49,7 +49,8 @@ def test_mailboxes_render_to_every_map() -> None:
 
 def test_suspended_mailbox_cannot_log_in_but_still_receives() -> None:
     files = render(DomainState(domain(), (mailbox("alice", suspended=True),)))
-    assert files.users == (AuthUser("alice", HASH, 512, False),)
+    # nologin stops IMAP; the replaced hash stops SMTP AUTH (Dovecot SASL ignores nologin).
+    assert files.users == (AuthUser("alice", SUSPENDED_HASH, 512, False),)
     assert "alice@example.test OK" in files.mailboxes
 
 

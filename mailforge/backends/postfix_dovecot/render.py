@@ -46,6 +46,11 @@ def _key(value: str) -> str:
     return value
 
 
+# Written instead of the hash of a suspended mailbox; no password crypts to it (its
+# "hash" part is not crypt output). Same constant as issue 4's mailbox suspension.
+SUSPENDED_HASH = "{SHA512-CRYPT}$6$suspended$" + "x" * 86
+
+
 def render(state: DomainState, default_quota_mb: int = 1024) -> DomainFiles:
     if not state.present:
         return DomainFiles((), "", "", "", "")
@@ -61,11 +66,14 @@ def render(state: DomainState, default_quota_mb: int = 1024) -> DomainFiles:
         address = f"{local}@{domain}"
         if not _SAFE_HASH.match(m.password_hash):
             raise PermanentError(f"refusing to write malformed password hash for {address}")
-        # A suspended mailbox (or any mailbox of a suspended account) may not log in
-        # (IMAP, SMTP AUTH through Dovecot SASL); delivery, which uses only the userdb,
-        # keeps working.
-        users.append(AuthUser(local, m.password_hash, int(m.quota_mb or default_quota_mb),
-                              not (m.suspended or state.account_suspended)))
+        # A suspended mailbox (or any mailbox of a suspended account) may not log in:
+        # nologin stops IMAP, but Dovecot still answers a SASL client (Postfix
+        # submission) "OK", so the hash is replaced too and the password stops verifying.
+        # The real hash stays in the store and comes back on unsuspend. Delivery, which
+        # uses only the userdb, keeps working.
+        suspended = m.suspended or state.account_suspended
+        users.append(AuthUser(local, SUSPENDED_HASH if suspended else m.password_hash,
+                              int(m.quota_mb or default_quota_mb), not suspended))
         mailboxes.append(f"{address} OK")
         senders.append(f"{address} {address}")
         identities.append(address)
