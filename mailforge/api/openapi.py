@@ -30,11 +30,20 @@ def build_document(modules: tuple[ModuleType, ...]) -> dict[str, Any]:
     for module in modules:
         for path, item in getattr(module, "openapi_paths", {}).items():
             merged = paths.setdefault(path, {})
-            for method, op in item.items():
-                if method in merged:
-                    raise RuntimeError(f"OpenAPI: {method.upper()} {path} declared twice "
+            for key, value in item.items():
+                if key == "parameters":
+                    # Path-level parameters: several modules may declare the same ones.
+                    have = {(p["name"], p["in"]) for p in merged.get("parameters", [])}
+                    merged["parameters"] = [*merged.get("parameters", []),
+                                            *(p for p in value
+                                              if (p["name"], p["in"]) not in have)]
+                elif key not in HTTP_METHODS:
+                    merged.setdefault(key, value)  # summary, description: first wins
+                elif key in merged:
+                    raise RuntimeError(f"OpenAPI: {key.upper()} {path} declared twice "
                                        f"(again in {module.__name__})")
-                merged[method] = op
+                else:
+                    merged[key] = value
     return {
         "openapi": "3.1.0",
         "info": {
@@ -82,7 +91,9 @@ def render_reference(doc: dict[str, Any]) -> str:
              f"</h1><p>{esc(doc['info']['description'])}</p>"
              "<p>Machine-readable: <a href=/v1/openapi.json>/v1/openapi.json</a> "
              "(OpenAPI 3.1).</p><h2>Endpoints</h2><ul>"]
-    ops = [(path, method, op) for path, item in doc["paths"].items()
+    ops = [(path, method, {**op, "parameters": [*item.get("parameters", []),
+                                                  *op.get("parameters", [])]})
+           for path, item in doc["paths"].items()
            for method, op in item.items() if method in HTTP_METHODS]
     for path, method, op in ops:
         parts.append(f"<li><a href=#{esc(op.get('operationId', ''))}><span class=m>"

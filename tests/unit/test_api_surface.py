@@ -61,6 +61,8 @@ def test_document_is_well_formed_openapi_31() -> None:
     for path, item in doc["paths"].items():
         params_in_path = set(re.findall(r"\{(\w+)\}", path))
         for method, op in item.items():
+            if method not in HTTP_METHODS:
+                continue
             where = f"{method.upper()} {path}"
             assert op.get("summary"), f"{where}: summary"
             op_ids.append(op.get("operationId"))
@@ -122,3 +124,24 @@ def test_account_suspension_renders_nologin_for_every_mailbox() -> None:
     assert all(u.password != SUSPENDED_HASH for u in render(st).users)
     # Delivery is unchanged: the mailboxes stay in the Postfix maps.
     assert files.mailboxes == render(st).mailboxes
+
+
+def test_modules_share_a_path_and_its_path_parameters() -> None:
+    import types
+
+    from mailforge.api.openapi import build_document
+
+    pid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    a = types.ModuleType("a")
+    a.openapi_paths = {"/v1/x/{id}": {"parameters": [pid], "get": {"summary": "g"}}}  # type: ignore[attr-defined]
+    b = types.ModuleType("b")
+    b.openapi_paths = {"/v1/x/{id}": {"parameters": [pid], "delete": {"summary": "d"}}}  # type: ignore[attr-defined]
+    doc = build_document((a, b))
+    item = doc["paths"]["/v1/x/{id}"]
+    assert set(item) == {"parameters", "get", "delete"} and item["parameters"] == [pid]
+    c = types.ModuleType("c")
+    c.openapi_paths = {"/v1/x/{id}": {"get": {"summary": "again"}}}  # type: ignore[attr-defined]
+    import pytest
+
+    with pytest.raises(RuntimeError, match="declared twice"):
+        build_document((a, c))
