@@ -40,8 +40,10 @@ routes = web.RouteTableDef()
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Field names whose values never reach the audit log (or any log).
+# Message contents (subject, body, attachments) are not the audit log's business either.
 SECRET_FIELD = re.compile(r"pass|secret|token|private|credential|authorization|"
-                          r"api_?key|dkim_?key|attachment|body|content", re.IGNORECASE)
+                          r"api_?key|dkim_?key|attachment|body|content|subject|html|text|"
+                          r"signature", re.IGNORECASE)
 REDACTED = "[redacted]"
 MAX_ITEMS = 20
 MAX_TEXT = 200
