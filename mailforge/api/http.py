@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from .. import ids, ratelimit
-from ..errors import ApiError, ValidationFailed
+from .. import ids, ratelimit, validation
+from ..errors import ApiError, NotFound, ValidationFailed
 from ..log import get
 from ..models import Principal
 from ..store import scope, tenancy
@@ -161,7 +161,48 @@ async def authenticate(request: web.Request, permission: str) -> Principal:
                        status=403)
     scope.set_domains(principal.domains)
     request[PRINCIPAL_KEY] = principal
+    if principal.domains is not None:
+        await _guard_path(request, principal)
     return principal
+
+
+async def _guard_path(request: web.Request, principal: Principal) -> None:
+    """Defence in depth for domain-restricted tokens, in front of every handler: an id
+    in the path naming a domain, mailbox, alias or job outside the restriction is a 404
+    before any handler code runs (the store applies the restriction again)."""
+    assert principal.domains is not None
+    for value in request.match_info.values():
+        if not await tenancy.object_allowed(request.app[CTX].store, principal.account_id,
+                                            value, principal.domains):
+            raise NotFound()
+
+
+async def _guard_body(request: web.Request, data: dict[str, Any]) -> None:
+    """The same guard for the fields of a JSON body that point at domain objects:
+    ``domain`` (a name or an id) and ``ids`` (mailbox or alias ids)."""
+    principal = request.get(PRINCIPAL_KEY)
+    if not isinstance(principal, Principal) or principal.domains is None:
+        return
+    store = request.app[CTX].store
+    refs: list[str] = []
+    dom = data.get("domain")
+    if isinstance(dom, str):
+        if dom.startswith("dom_"):
+            refs.append(dom)
+        else:
+            try:
+                name = validation.domain_name(dom)
+            except ValueError:
+                name = None  # the handler reports the invalid name
+            if name is not None and not principal.allows_domain(name):
+                raise NotFound("domain")
+    items = data.get("ids")
+    if isinstance(items, list):
+        refs += [i for i in items[:1000] if isinstance(i, str)]
+    for ref in refs:
+        if not await tenancy.object_allowed(store, principal.account_id, ref,
+                                            principal.domains):
+            raise NotFound()
 
 
 def require_unrestricted(principal: Principal) -> None:
@@ -190,6 +231,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationFailed(["body: must be a JSON object"])
     request[BODY_KEY] = data  # for the audit log's summary (secrets redacted there)
+    await _guard_body(request, data)
     return data
 
 

@@ -64,6 +64,19 @@ async def descendant(store: Store, ancestor_id: str, account_id: str) -> asyncpg
         return await conn.fetchrow(Q.descendant_account, ancestor_id, account_id)
 
 
+async def object_allowed(store: Store, account_id: str, object_id: str,
+                         domains: frozenset[str]) -> bool:
+    """Is the domain, mailbox, alias or job *object_id* of the account within *domains*?
+    Ids of other kinds are not domain objects: allowed here (their handlers decide)."""
+    async with store.pool.acquire() as conn:
+        if object_id.startswith(("dom_", "usr_", "ali_")):
+            name = await conn.fetchval(Q.domain_of_object, object_id, account_id)
+            return name is not None and name in domains
+        if object_id.startswith("job_"):
+            return bool(await conn.fetchval(Q.job_in_domains, object_id, sorted(domains)))
+    return True
+
+
 # ---------------------------------------------------------------------------- tokens
 
 async def list_tokens(store: Store, account_id: str) -> list[dict[str, Any]]:

@@ -416,3 +416,47 @@ async def test_reseller_limits_patch_and_usage(api: Any, tenants: dict[str, Tena
     # A sibling's id is not the parent's to reach through another reseller.
     status, _ = await api.get(f"/v1/reseller/accounts/{cid}")
     assert status == 404  # the operator is a grandparent: children only, by design
+
+
+async def test_restriction_guard_runs_before_any_handler(
+        sandbox: Any, tenants: dict[str, Tenant]) -> None:
+    """The guard in authenticate()/json_body() refuses ids and domains outside a
+    restricted token's list whatever the handler then does (e.g. one using its own
+    store query): path ids and body ``domain``/``ids`` fields."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from mailforge import config as config_mod
+    from mailforge import secretbox
+    from mailforge.api import http
+    from mailforge.api.context import CTX, ApiContext
+    from mailforge.errors import NotFound
+    from mailforge.store.store import Store, create_pool
+
+    a = tenants["A"]
+    cfg = config_mod.load(sandbox.info["config_path"])
+    pool = await create_pool(cfg.database.dsn, 1, 2)
+    try:
+        store = Store(pool, cfg.host.name)
+        _, token, _ = await store.create_token(a.account_id, "guarded", ["write"],
+                                               ["elsewhere.test"])
+        app = web.Application()
+        app[CTX] = ApiContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
+                              hashers=ThreadPoolExecutor(max_workers=1))
+        hdrs = {"Authorization": f"Bearer {token}"}
+        for value in (a.user_id, a.domain_id, a.job_id):
+            req = make_mocked_request("DELETE", f"/v1/anything/{value}", headers=hdrs,
+                                      match_info={"id": value}, app=app)
+            with pytest.raises(NotFound):
+                await http.authenticate(req, "write")
+        req = make_mocked_request("POST", "/v1/anything", headers=hdrs, app=app)
+        principal = await http.authenticate(req, "write")
+        assert principal.domains == frozenset({"elsewhere.test"})
+        for body in ({"domain": a.domain}, {"domain": a.domain_id}, {"ids": [a.user_id]}):
+            with pytest.raises(NotFound):
+                await http._guard_body(req, body)
+        await http._guard_body(req, {"domain": "elsewhere.test", "ids": ["whk_1"]})
+    finally:
+        await pool.close()

@@ -146,3 +146,14 @@ UPDATE jobs SET status = 'completed', progress = 100, message = 'completed',
                 completed_at = now(), updated_at = now()
 WHERE id = $1
 RETURNING *;
+
+-- name: domain_of_object
+-- The domain (ASCII name) a domain, mailbox or alias id of account $2 belongs to; for
+-- the domain-restriction guard in front of every handler.
+SELECT d.name FROM domains d
+WHERE d.account_id = $2
+  AND d.id = (CASE
+      WHEN starts_with($1, 'dom_') THEN $1
+      WHEN starts_with($1, 'usr_') THEN (SELECT m.domain_id FROM mailboxes m WHERE m.id = $1)
+      WHEN starts_with($1, 'ali_') THEN (SELECT a.domain_id FROM aliases a WHERE a.id = $1)
+  END);
