@@ -76,7 +76,7 @@ def canonical(rtype: str, content: str) -> str:
     if rtype == "TXT":
         return txt_content(txt_text(content))
     rd = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rtype), content,
-                             origin=dns.name.root)
+                             origin=dns.name.root, relativize=False)
     return str(rd.to_text()).lower() if rtype in ("MX", "CNAME", "NS", "SRV") else \
         str(rd.to_text())
 

@@ -4,6 +4,7 @@ DNS port is where verification asks."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -33,8 +34,13 @@ class PowerDnsProvider:
             async with aiohttp.ClientSession(timeout=timeout) as s, s.request(
                     method, self.base + path, json=body,
                     headers={"X-API-Key": self.pc.api_key}) as resp:
-                data: Any = await resp.json(content_type=None) if resp.content_length != 0 \
-                    else None
+                text = await resp.text()
+                data: Any = None
+                if text.strip():
+                    try:
+                        data = json.loads(text)
+                    except ValueError:
+                        data = text
                 if resp.status in ok or (resp.status == 404 and 404 in ok):
                     return resp.status, data
                 msg = data.get("error", "") if isinstance(data, dict) else str(data)[:200]
@@ -42,8 +48,6 @@ class PowerDnsProvider:
                                  resp.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise TemporaryError(f"powerdns: {type(exc).__name__}: {exc}") from None
-        except ValueError:
-            raise TemporaryError("powerdns: unreadable answer") from None
 
     async def ensure_zone(self, zone: str) -> list[str]:
         z = fqdn(zone)
