@@ -168,6 +168,8 @@ class CloudflareConfig:
     # Default token; a domain may carry its own (sealed in the store).
     api_token: str = ""
     nameservers: tuple[str, ...] = ()
+    # host:port answering for the zones (verification); "" = the zones' NS records.
+    verify_server: str = ""
 
 
 @dataclass(frozen=True)

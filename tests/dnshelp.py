@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import dns.resolver
-
 from support import wait_job
 
 

@@ -55,7 +55,7 @@ class Plan:
 
 def plan(desired: Sequence[Record], current: Sequence[Record], owned: Iterable[Key],
          *, overwrite: bool = False, force: bool = False, max_change_ratio: float = 0.5,
-         deleting: bool = False) -> Plan:
+         deleting: bool = False, min_records: int = 10) -> Plan:
     owned_set = set(owned)
     cur_keys = {r.key for r in current}
     want: list[Record] = [] if deleting else list(desired)
@@ -91,7 +91,8 @@ def plan(desired: Sequence[Record], current: Sequence[Record], owned: Iterable[K
     owned_after = frozenset((owned_set & want_keys & cur_keys) | {c.key for c in creates})
 
     refused = None
-    if not deleting and not force and current:
+    # As octoDNS does: small zones are exempt (one change is already a large share).
+    if not deleting and not force and len(current) >= min_records:
         share = len(deletes) / len(current)
         if share > max_change_ratio:
             refused = (f"plan would delete or change {len(deletes)} of {len(current)} "
