@@ -50,10 +50,17 @@ async def dns_status(request: web.Request) -> web.Response:
         records and records[0].setdefault("error", str(exc))
     opts = await DnsStore(ctx.store).options(d.id)
     report = (opts["dns_report"] if opts else None) or {}
-    verified = all(r["status"] == "ok" for r in records if r["required"])
+    conflicts = list(report.get("conflicts", []))
+    conflicted = {c.split(" ", 1)[0] for c in conflicts}
+    for r in records:
+        if r["purpose"] in ("spf", "dmarc") and r["name"] in conflicted and \
+                r["status"] == "mismatch":
+            r["conflict"] = True  # the operator's own record stays: reported, not blocking
+    verified = all(r["status"] == "ok" or r.get("conflict") for r in records
+                   if r["required"])
     return web.json_response({"domain": d.name, "domain_id": d.id, "verified": verified,
                               "provider": d.dns_provider, "records": records,
-                              "conflicts": report.get("conflicts", [])})
+                              "conflicts": conflicts})
 
 
 @routes.post("/v1/domains/{id}/dkim/rotate")
@@ -188,7 +195,7 @@ _REC = {"type": "object", "properties": {
     "required": {"type": "boolean"},
     "status": {"type": "string", "enum": ["ok", "missing", "mismatch"]},
     "expected": {"type": "string"}, "found": {"type": "array", "items": {"type": "string"}},
-    "error": {"type": "string"}}}
+    "error": {"type": "string"}, "conflict": {"type": "boolean"}}}
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 openapi_paths: dict[str, dict[str, Any]] = {

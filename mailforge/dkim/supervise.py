@@ -39,9 +39,11 @@ def main(argv: list[str]) -> int:
         while child.poll() is None and not state["stop"] and not state["restart"]:
             time.sleep(0.05)
         if child.poll() is None:
+            # dkimpy-milter takes seconds to leave its loop on SIGTERM; it keeps no
+            # state, and Postfix's milter_default_action covers a message in flight.
             child.terminate()
             try:
-                child.wait(timeout=5)
+                child.wait(timeout=0.3)
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
