@@ -51,13 +51,16 @@ def _zone_file(zone: str) -> str:
 
 
 def start_named(base: Path, zones: Sequence[str], key_names: Sequence[str],
-                prefill: dict[str, str] | None = None) -> Bind:
+                prefill: dict[str, str] | None = None, port: int | None = None,
+                keys: dict[str, str] | None = None) -> Bind:
     """Start named serving *zones*, each updatable and transferable with any of the
-    keys; *prefill* adds zone-file lines per zone (the operator's own records)."""
+    keys; *prefill* adds zone-file lines per zone (the operator's own records). A
+    restart passes the same *port* (and zone files are kept when they exist)."""
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o755)
-    port = pick_ports(["bind"], udp=("bind",))["bind"]
-    keys = {k: base64.b64encode(secrets.token_bytes(32)).decode() for k in key_names}
+    port = port or pick_ports(["bind"], udp=("bind",))["bind"]
+    keys = keys or {k: base64.b64encode(secrets.token_bytes(32)).decode()
+                    for k in key_names}
     allow = " ".join(f'key "{k}";' for k in keys)
     conf = [
         "options {", f'  directory "{base}";', f"  listen-on port {port} {{ 127.0.0.1; }};",
@@ -75,7 +78,8 @@ def start_named(base: Path, zones: Sequence[str], key_names: Sequence[str],
         conf.append(f'key "{k}" {{ algorithm hmac-sha256; secret "{secret}"; }};')
     for z in zones:
         zf = base / f"{z}.zone"
-        zf.write_text(_zone_file(z) + (prefill or {}).get(z, ""))
+        if not zf.exists():
+            zf.write_text(_zone_file(z) + (prefill or {}).get(z, ""))
         conf.append(f'zone "{z}" {{ type primary; file "{zf}"; '
                     f"allow-update {{ {allow} }}; allow-transfer {{ {allow} }}; }};")
     (base / "named.conf").write_text("\n".join(conf) + "\n")

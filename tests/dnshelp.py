@@ -4,12 +4,15 @@ for domains, reading the outbound sink."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dns.resolver
+import yaml
 from support import wait_job
 
 
@@ -61,3 +64,28 @@ async def wait_sink(outbox: str, rcpt: str, timeout: float = 20.0) -> bytes:
                 return meta.with_suffix(".eml").read_bytes()
         await asyncio.sleep(0.1)
     raise AssertionError(f"no message for {rcpt} in {outbox} after {timeout}s")
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(
+            out.get(k), dict) else v
+    return out
+
+
+@contextlib.contextmanager
+def daemon_overlay(sandbox: Any, overlay: dict[str, Any]) -> Iterator[None]:
+    """Run the sandbox daemon with *overlay* merged into its config (e.g. a provider
+    pointing at a test's own BIND), restoring the original config afterwards."""
+    path = Path(sandbox.info["config_path"])
+    original = path.read_text()
+    path.write_text(yaml.safe_dump(_deep_merge(yaml.safe_load(original), overlay)))
+    sandbox.stop_service("daemon")
+    sandbox.start_service("daemon")
+    try:
+        yield
+    finally:
+        path.write_text(original)
+        sandbox.stop_service("daemon")
+        sandbox.start_service("daemon")
