@@ -73,7 +73,7 @@ async def test_setup_through_rfc2136_on_bind_with_tsig(daemon: Any, api: Any,
     assert [str(r.exchange) for r in res.resolve(zone, "MX")] == \
         [daemon.info["mx_hostname"] + "."]
     status, report = await api.get(f"/v1/domains/{dom['id']}/dns-status")
-    assert report["verified"] is True, report
+    assert status == 200 and report["verified"] is True, report
     dkim = [r for r in report["records"] if r["purpose"].startswith("dkim:")]
     assert len(dkim) == 2
     for r in dkim:

@@ -77,3 +77,20 @@ async def test_setup_publishes_records_and_mail_is_signed_rsa_and_ed25519(
     assert all(ok for _, ok in sigs.values()), sigs
     published = {r["name"].split(".")[0] for r in dkim_txt}
     assert {s for s, _ in sigs.values()} == published
+
+
+async def test_cli_dns_plan_shows_changes_without_applying(
+        sandbox: Any, api: Any, unique_domain: str) -> None:
+    import subprocess
+    import sys
+
+    status, body = await api.post("/v1/domains/connect", {"domains": [unique_domain]})
+    assert status == 201, body
+    out = subprocess.run([sys.executable, "-m", "mailforge", "-c",
+                          sandbox.info["config_path"], "dns", "plan", unique_domain],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"+ {unique_domain}. 300 MX 10 {sandbox.info['mx_hostname']}." in out.stdout
+    assert "v=spf1 mx ~all" in out.stdout
+    res = resolver(sandbox.info["dns"]["host"], sandbox.info["dns"]["port"])
+    assert not [t for t in txts(res, unique_domain) if t.startswith("v=spf1")]  # not applied
