@@ -41,12 +41,8 @@ def main(argv: list[str]) -> int:
         if child.poll() is None:
             # dkimpy-milter takes seconds to leave its loop on SIGTERM; it keeps no
             # state, and Postfix's milter_default_action covers a message in flight.
-            child.terminate()
-            try:
-                child.wait(timeout=0.3)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            child.kill()
+            child.wait()
         elif not state["restart"] and not state["stop"]:
             time.sleep(0.5)  # crashed: do not spin
         state["restart"] = False

@@ -166,7 +166,7 @@ class DnsStep:
             keys = await self.ds.keys(d.id)
 
         # 2. Publish.
-        await provider.ensure_zone(zone)
+        nameservers = await provider.ensure_zone(zone)
         expected = desired_records(zone, key_infos(keys), self.cfg)
         p = await self.svc.compute_plan(d.id, zone, provider)
         if provider.publishes:
@@ -198,9 +198,7 @@ class DnsStep:
                             and c.expected.purpose in ("spf", "dmarc"))]
         report: dict[str, Any] = {
             "records": [c.json() for c in checks], "conflicts": list(p.conflicts),
-            "verified": not missing, "nameservers": [fqdn(n) for n in
-                                                     await provider.ensure_zone(zone)]
-            if provider.publishes else []}
+            "verified": not missing, "nameservers": [fqdn(n) for n in nameservers]}
         revisit = dk.next_due(views(keys), rotate, retire, revoked)
         await self.ds.set_report(d.id, report, revisit)
         if p.conflicts:
