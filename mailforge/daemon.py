@@ -17,6 +17,7 @@ from .api.app import make_app
 from .api.context import ApiContext
 from .backends.base import load_backend
 from .config import Config
+from .dns.step import DnsService, DnsStep, revisit_loop
 from .engine import Engine
 from .log import get
 from .store import migrate
@@ -48,7 +49,9 @@ async def run(cfg: Config) -> None:
         store = Store(pool, cfg.host.name)
         backend = load_backend(cfg)
         await backend.prepare()
-        engine = Engine(store, backend, cfg.worker, cfg.database.dsn)
+        dns_svc = DnsService(store, cfg, box)
+        engine = Engine(store, backend, cfg.worker, cfg.database.dsn,
+                        steps=[DnsStep(dns_svc)])
         ctx = ApiContext(cfg=cfg, store=store, box=box,
                          hashers=ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
                                                     thread_name_prefix="hash"))
@@ -66,8 +69,10 @@ async def run(cfg: Config) -> None:
         log.info("mailforge started", api=f"http://{cfg.api.listen}:{cfg.api.port}",
                  host=cfg.host.name, backend=backend.name)
         sd_notify("READY=1")
+        revisits = asyncio.create_task(revisit_loop(dns_svc, stop), name="dns-revisits")
         try:
             await engine.run(stop)
+            await revisits
         finally:
             sd_notify("STOPPING=1")
             log.info("mailforge stopping")

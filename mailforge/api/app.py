@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import ratelimit
-from . import accounts, audit, domains, email_users, jobs, oas, openapi, tokens
+from . import accounts, audit, dns, domains, email_users, jobs, oas, openapi, tokens
 from .context import CTX, ApiContext
 from .http import LIMITERS, envelope_middleware
 
@@ -54,6 +54,7 @@ openapi_paths: dict[str, dict[str, Any]] = {
 # Every module serving routes; its ``openapi_paths`` documents them.
 MODULES: tuple[ModuleType, ...] = (
     domains,
+    dns,
     email_users,
     jobs,
     tokens,
