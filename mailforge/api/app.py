@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import domains, email_users, jobs
+from .. import reputation
+from . import domains, email_users, inbox, jobs
 from .context import CTX, ApiContext
 from .http import envelope_middleware
 
@@ -27,9 +28,10 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(ctx: ApiContext) -> web.Application:
-    app = web.Application(middlewares=[envelope_middleware],
+    app = web.Application(middlewares=[envelope_middleware,
+                                       reputation.guard_new_mailboxes],
                           client_max_size=ctx.cfg.api.max_body_bytes)
     app[CTX] = ctx
-    for table in (routes, domains.routes, email_users.routes, jobs.routes):
+    for table in (routes, domains.routes, email_users.routes, jobs.routes, inbox.routes):
         app.router.add_routes(table)
     return app
