@@ -158,17 +158,30 @@ async def idempotent(request: web.Request, principal: Principal, body: dict[str,
         f"{request.method} {request.path}\n".encode()
         + json.dumps(body, sort_keys=True).encode()).digest()
     context = f"idempotency:{principal.account_id}:{key}"
-    prior = await ctx.store.get_idempotent(principal.account_id, key)
-    if prior is not None:
+    if not await ctx.store.claim_idempotent(principal.account_id, key, digest):
+        prior = await ctx.store.get_idempotent(principal.account_id, key)
+        if prior is None:  # released by a failed first attempt just now: try again
+            raise ApiError("idempotency_key_in_use",
+                           "A request with this Idempotency-Key is being handled.",
+                           status=409, headers={"Retry-After": "1"})
         if bytes(prior["request_hash"]) != digest:
             raise ApiError("idempotency_key_reused",
                            "This Idempotency-Key was used with a different request.",
                            status=422)
+        if prior["status"] == 0 or prior["sealed_body"] is None:
+            raise ApiError("idempotency_key_in_use",
+                           "A request with this Idempotency-Key is being handled.",
+                           status=409, headers={"Retry-After": "1"})
         payload = json.loads(ctx.box.open(bytes(prior["sealed_body"]), context))
         resp = web.json_response(payload, status=prior["status"])
         resp.headers["Idempotent-Replayed"] = "true"
         return resp
-    status, payload = await produce()
+    try:
+        status, payload = await produce()
+    except BaseException:
+        # A refused or failed first attempt records nothing: the client may retry it.
+        await ctx.store.release_idempotent(principal.account_id, key)
+        raise
     sealed = ctx.box.seal(json.dumps(payload).encode(), context)
-    await ctx.store.put_idempotent(principal.account_id, key, digest, status, sealed)
+    await ctx.store.put_idempotent(principal.account_id, key, status, sealed)
     return web.json_response(payload, status=status)

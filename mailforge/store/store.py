@@ -326,11 +326,19 @@ class Store:
         async with self.pool.acquire() as conn:
             return await conn.fetchrow(Q.get_idempotent, account_id, key)
 
-    async def put_idempotent(self, account_id: str, key: str, request_hash: bytes,
-                             status: int, sealed_body: bytes) -> None:
+    async def claim_idempotent(self, account_id: str, key: str, request_hash: bytes) -> bool:
         async with self.pool.acquire() as conn:
-            await conn.execute(Q.put_idempotent, account_id, key, request_hash, status,
-                               sealed_body)
+            return await conn.fetchval(Q.claim_idempotent, account_id, key,
+                                       request_hash) is not None
+
+    async def put_idempotent(self, account_id: str, key: str, status: int,
+                             sealed_body: bytes) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.put_idempotent, account_id, key, status, sealed_body)
+
+    async def release_idempotent(self, account_id: str, key: str) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.release_idempotent, account_id, key)
 
     # ------------------------------------------------------------------------- engine
 

@@ -1,17 +1,17 @@
 """Postfix + Dovecot on the same host, converged through files.
 
-Map mechanism (see README, "Why files"): for each domain mailforge writes a Dovecot
-passwd-file and one fragment per Postfix map; the Postfix maps are the
-concatenation of the fragments, compiled by ``postmap`` into a temporary table and
-renamed into place. Postfix notices a replaced table and its processes restart
-themselves; Dovecot re-reads a passwd-file whose mtime changed. Nothing is
-restarted, and the files stay valid while mailforge or PostgreSQL are down, so mail
-keeps flowing to existing mailboxes.
+Map mechanism (see README, "How mail keeps flowing"): for each domain mailforge
+writes one fragment per Postfix map; the Postfix maps are the concatenation of the
+fragments, compiled by ``postmap`` into a temporary table and renamed into place.
+Postfix notices a replaced table and its processes restart themselves. Dovecot's
+passdb/userdb is a local SQLite database changed in transactions and queried on every
+login. Nothing is restarted, and all of it stays valid while mailforge or PostgreSQL
+are down, so mail keeps flowing to existing mailboxes.
 
-Idempotent and crash-safe: every apply re-derives the files from the desired state
-and compares them with what is on disk; only what differs is written, and the
-Postfix maps are rebuilt only when their content differs. A crash between two
-writes is repaired by the next apply.
+Idempotent and crash-safe: every apply re-derives the files and rows from the desired
+state and compares them with what is on disk; only what differs is written, and the
+Postfix maps are rebuilt only when their content differs. A crash between two writes
+is repaired by the next apply.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import grp
 import os
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from ...log import get
 from ...models import DomainState
 from ..base import ApplyResult
 from .layout import Layout
-from .render import DomainFiles, render
+from .render import AuthUser, DomainFiles, render
 
 log = get(__name__)
 
@@ -69,12 +70,14 @@ class PostfixDovecotBackend:
             raise PermanentError(f"group {self.cfg.auth_group!r} "
                                  "(backend.postfix_dovecot.auth_group) does not exist") from None
         if os.geteuid() == 0:
-            os.chown(self.layout.passwd_dir, 0, self._auth_gid)
-            os.chown(self.layout.passwd_dir.parent, 0, self._auth_gid)
+            for p in (self.layout.dovecot_dir, self.layout.auth_db,
+                      self.layout.dovecot_sql_conf):
+                os.chown(p, 0, self._auth_gid)
 
     async def health(self) -> dict[str, Any]:
         src = self.layout.map_compiled("virtual_mailboxes")
-        return {"backend": self.name, "maps_present": src.exists(),
+        return {"backend": self.name,
+                "maps_present": src.exists() and self.layout.auth_db.exists(),
                 "map_rebuilds": self.map_rebuilds}
 
     async def apply(self, states: Sequence[DomainState]) -> ApplyResult:
@@ -89,9 +92,9 @@ class PostfixDovecotBackend:
             try:
                 await asyncio.to_thread(self._write_domains, rendered)
                 await self._rebuild_maps()
-            except (OSError, TemporaryError) as exc:
+            except (OSError, sqlite3.Error, TemporaryError) as exc:
                 err = (exc if isinstance(exc, TemporaryError) else
-                       TemporaryError(f"writing mail server maps failed: {exc.strerror}"))
+                       TemporaryError(f"writing mail server maps failed: {exc}"))
                 for st, _ in rendered:
                     errors[st.domain.id] = err
         return ApplyResult(domain_errors=errors)
@@ -99,14 +102,9 @@ class PostfixDovecotBackend:
     # ---------------------------------------------------------------- file handling
 
     def _write_domains(self, rendered: Sequence[tuple[DomainState, DomainFiles]]) -> None:
+        self._sync_auth(rendered)
         for st, files in rendered:
             name = st.domain.name
-            passwd = self.layout.passwd_file(name)
-            if files.passwd or st.present:
-                atomic.write_if_changed(passwd, files.passwd.encode(), mode=0o640,
-                                        group=self._auth_gid)
-            else:
-                atomic.remove(passwd)
             for kind in _FRAGMENT_MAPS:
                 frag = self.fragments / kind / name
                 content: str = getattr(files, kind)
@@ -114,6 +112,35 @@ class PostfixDovecotBackend:
                     atomic.write_if_changed(frag, content.encode())
                 else:
                     atomic.remove(frag)
+
+    def _sync_auth(self, rendered: Sequence[tuple[DomainState, DomainFiles]]) -> None:
+        """Make Dovecot's rows for these domains equal the desired ones, in one transaction,
+        touching only rows that differ (a domain of 100,000 mailboxes costs one read)."""
+        db = sqlite3.connect(self.layout.auth_db, timeout=10, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for st, files in rendered:
+                domain = st.domain.name
+                current = {r[0]: AuthUser(r[0], r[1], r[2], bool(r[3])) for r in db.execute(
+                    "SELECT local_part, password, quota_mb, login_allowed FROM users "
+                    "WHERE domain = ?", (domain,))}
+                desired = {u.local_part: u for u in files.users}
+                gone = [(domain, lp) for lp in current.keys() - desired.keys()]
+                changed = [(domain, u.local_part, u.password, u.quota_mb, int(u.login_allowed))
+                           for lp, u in desired.items() if current.get(lp) != u]
+                if gone:
+                    db.executemany("DELETE FROM users WHERE domain = ? AND local_part = ?",
+                                   gone)
+                if changed:
+                    db.executemany("INSERT OR REPLACE INTO users (domain, local_part, password,"
+                                   " quota_mb, login_allowed) VALUES (?, ?, ?, ?, ?)", changed)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
 
     def _concat(self, kind: str) -> bytes:
         d = self.fragments / kind

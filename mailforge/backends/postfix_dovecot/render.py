@@ -1,9 +1,10 @@
-"""Pure rendering of one domain's desired state into the lines Postfix and Dovecot read.
+"""Pure rendering of one domain's desired state into what Postfix and Dovecot read:
+Postfix map lines and Dovecot auth rows.
 
-No I/O here, so the map formats are unit-tested directly. Every value was validated
-on the way in (``mailforge.validation``); the checks below are a second line of
-defence against map-line injection, because a stray ``:`` or newline in a passwd-file
-line, or whitespace in a Postfix map key, would change what the server believes.
+No I/O here, so the formats are unit-tested directly. Every value was validated on
+the way in (``mailforge.validation``); the checks below are a second line of defence
+against map-line injection, because whitespace or a newline in a Postfix map key would
+change what the server believes.
 """
 
 from __future__ import annotations
@@ -19,10 +20,20 @@ _SAFE_HASH = re.compile(r"^\{[A-Z0-9-]+\}[A-Za-z0-9$./=,+_-]+$")
 
 
 @dataclass(frozen=True)
-class DomainFiles:
-    """Everything the backend writes for one domain; empty strings mean "absent"."""
+class AuthUser:
+    """One row of Dovecot's auth database."""
 
-    passwd: str
+    local_part: str
+    password: str
+    quota_mb: int
+    login_allowed: bool
+
+
+@dataclass(frozen=True)
+class DomainFiles:
+    """Everything the backend writes for one domain; empty means "absent"."""
+
+    users: tuple[AuthUser, ...]
     domains: str
     mailboxes: str
     aliases: str
@@ -37,9 +48,9 @@ def _key(value: str) -> str:
 
 def render(state: DomainState, default_quota_mb: int = 1024) -> DomainFiles:
     if not state.present:
-        return DomainFiles("", "", "", "", "")
+        return DomainFiles((), "", "", "", "")
     domain = _key(state.domain.name)
-    passwd: list[str] = []
+    users: list[AuthUser] = []
     mailboxes: list[str] = []
     senders: list[str] = []
     identities: list[str] = []
@@ -50,13 +61,10 @@ def render(state: DomainState, default_quota_mb: int = 1024) -> DomainFiles:
         address = f"{local}@{domain}"
         if not _SAFE_HASH.match(m.password_hash):
             raise PermanentError(f"refusing to write malformed password hash for {address}")
-        quota = m.quota_mb or default_quota_mb
-        extra = [f"userdb_quota_rule=*:storage={int(quota)}M"]
-        if m.suspended:
-            # Login (IMAP and SMTP AUTH through Dovecot SASL) refused; delivery, which
-            # uses only the userdb, keeps working.
-            extra = ["nologin", "reason=suspended", *extra]
-        passwd.append(f"{local}:{m.password_hash}::::::{' '.join(extra)}")
+        # A suspended mailbox may not log in (IMAP, SMTP AUTH through Dovecot SASL);
+        # delivery, which uses only the userdb, keeps working.
+        users.append(AuthUser(local, m.password_hash, int(m.quota_mb or default_quota_mb),
+                              not m.suspended))
         mailboxes.append(f"{address} OK")
         senders.append(f"{address} {address}")
         identities.append(address)
@@ -74,7 +82,7 @@ def render(state: DomainState, default_quota_mb: int = 1024) -> DomainFiles:
         # identity entries make the mailbox win, as Postfix's documentation advises.
         aliases.extend(f"{addr} {addr}" for addr in identities)
     return DomainFiles(
-        passwd="".join(line + "\n" for line in passwd),
+        users=tuple(users),
         domains=f"{domain} OK\n",
         mailboxes="".join(line + "\n" for line in mailboxes),
         aliases="".join(line + "\n" for line in sorted(aliases)),

@@ -120,10 +120,19 @@ ORDER BY ji.seq;
 SELECT request_hash, status, sealed_body FROM idempotency_keys
 WHERE account_id = $1 AND key = $2;
 
+-- name: claim_idempotent
+-- Claim a key before doing the work: of two concurrent requests with one key, one wins.
+INSERT INTO idempotency_keys (account_id, key, request_hash, status)
+VALUES ($1, $2, $3, 0)
+ON CONFLICT (account_id, key) DO NOTHING
+RETURNING key;
+
 -- name: put_idempotent
-INSERT INTO idempotency_keys (account_id, key, request_hash, status, sealed_body)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (account_id, key) DO NOTHING;
+UPDATE idempotency_keys SET status = $3, sealed_body = $4
+WHERE account_id = $1 AND key = $2;
+
+-- name: release_idempotent
+DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND status = 0;
 
 -- name: notify_work
 SELECT pg_notify('mailforge_work', $1);
