@@ -162,6 +162,19 @@ class PostfixDovecotBackend:
             if current == content and self.layout.map_compiled(map_name).exists():
                 continue
             await self._postmap_replace(map_name, content)
+            if map_name == "virtual_domains" and current is not None:
+                await self._reload_postfix()
+
+    async def _reload_postfix(self) -> None:
+        """trivial-rewrite is long-running and its clients keep their connection: it
+        would class a new domain as remote (relay) until it restarts. A reload makes
+        every Postfix process re-open the tables; only the domain list needs it."""
+        proc = await asyncio.create_subprocess_exec(
+            "postfix", "-c", self.cfg.postfix_config_dir, "reload",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            log.warning("postfix reload failed", error=err.decode(errors="replace")[:300])
 
     async def _postmap_replace(self, map_name: str, content: bytes) -> None:
         started = time.monotonic()
