@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
 import random
 import secrets
 from collections.abc import Sequence
@@ -64,7 +63,7 @@ async def enqueue(conn: Any, account_id: str, event: str, data: dict[str, Any],
                "created_at": datetime.now(UTC).isoformat(timespec="seconds")
                .replace("+00:00", "Z"),
                "data": data}
-    await conn.execute(Q.webhook_enqueue, account_id, event, eid, json.dumps(payload))
+    await conn.execute(Q.webhook_enqueue, account_id, event, eid, payload)
     return eid
 
 
