@@ -263,3 +263,166 @@ async def webhook_deliveries(request: web.Request) -> web.Response:
          "last_error": r["last_error"], "created_at": rfc3339(r["created_at"]),
          "delivered_at": rfc3339(r["delivered_at"]),
          "next_attempt_at": rfc3339(r["next_attempt_at"])} for r in rows]})
+
+
+# ------------------------------------------------------------------ OpenAPI
+
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                   "details": {"type": "array", "items": {"type": "string"}}}}}}
+
+
+def _err(desc: str) -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": _ERROR}}}
+
+
+def _ok(desc: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": schema}}}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_COMMON = {"401": _err("Missing or invalid token."), "403": _err("Permission missing."),
+           "404": _err("No such resource (or another tenant's).")}
+_ADDRS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+_MSGIDS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+_NULLSTR = {"type": ["string", "null"]}
+_PATH_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_PATH_MSG = [{"name": "msg_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_QUOTA = {"type": "object", "properties": {
+    "daily_send_limit": {"type": ["integer", "null"]}, "default_daily_limit": {"type": "integer"},
+    "effective_limit": {"type": "integer"}, "sent_today": {"type": "integer"},
+    "remaining": {"type": "integer"}, "resets_at": {"type": "string"},
+    "warmup": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
+        "start_limit": {"type": "integer"}, "days": {"type": "integer"},
+        "started_on": {"type": "string"}}}]}}}
+_MESSAGE = {"type": "object", "properties": {
+    "uid": {"type": "integer"}, "id": {"type": "string"}, "message_id": _NULLSTR,
+    "from": _NULLSTR, "to": {"type": "array", "items": {"type": "string"}},
+    "cc": {"type": "array", "items": {"type": "string"}}, "subject": {"type": "string"},
+    "date": _NULLSTR, "is_read": {"type": "boolean"}, "in_reply_to": _NULLSTR,
+    "references": {"type": "array", "items": {"type": "string"}},
+    "has_attachments": {"type": "boolean"}}}
+_WEBHOOK = {"type": "object", "properties": {
+    "id": {"type": "string"}, "url": {"type": "string"},
+    "events": {"type": "array", "items": {"type": "string", "enum": list(webhooks.EVENTS)}},
+    "created_at": {"type": "string"}, "secret": {"type": "string"}}}
+
+openapi_paths: dict[str, dict[str, Any]] = {
+    "/v1/email-users/{id}/inbox/send": {"post": {
+        "summary": "Send a message as the mailbox (through Postfix, DKIM-signed; copy in Sent)",
+        "operationId": "sendMail", "parameters": _PATH_ID,
+        "requestBody": _body({"type": "object", "additionalProperties": False,
+                              "required": ["to"], "properties": {
+            "to": _ADDRS, "cc": _ADDRS, "bcc": _ADDRS, "subject": {"type": "string"},
+            "body": {"type": "string"}, "html": {"type": "boolean"},
+            "text": {"type": "string"}, "in_reply_to": {"type": "string"},
+            "references": _MSGIDS,
+            "attachments": {"type": "array", "maxItems": 20, "items": {
+                "type": "object", "additionalProperties": False,
+                "required": ["filename", "content_base64"], "properties": {
+                    "filename": {"type": "string"}, "content_type": {"type": "string"},
+                    "content_base64": {"type": "string"}}}}}}),
+        "responses": {"200": _ok("Accepted by the mail server.", {"type": "object", "properties": {
+            "message_id": {"type": "string"}, "status": {"type": "string", "enum": ["sent"]},
+            "remaining": {"type": "integer"}}}),
+            "400": _err("Invalid request."), **_COMMON,
+            "409": _err("Mailbox not active, or domain_reputation_blocked."),
+            "429": _err("Daily send limit reached (Retry-After header)."),
+            "502": _err("The mail server refused the message."),
+            "503": _err("Mail through the API is not configured.")}}},
+    "/v1/email-users/{id}/inbox": {"get": {
+        "summary": "List messages of a folder, newest first", "operationId": "listInbox",
+        "parameters": [*_PATH_ID,
+                       {"name": "folder", "in": "query", "schema": {"type": "string"}},
+                       {"name": "unread", "in": "query", "schema": {"type": "boolean"}},
+                       {"name": "limit", "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                       {"name": "offset", "in": "query",
+                        "schema": {"type": "integer", "minimum": 0}}],
+        "responses": {"200": _ok("A page of messages.", {"type": "object", "properties": {
+            "messages": {"type": "array", "items": _MESSAGE}, "total": {"type": "integer"},
+            "limit": {"type": "integer"}, "offset": {"type": "integer"},
+            "folder": {"type": "string"}}}), "400": _err("Invalid query."), **_COMMON,
+            "409": _err("Mailbox not active.")}}},
+    "/v1/email-users/{id}/sending": {
+        "get": {"summary": "Daily send limit, warm-up and today's count",
+                "operationId": "getSending", "parameters": _PATH_ID,
+                "responses": {"200": _ok("Sending quota.", _QUOTA), **_COMMON}},
+        "put": {"summary": "Set the daily send limit and the warm-up schedule",
+                "operationId": "putSending", "parameters": _PATH_ID,
+                "requestBody": _body({"type": "object", "additionalProperties": False,
+                                      "properties": {
+                    "daily_send_limit": {"type": ["integer", "null"], "minimum": 0},
+                    "warmup": {"oneOf": [{"type": "null"}, {
+                        "type": "object", "additionalProperties": False, "properties": {
+                            "start_limit": {"type": "integer", "minimum": 1},
+                            "days": {"type": "integer", "minimum": 1},
+                            "started_on": {"type": "string", "format": "date"}}}]}}}),
+                "responses": {"200": _ok("Sending quota.", _QUOTA),
+                              "400": _err("Invalid request."), **_COMMON}}},
+    "/v1/inbox/{msg_id}/body": {"get": {
+        "summary": "Text and HTML body, decoded", "operationId": "getMessageBody",
+        "parameters": _PATH_MSG,
+        "responses": {"200": _ok("The body.", {"type": "object", "properties": {
+            "id": {"type": "string"}, "body": {"type": "string"}, "text": _NULLSTR,
+            "html": _NULLSTR, "subject": _NULLSTR, "message_id": _NULLSTR}}), **_COMMON}}},
+    "/v1/inbox/{msg_id}/attachments": {"get": {
+        "summary": "Attachments of a message", "operationId": "listAttachments",
+        "parameters": _PATH_MSG,
+        "responses": {"200": _ok("Attachments.", {"type": "object", "properties": {
+            "attachments": {"type": "array", "items": {"type": "object", "properties": {
+                "index": {"type": "integer"}, "filename": {"type": "string"},
+                "content_type": {"type": "string"}, "size": {"type": "integer"},
+                "url": {"type": "string"}}}}}}), **_COMMON}}},
+    "/v1/inbox/{msg_id}/attachments/{n}": {"get": {
+        "summary": "Download one attachment (its bytes)", "operationId": "getAttachment",
+        "parameters": [*_PATH_MSG, {"name": "n", "in": "path", "required": True,
+                                    "schema": {"type": "integer", "minimum": 0}}],
+        "responses": {"200": {"description": "The attachment's bytes.",
+                              "content": {"application/octet-stream": {
+                                  "schema": {"type": "string", "format": "binary"}}}},
+                      "400": _err("Invalid index."), **_COMMON}}},
+    "/v1/inbox/{msg_id}/read": {"post": {
+        "summary": "Mark read", "operationId": "markRead", "parameters": _PATH_MSG,
+        "responses": {"200": _ok("Marked.", {"type": "object", "properties": {
+            "id": {"type": "string"}, "is_read": {"type": "boolean"}}}), **_COMMON}}},
+    "/v1/inbox/{msg_id}/unread": {"post": {
+        "summary": "Mark unread", "operationId": "markUnread", "parameters": _PATH_MSG,
+        "responses": {"200": _ok("Marked.", {"type": "object", "properties": {
+            "id": {"type": "string"}, "is_read": {"type": "boolean"}}}), **_COMMON}}},
+    "/v1/domains/{id}/reputation": {"get": {
+        "summary": "Sending reputation of a domain over the window",
+        "operationId": "getDomainReputation", "parameters": _PATH_ID,
+        "responses": {"200": _ok("Reputation.", {"type": "object", "properties": {
+            "domain_id": {"type": "string"}, "domain": {"type": "string"},
+            "status": {"type": "string", "enum": ["healthy", "watch", "blocked"]},
+            "window_days": {"type": "integer"}, "sent": {"type": "integer"},
+            "bounces": {"type": "integer"}, "complaints": {"type": "integer"},
+            "bounce_rate": {"type": "number"}, "complaint_rate": {"type": "number"}}}),
+            **_COMMON}}},
+    "/v1/webhooks": {
+        "post": {"summary": "Register a webhook (the signing secret is shown once)",
+                 "operationId": "createWebhook",
+                 "requestBody": _body({"type": "object", "additionalProperties": False,
+                                       "required": ["url"], "properties": {
+                     "url": {"type": "string"},
+                     "events": {"type": "array", "minItems": 1, "items": {
+                         "type": "string", "enum": list(webhooks.EVENTS)}}}}),
+                 "responses": {"201": _ok("Created.", _WEBHOOK),
+                               "400": _err("Invalid request."), **_COMMON}},
+        "get": {"summary": "List webhooks", "operationId": "listWebhooks",
+                "responses": {"200": _ok("Webhooks.", {"type": "object", "properties": {
+                    "webhooks": {"type": "array", "items": _WEBHOOK}}}), **_COMMON}}},
+    "/v1/webhooks/{id}": {"delete": {
+        "summary": "Delete a webhook", "operationId": "deleteWebhook", "parameters": _PATH_ID,
+        "responses": {"204": {"description": "Deleted."}, **_COMMON}}},
+    "/v1/webhooks/{id}/deliveries": {"get": {
+        "summary": "Recent deliveries of a webhook", "operationId": "listWebhookDeliveries",
+        "parameters": _PATH_ID,
+        "responses": {"200": _ok("Deliveries.", {"type": "object", "properties": {
+            "deliveries": {"type": "array", "items": {"type": "object"}}}}), **_COMMON}}},
+}
