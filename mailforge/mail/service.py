@@ -24,7 +24,7 @@ from . import compose, limits, master
 from .imap import ImapError, ImapPool
 from .msgid import MessageIds, MessageRef
 from .policy import PolicyService
-from .submit import submit
+from .submit import Submitter
 
 log = get(__name__)
 
@@ -80,6 +80,7 @@ class MailService:
                              lambda a: master.login_name(a, cfg), m.master_password,
                              m.imap_pool_per_mailbox, m.imap_idle_seconds, m.imap_timeout)
         self.policy = PolicyService(pool, cfg)
+        self.submitter = Submitter(m.submission_host, m.submission_port, m.master_password)
         self.dispatcher = webhooks.Dispatcher(pool, box, cfg.webhooks)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -102,6 +103,7 @@ class MailService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.policy.stop()
         await self.imap.close()
+        self.submitter.close()
 
     # ------------------------------------------------------------ lookups
 
@@ -164,9 +166,8 @@ class MailService:
             raise self._over_limit(q)
         msg = compose.compose(req, s.address, s.row["name"], s.row["signature"], s.domain)
         m = self.cfg.mail
-        result = await submit(m.submission_host, m.submission_port,
-                              master.login_name(s.address, self.cfg), m.master_password,
-                              s.address, req.recipients, msg)
+        result = await self.submitter.submit(master.login_name(s.address, self.cfg),
+                                             s.address, req.recipients, msg)
         if not result.ok:
             if "sending limit" in result.text.lower():
                 raise self._over_limit(await self.quota(s))
