@@ -244,6 +244,60 @@ class DkimConfig:
     retire_days: float = 7.0
     # Revoked records (empty p=) stay this long before they are deleted.
     revoked_days: float = 7.0
+class MailConfig:
+    # Dovecot master user mailforge logs in as (IMAP ``user*master``, SMTP AUTH too) so it
+    # never needs a mailbox's password. The secret comes from here or the environment
+    # (MAILFORGE__MAIL__MASTER_PASSWORD); only its hash is written, to master_passdb_file.
+    master_user: str = "mailforge"
+    master_password: str = ""
+    # Empty: <backend state_dir>/dovecot/master-users (the Dovecot passdb with master=yes).
+    master_passdb_file: str = ""
+    # Postfix submission service the daemon submits API sends to.
+    submission_host: str = "127.0.0.1"
+    submission_port: int = 587
+    # IMAP server the daemon reads mailboxes from (Dovecot).
+    imap_host: str = "127.0.0.1"
+    imap_port: int = 143
+    # Most IMAP connections open at once for one mailbox; idle ones close after idle_seconds.
+    imap_pool_per_mailbox: int = 3
+    imap_idle_seconds: float = 60.0
+    imap_timeout: float = 10.0
+    sent_folder: str = "Sent"
+    # Postfix policy service (check_policy_service inet:listen:port); port 0 disables it.
+    policy_listen: str = "127.0.0.1"
+    policy_port: int = 0
+    # Daily send limit of a mailbox whose own limit is not set.
+    default_daily_limit: int = 500
+    # Warm-up: a mailbox with warm-up on may send warmup_start a day on its first day,
+    # rising linearly to its daily limit after warmup_days days.
+    warmup_start: int = 5
+    warmup_days: int = 14
+    # Inbound observation: mailboxes the policy service saw as recipients are scanned
+    # every scan_interval seconds for new messages (DSNs, ARF reports, webhooks); every
+    # full_scan_interval seconds all active mailboxes are (0 disables the full sweep).
+    scan_interval: float = 1.0
+    full_scan_interval: float = 600.0
+
+
+@dataclass(frozen=True)
+class ReputationConfig:
+    window_days: int = 30
+    # Rates are taken over max(sent, min_volume) so that a new domain is not judged on
+    # a handful of messages.
+    min_volume: int = 20
+    watch_bounce_rate: float = 0.03
+    block_bounce_rate: float = 0.08
+    watch_complaint_rate: float = 0.001
+    block_complaint_rate: float = 0.003
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    timeout: float = 10.0
+    max_attempts: int = 12
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 3600.0
+    poll_interval: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -260,6 +314,9 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    mail: MailConfig = field(default_factory=MailConfig)
+    reputation: ReputationConfig = field(default_factory=ReputationConfig)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     # Source file, for messages; not read from YAML.
     source: str = "<defaults>"
 
