@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("id", help="token id (tok_...)")
     tr.add_argument("--account", help="account id (default: the operator's root account)")
 
+    dnsp = sub.add_parser("dns", help="DNS records of domains").add_subparsers(
+        dest="dns_cmd", required=True)
+    dplan = dnsp.add_parser("plan", help="show the changes setup would make to a domain's "
+                                         "DNS, without applying them")
+    dplan.add_argument("domain")
+    dplan.add_argument("--json", action="store_true")
+
     sb = sub.add_parser("sandbox", help="a private mail stack on loopback, for trying and "
                                         "testing").add_subparsers(dest="sandbox_cmd",
                                                                   required=True)
@@ -125,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts = asyncio.run(_with_store(cfg, lambda s: s.unconverged()))
         print(json.dumps({"unconverged": counts}))
         return 0
+    if args.command == "dns":
+        from .dns.cli import plan_command
+
+        return int(asyncio.run(_with_store(cfg, lambda s: plan_command(s, cfg, args.domain,
+                                                                       args.json))))
     if args.command == "token":
         return _token_command(args, cfg)
     return 1

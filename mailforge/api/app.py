@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import ratelimit
-from . import accounts, audit, domains, email_users, jobs, oas, openapi, tokens
+from .. import ratelimit, reputation
+from . import accounts, audit, dns, domains, email_users, inbox, jobs, oas, openapi, tokens
 from .context import CTX, ApiContext
 from .http import LIMITERS, envelope_middleware
 
@@ -54,7 +54,9 @@ openapi_paths: dict[str, dict[str, Any]] = {
 # Every module serving routes; its ``openapi_paths`` documents them.
 MODULES: tuple[ModuleType, ...] = (
     domains,
+    dns,
     email_users,
+    inbox,
     jobs,
     tokens,
     accounts,
@@ -65,7 +67,8 @@ API_MODULES = web.AppKey("api_modules", tuple)
 
 
 def make_app(ctx: ApiContext) -> web.Application:
-    app = web.Application(middlewares=[envelope_middleware, audit.audit_middleware],
+    app = web.Application(middlewares=[envelope_middleware, audit.audit_middleware,
+                                       reputation.guard_new_mailboxes],
                           client_max_size=ctx.cfg.api.max_body_bytes)
     app[CTX] = ctx
     lim = ctx.cfg.api_limits
