@@ -141,8 +141,10 @@ class ApiLimitsConfig:
     auth_failures_per_minute: int = 60
     # A client must send its whole request body within this many seconds (else 408).
     body_read_timeout_seconds: float = 30.0
-    # Idle keep-alive connections are closed after this many seconds.
-    keepalive_timeout_seconds: float = 15.0
+    # Idle keep-alive connections are closed after this many seconds. Keep it above
+    # clients' own idle timeouts (aiohttp's is 15 s): a server closing at the same moment
+    # a client reuses the connection makes that request fail.
+    keepalive_timeout_seconds: float = 75.0
 
 
 @dataclass(frozen=True)
