@@ -33,6 +33,7 @@ from .config import WorkerConfig
 from .errors import PermanentError, ReconcileError, TemporaryError
 from .log import get
 from .models import DomainState
+from .store.queries import Q
 from .store.store import WORK_CHANNEL, Store
 
 log = get(__name__)
@@ -72,6 +73,8 @@ class Engine:
     # ------------------------------------------------------------------ running
 
     async def run(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.reclaim_dead_leases()
         tasks = [asyncio.create_task(self._listen(stop), name="engine-listen")]
         tasks += [asyncio.create_task(self._worker(n, stop), name=f"engine-worker-{n}")
                   for n in range(self.cfg.concurrency)]
@@ -139,7 +142,49 @@ class Engine:
         if not states:
             return 0
         with structlog.contextvars.bound_contextvars(pass_id=f"pass_{uuid.uuid4().hex[:12]}"):
-            return await self._converge(states, owner)
+            try:
+                return await self._converge(states, owner)
+            except asyncio.CancelledError:
+                # Shutting down mid-pass (domain steps can take a while): hand the
+                # domains back now rather than leaving them leased until expiry.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._release(states, owner))
+                raise
+
+    async def reclaim_dead_leases(self) -> int:
+        """Release leases held by dead processes of this machine (a SIGKILLed daemon):
+        their domains need not wait for the lease to expire. Owners are
+        ``host:pid:worker``; only this host's owners are checked."""
+        host = socket.gethostname()
+        freed = 0
+        async with self.store.pool.acquire() as conn:
+            owners = await conn.fetch(
+                "SELECT DISTINCT lease_owner FROM domains WHERE lease_owner LIKE $1 "
+                "AND lease_until > now()", f"{host}:%")
+            for r in owners:
+                parts = str(r["lease_owner"]).split(":")
+                try:
+                    pid = int(parts[1])
+                    os.kill(pid, 0)
+                    continue  # alive
+                except (IndexError, ValueError):
+                    continue
+                except ProcessLookupError:
+                    pass
+                except PermissionError:
+                    continue
+                res = await conn.execute(
+                    "UPDATE domains SET lease_owner = NULL, lease_until = NULL "
+                    "WHERE lease_owner = $1", r["lease_owner"])
+                freed += int(res.split()[-1])
+        if freed:
+            log.info("released leases of dead workers", domains=freed)
+        return freed
+
+    async def _release(self, states: list[DomainState], owner: str) -> None:
+        async with self.store.pool.acquire() as conn:
+            for st in states:
+                await conn.execute(Q.release_domain, st.domain.id, owner)
 
     async def _converge(self, states: list[DomainState], owner: str) -> int:
         started = time.monotonic()
