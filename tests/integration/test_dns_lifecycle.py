@@ -130,3 +130,47 @@ async def test_mta_sts_policy_and_autoconfig_are_served(
     res = resolver(sandbox.info["dns"]["host"], sandbox.info["dns"]["port"])
     (sts,) = txts(res, f"_mta-sts.{unique_domain}")
     assert sts.startswith("v=STSv1; id=")
+
+
+async def test_retired_key_is_revoked_then_removed_when_due(
+        sandbox: Any, api: Any, unique_domain: str) -> None:
+    """Time-based moves are level-triggered from stored times: pretend the retirement
+    period passed (move the stored times back) and the daemon revokes, then deletes."""
+    import asyncpg
+
+    info = sandbox.info
+    res = resolver(info["dns"]["host"], info["dns"]["port"])
+    dom = await setup_active(api, unique_domain)
+    _, before = await api.get(f"/v1/domains/{dom['id']}/dns-status")
+    old = _dkim_selectors(before)
+    _, job = await api.post(f"/v1/domains/{dom['id']}/dkim/rotate")
+    assert (await wait_job(api, job["job_id"], timeout=30))["status"] == "completed"
+
+    async def age(state: str) -> None:
+        conn = await asyncpg.connect(info["postgres_dsn"])
+        try:
+            await conn.execute(
+                "UPDATE dkim_keys SET state_changed_at = now() - interval '8 days' "
+                "WHERE domain_id = $1 AND state = $2", dom["id"], state)
+            await conn.execute("UPDATE domains SET dns_revisit_at = now() WHERE id = $1",
+                               dom["id"])
+        finally:
+            await conn.close()
+
+    async def until(pred: Any, timeout: float = 20.0) -> None:
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(pred(txts(res, f"{s}._domainkey.{unique_domain}")) for s in old):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"old selectors {old} not in the expected state")
+
+    await age("retiring")
+    await until(lambda v: v and v[0].endswith("p="))  # revoked: empty p=
+    await age("revoked")
+    await until(lambda v: v == [])  # removed
+    _, after = await api.get(f"/v1/domains/{dom['id']}/dns-status")
+    assert after["verified"] is True and not (_dkim_selectors(after) & old)
