@@ -73,6 +73,9 @@ class PostfixDovecotConfig:
     # Postfix lookup table type for the generated maps: cdb (needs postfix-cdb), hash, lmdb.
     map_type: str = "cdb"
     postmap: str = "/usr/sbin/postmap"
+    # Run as `postfix -c <postfix_config_dir> reload` when the domain or alias tables change
+    # (trivial-rewrite and cleanup keep old domain lists otherwise).
+    postfix: str = "/usr/sbin/postfix"
     # Postfix config dir passed to postmap -c (a private instance needs its own).
     postfix_config_dir: str = "/etc/postfix"
     # Root of the Maildirs: <mail_root>/<domain>/<local part>/Maildir
@@ -126,6 +129,20 @@ class LimitsConfig:
     default_domains: int = 100
     default_email_users: int = 10_000
     bulk_max_items: int = 500
+
+
+@dataclass(frozen=True)
+class ApiLimitsConfig:
+    # Per API token: sustained requests per second and the burst allowed above it
+    # (token bucket, in memory per daemon). Over the limit: 429 with Retry-After.
+    requests_per_second: float = 100.0
+    burst: int = 500
+    # Failed authentications per client address per minute before 429.
+    auth_failures_per_minute: int = 60
+    # A client must send its whole request body within this many seconds (else 408).
+    body_read_timeout_seconds: float = 30.0
+    # Idle keep-alive connections are closed after this many seconds.
+    keepalive_timeout_seconds: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -227,6 +244,60 @@ class DkimConfig:
     retire_days: float = 7.0
     # Revoked records (empty p=) stay this long before they are deleted.
     revoked_days: float = 7.0
+class MailConfig:
+    # Dovecot master user mailforge logs in as (IMAP ``user*master``, SMTP AUTH too) so it
+    # never needs a mailbox's password. The secret comes from here or the environment
+    # (MAILFORGE__MAIL__MASTER_PASSWORD); only its hash is written, to master_passdb_file.
+    master_user: str = "mailforge"
+    master_password: str = ""
+    # Empty: <backend state_dir>/dovecot/master-users (the Dovecot passdb with master=yes).
+    master_passdb_file: str = ""
+    # Postfix submission service the daemon submits API sends to.
+    submission_host: str = "127.0.0.1"
+    submission_port: int = 587
+    # IMAP server the daemon reads mailboxes from (Dovecot).
+    imap_host: str = "127.0.0.1"
+    imap_port: int = 143
+    # Most IMAP connections open at once for one mailbox; idle ones close after idle_seconds.
+    imap_pool_per_mailbox: int = 3
+    imap_idle_seconds: float = 60.0
+    imap_timeout: float = 10.0
+    sent_folder: str = "Sent"
+    # Postfix policy service (check_policy_service inet:listen:port); port 0 disables it.
+    policy_listen: str = "127.0.0.1"
+    policy_port: int = 0
+    # Daily send limit of a mailbox whose own limit is not set.
+    default_daily_limit: int = 500
+    # Warm-up: a mailbox with warm-up on may send warmup_start a day on its first day,
+    # rising linearly to its daily limit after warmup_days days.
+    warmup_start: int = 5
+    warmup_days: int = 14
+    # Inbound observation: mailboxes the policy service saw as recipients are scanned
+    # every scan_interval seconds for new messages (DSNs, ARF reports, webhooks); every
+    # full_scan_interval seconds all active mailboxes are (0 disables the full sweep).
+    scan_interval: float = 1.0
+    full_scan_interval: float = 600.0
+
+
+@dataclass(frozen=True)
+class ReputationConfig:
+    window_days: int = 30
+    # Rates are taken over max(sent, min_volume) so that a new domain is not judged on
+    # a handful of messages.
+    min_volume: int = 20
+    watch_bounce_rate: float = 0.03
+    block_bounce_rate: float = 0.08
+    watch_complaint_rate: float = 0.001
+    block_complaint_rate: float = 0.003
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    timeout: float = 10.0
+    max_attempts: int = 12
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 3600.0
+    poll_interval: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -239,9 +310,13 @@ class Config:
     passwords: PasswordConfig = field(default_factory=PasswordConfig)
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    api_limits: ApiLimitsConfig = field(default_factory=ApiLimitsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    mail: MailConfig = field(default_factory=MailConfig)
+    reputation: ReputationConfig = field(default_factory=ReputationConfig)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     # Source file, for messages; not read from YAML.
     source: str = "<defaults>"
 
@@ -265,6 +340,11 @@ _POSITIVE: tuple[str, ...] = (
     "worker.lease_seconds",
     "worker.max_attempts",
     "passwords.generated_length",
+    "api_limits.requests_per_second",
+    "api_limits.burst",
+    "api_limits.auth_failures_per_minute",
+    "api_limits.body_read_timeout_seconds",
+    "api_limits.keepalive_timeout_seconds",
     "dns.ttl",
     "dns.max_change_ratio",
     "dkim.rsa_bits",

@@ -53,6 +53,18 @@ class DomainStep(Protocol):
     async def converge(self, state: DomainState) -> None: ...
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Engine:
     def __init__(self, store: Store, backend: MailBackend, cfg: WorkerConfig,
                  dsn: str, on_jobs_finished: JobsFinished | None = None,
@@ -66,15 +78,17 @@ class Engine:
         self.dsn = dsn
         self.on_jobs_finished = on_jobs_finished
         self._wake = asyncio.Event()
-        self._id = f"{socket.gethostname()}:{os.getpid()}"
+        self._node = socket.gethostname()
+        self._id = f"{self._node}:{os.getpid()}"
         self.passes = 0
         self.last_pass_at: float | None = None
 
     # ------------------------------------------------------------------ running
 
     async def run(self, stop: asyncio.Event) -> None:
-        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            await self.reclaim_dead_leases()
+        released = await self.store.release_dead_leases(self._node, _pid_alive)
+        if released:
+            log.info("released leases of dead workers", count=released)
         tasks = [asyncio.create_task(self._listen(stop), name="engine-listen")]
         tasks += [asyncio.create_task(self._worker(n, stop), name=f"engine-worker-{n}")
                   for n in range(self.cfg.concurrency)]
@@ -150,36 +164,6 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._release(states, owner))
                 raise
-
-    async def reclaim_dead_leases(self) -> int:
-        """Release leases held by dead processes of this machine (a SIGKILLed daemon):
-        their domains need not wait for the lease to expire. Owners are
-        ``host:pid:worker``; only this host's owners are checked."""
-        host = socket.gethostname()
-        freed = 0
-        async with self.store.pool.acquire() as conn:
-            owners = await conn.fetch(
-                "SELECT DISTINCT lease_owner FROM domains WHERE lease_owner LIKE $1 "
-                "AND lease_until > now()", f"{host}:%")
-            for r in owners:
-                parts = str(r["lease_owner"]).split(":")
-                try:
-                    pid = int(parts[1])
-                    os.kill(pid, 0)
-                    continue  # alive
-                except (IndexError, ValueError):
-                    continue
-                except ProcessLookupError:
-                    pass
-                except PermissionError:
-                    continue
-                res = await conn.execute(
-                    "UPDATE domains SET lease_owner = NULL, lease_until = NULL "
-                    "WHERE lease_owner = $1", r["lease_owner"])
-                freed += int(res.split()[-1])
-        if freed:
-            log.info("released leases of dead workers", domains=freed)
-        return freed
 
     async def _release(self, states: list[DomainState], owner: str) -> None:
         async with self.store.pool.acquire() as conn:

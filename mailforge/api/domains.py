@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import validation
+from .. import reputation, validation
 from ..dns.providers.base import load_provider
 from ..dns.step import DnsService
 from ..errors import ReconcileError, ValidationFailed
@@ -140,5 +140,8 @@ async def list_domains(request: web.Request) -> web.Response:
 @routes.get("/v1/domains/{id}")
 async def get_domain(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    d = await request.app[CTX].store.get_domain(principal.account_id, request.match_info["id"])
-    return web.json_response(domain_json(d))
+    ctx = request.app[CTX]
+    d = await ctx.store.get_domain(principal.account_id, request.match_info["id"])
+    body = domain_json(d)
+    body["reputation"] = await reputation.domain_json(ctx.store.pool, d.id, ctx.cfg.reputation)
+    return web.json_response(body)
