@@ -176,6 +176,7 @@ class DnsStep:
                 await self.ds.add_owned(d.id, (r.key for r in p.creates))
             await provider.apply(zone, p.rrsets)
             await self.ds.set_owned(d.id, p.owned_after)
+            await self.ds.clear_force(d.id)
 
         # 3. Verify.
         servers = await provider.authoritative_servers(zone)

@@ -174,3 +174,53 @@ async def test_retired_key_is_revoked_then_removed_when_due(
     await until(lambda v: v == [])  # removed
     _, after = await api.get(f"/v1/domains/{dom['id']}/dns-status")
     assert after["verified"] is True and not (_dkim_selectors(after) & old)
+
+
+async def test_large_deletion_is_refused_until_the_operator_forces_it(
+        sandbox: Any, api: Any, unique_domain: str) -> None:
+    import subprocess
+    import sys
+
+    import asyncpg
+
+    z = unique_domain + "."
+    await _pdns(sandbox, "POST", "/zones", {"name": z, "kind": "Native",
+                                           "nameservers": ["ns1.sandbox.test."]})
+    hosts = [f"h{n}.{z}" for n in range(30)]
+    await _pdns(sandbox, "PATCH", f"/zones/{z}", {"rrsets": [
+        {"name": h, "type": "A", "ttl": 300, "changetype": "REPLACE",
+         "records": [{"content": "192.0.2.9", "disabled": False}]} for h in hosts]})
+    dom = await setup_active(api, unique_domain)
+    # An ownership table gone wrong (restored from elsewhere, say) claims 30 records
+    # mailforge does not want: the plan would delete most of the zone.
+    conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
+    try:
+        await conn.executemany(
+            "INSERT INTO dns_owned_records (domain_id, name, rtype, content) "
+            "VALUES ($1, $2, 'A', '192.0.2.9')", [(dom["id"], h) for h in hosts])
+    finally:
+        await conn.close()
+    status, job = await api.post(f"/v1/domains/{dom['id']}/dkim/rotate")
+    assert status == 202
+    job = await wait_job(api, job["job_id"], timeout=30)
+    assert job["status"] == "failed", job
+    assert "needs force" in job["failures"][0]["error"], job
+    zone = await _pdns(sandbox, "GET", f"/zones/{z}")
+    assert sum(1 for rr in zone["rrsets"] if rr["type"] == "A") == 30  # nothing deleted
+
+    out = subprocess.run([sys.executable, "-m", "mailforge", "-c",
+                          sandbox.info["config_path"], "dns", "allow", unique_domain,
+                          "--force"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + 20
+    while True:
+        _, d = await api.get(f"/v1/domains/{dom['id']}")
+        if d["status"] == "active":
+            break
+        assert time.monotonic() < deadline, d
+        await asyncio.sleep(0.05)
+    zone = await _pdns(sandbox, "GET", f"/zones/{z}")
+    assert not [rr for rr in zone["rrsets"] if rr["type"] == "A"]

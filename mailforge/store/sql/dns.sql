@@ -73,3 +73,18 @@ RETURNING *;
 
 -- name: domain_by_name_any
 SELECT * FROM domains WHERE name = $1;
+
+-- name: allow_dns_changes
+-- The operator allows a large plan and/or replacing their own SPF/DMARC; a new
+-- generation (and a cleared permanent failure) makes the engine apply it.
+UPDATE domains
+SET dns_force = $2, dns_overwrite = $3, generation = generation + 1,
+    next_attempt_at = now(), attempts = 0, last_error = NULL,
+    status = CASE WHEN status = 'failed' THEN 'provisioning' ELSE status END,
+    updated_at = now()
+WHERE name = $1 AND NOT deleted
+RETURNING mail_host, dns_force, dns_overwrite;
+
+-- name: clear_dns_force
+-- Force covers one applied plan, not every later one.
+UPDATE domains SET dns_force = false WHERE id = $1 AND dns_force;
