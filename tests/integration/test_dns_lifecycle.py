@@ -4,6 +4,10 @@ served MTA-STS policy / autoconfig XML."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +228,31 @@ async def test_large_deletion_is_refused_until_the_operator_forces_it(
         await asyncio.sleep(0.05)
     zone = await _pdns(sandbox, "GET", f"/zones/{z}")
     assert not [rr for rr in zone["rrsets"] if rr["type"] == "A"]
+
+
+async def test_operator_may_let_mailforge_replace_their_spf(
+        sandbox: Any, api: Any, unique_domain: str) -> None:
+    z = unique_domain + "."
+    theirs = '"v=spf1 include:_spf.operator.example -all"'
+    await _pdns(sandbox, "POST", "/zones", {"name": z, "kind": "Native",
+                                           "nameservers": ["ns1.sandbox.test."]})
+    await _pdns(sandbox, "PATCH", f"/zones/{z}", {"rrsets": [
+        {"name": z, "type": "TXT", "ttl": 300, "changetype": "REPLACE",
+         "records": [{"content": theirs, "disabled": False},
+                     {"content": '"site-check=7"', "disabled": False}]}]})
+    dom = await setup_active(api, unique_domain)
+    res = resolver(sandbox.info["dns"]["host"], sandbox.info["dns"]["port"])
+    assert [t for t in txts(res, unique_domain) if t.startswith("v=spf1")] == \
+        [theirs.strip('"')]
+    out = subprocess.run([sys.executable, "-m", "mailforge", "-c",
+                          sandbox.info["config_path"], "dns", "allow", unique_domain,
+                          "--overwrite"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 20
+    while [t for t in txts(res, unique_domain) if t.startswith("v=spf1")] != \
+            ["v=spf1 mx ~all"]:
+        assert time.monotonic() < deadline, txts(res, unique_domain)
+        await asyncio.sleep(0.05)
+    assert "site-check=7" in txts(res, unique_domain)
+    _, report = await api.get(f"/v1/domains/{dom['id']}/dns-status")
+    assert report["conflicts"] == [] and report["verified"] is True
