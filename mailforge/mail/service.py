@@ -291,8 +291,11 @@ class MailService:
     # ------------------------------------------------------------ inbound scanning
 
     async def _scan_loop(self, stop: asyncio.Event) -> None:
-        last_sweep = 0.0
         loop = asyncio.get_running_loop()
+        # The first sweep waits a full interval: at start-up the watched recipients come
+        # first, and a sweep of every mailbox is only the safety net for mail that never
+        # passed smtpd (Postfix's own bounces).
+        last_sweep = loop.time()
         while not stop.is_set():
             try:
                 full = self.cfg.mail.full_scan_interval
