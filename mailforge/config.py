@@ -73,6 +73,9 @@ class PostfixDovecotConfig:
     # Postfix lookup table type for the generated maps: cdb (needs postfix-cdb), hash, lmdb.
     map_type: str = "cdb"
     postmap: str = "/usr/sbin/postmap"
+    # Run as `postfix -c <postfix_config_dir> reload` when the domain or alias tables change
+    # (trivial-rewrite and cleanup keep old domain lists otherwise).
+    postfix: str = "/usr/sbin/postfix"
     # Postfix config dir passed to postmap -c (a private instance needs its own).
     postfix_config_dir: str = "/etc/postfix"
     # Root of the Maildirs: <mail_root>/<domain>/<local part>/Maildir
@@ -129,6 +132,20 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class ApiLimitsConfig:
+    # Per API token: sustained requests per second and the burst allowed above it
+    # (token bucket, in memory per daemon). Over the limit: 429 with Retry-After.
+    requests_per_second: float = 100.0
+    burst: int = 500
+    # Failed authentications per client address per minute before 429.
+    auth_failures_per_minute: int = 60
+    # A client must send its whole request body within this many seconds (else 408).
+    body_read_timeout_seconds: float = 30.0
+    # Idle keep-alive connections are closed after this many seconds.
+    keepalive_timeout_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     # json, console, or auto (console on a terminal, JSON lines otherwise).
     format: str = "auto"
@@ -138,6 +155,95 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class PowerDnsConfig:
+    # PowerDNS Authoritative HTTP API (zones are created there when missing).
+    api_url: str = "http://127.0.0.1:8081"
+    api_key: str = ""
+    server_id: str = "localhost"
+    # Nameservers put in created zones and answered by connect / checked by check-ns.
+    nameservers: tuple[str, ...] = ("ns1.localhost.", "ns2.localhost.")
+    # Where its authoritative DNS answers (verification queries); "" = api_url's host:53.
+    dns_server: str = "127.0.0.1"
+    dns_port: int = 53
+
+
+@dataclass(frozen=True)
+class Rfc2136Config:
+    # The primary server accepting signed dynamic updates (RFC 2136 + TSIG).
+    server: str = "127.0.0.1"
+    port: int = 53
+    tsig_key_name: str = ""
+    # Base64 TSIG secret (prefer MAILFORGE__DNS__RFC2136__TSIG_SECRET in the environment).
+    tsig_secret: str = ""
+    tsig_algorithm: str = "hmac-sha256"
+    nameservers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CloudflareConfig:
+    api_url: str = "https://api.cloudflare.com/client/v4"
+    # Default token; a domain may carry its own (sealed in the store).
+    api_token: str = ""
+    nameservers: tuple[str, ...] = ()
+    # host:port answering for the zones (verification); "" = the zones' NS records.
+    verify_server: str = ""
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    # Provider used when connect does not name one: powerdns, rfc2136, cloudflare, manual.
+    default_provider: str = "manual"
+    # Providers offered to API clients at connect (entry points of mailforge.dns_providers).
+    providers: tuple[str, ...] = ("manual", "powerdns", "rfc2136", "cloudflare")
+    ttl: int = 300
+    # Host the MX points at and its addresses (published as A/AAAA when inside the zone).
+    mx_hostname: str = "mail.localhost"
+    mx_ipv4: tuple[str, ...] = ()
+    mx_ipv6: tuple[str, ...] = ()
+    # SPF mechanisms authorising the mail host ("mx" plus these), and the final "all".
+    spf_extra: tuple[str, ...] = ()
+    spf_all: str = "~all"
+    dmarc_policy: str = "none"
+    # rua= address for aggregate reports; "" = postmaster@<domain>.
+    dmarc_rua: str = ""
+    mta_sts_mode: str = "testing"
+    mta_sts_max_age: int = 604800
+    # rua for TLS-RPT; "" = mailto:postmaster@<domain>.
+    tls_rpt_rua: str = ""
+    # Host serving MTA-STS policies and autoconfig XML (CNAME target for mta-sts.<domain>).
+    web_hostname: str = ""
+    # A plan changing or deleting more than this share of a zone's records needs force.
+    max_change_ratio: float = 0.5
+    # Verification queries: timeout per query, and a re-check interval while unverified.
+    query_timeout: float = 2.0
+    recheck_seconds: float = 2.0
+    # Resolver for check-ns (NS lookups); "" = the system resolver. host or host:port.
+    ns_resolver: str = ""
+    # HTTP timeout talking to provider APIs.
+    http_timeout: float = 10.0
+    powerdns: PowerDnsConfig = field(default_factory=PowerDnsConfig)
+    rfc2136: Rfc2136Config = field(default_factory=Rfc2136Config)
+    cloudflare: CloudflareConfig = field(default_factory=CloudflareConfig)
+
+
+@dataclass(frozen=True)
+class DkimConfig:
+    # Where the signer's key files and tables are written (dkimpy-milter format).
+    signer_dir: str = "/var/lib/mailforge/dkim"
+    # Owner of the key files (mode 0600); "" = the daemon's own user.
+    signer_user: str = ""
+    # Command run (argv) after the tables changed, so the signer loads them.
+    reload_command: tuple[str, ...] = ()
+    # Signer's milter address (host:port) waited for after a reload; "" = do not wait.
+    signer_address: str = ""
+    # A pid file that changes when the signer restarted; "" = do not wait for it.
+    signer_pid_file: str = ""
+    rsa_bits: int = 2048
+    # Rotate keys older than this many days; retired keys stay published this long.
+    rotate_after_days: float = 90.0
+    retire_days: float = 7.0
+    # Revoked records (empty p=) stay this long before they are deleted.
+    revoked_days: float = 7.0
 class MailConfig:
     # Dovecot master user mailforge logs in as (IMAP ``user*master``, SMTP AUTH too) so it
     # never needs a mailbox's password. The secret comes from here or the environment
@@ -159,7 +265,7 @@ class MailConfig:
     sent_folder: str = "Sent"
     # Postfix policy service (check_policy_service inet:listen:port); port 0 disables it.
     policy_listen: str = "127.0.0.1"
-    policy_port: int = 0
+    policy_port: int = 10040
     # Daily send limit of a mailbox whose own limit is not set.
     default_daily_limit: int = 500
     # Warm-up: a mailbox with warm-up on may send warmup_start a day on its first day,
@@ -204,7 +310,10 @@ class Config:
     passwords: PasswordConfig = field(default_factory=PasswordConfig)
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    api_limits: ApiLimitsConfig = field(default_factory=ApiLimitsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
     mail: MailConfig = field(default_factory=MailConfig)
     reputation: ReputationConfig = field(default_factory=ReputationConfig)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
@@ -218,6 +327,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "passwords.scheme": ("sha512-crypt", "argon2id"),
     "logging.format": ("auto", "json", "console"),
     "logging.level": ("debug", "info", "warning", "error"),
+    "dns.default_provider": ("manual", "powerdns", "rfc2136", "cloudflare"),
+    "dns.dmarc_policy": ("none", "quarantine", "reject"),
+    "dns.mta_sts_mode": ("none", "testing", "enforce"),
 }
 
 _POSITIVE: tuple[str, ...] = (
@@ -228,6 +340,14 @@ _POSITIVE: tuple[str, ...] = (
     "worker.lease_seconds",
     "worker.max_attempts",
     "passwords.generated_length",
+    "api_limits.requests_per_second",
+    "api_limits.burst",
+    "api_limits.auth_failures_per_minute",
+    "api_limits.body_read_timeout_seconds",
+    "api_limits.keepalive_timeout_seconds",
+    "dns.ttl",
+    "dns.max_change_ratio",
+    "dkim.rsa_bits",
 )
 
 T = TypeVar("T")

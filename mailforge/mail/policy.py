@@ -52,18 +52,39 @@ class PolicyService:
         self.pool = pool
         self.cfg = cfg
         self._server: asyncio.Server | None = None
+        self._retry: asyncio.Task[None] | None = None
         self.requests = 0
 
     async def start(self) -> None:
         if not self.cfg.mail.policy_port:
             return
-        self._server = await asyncio.start_server(
-            self._serve, self.cfg.mail.policy_listen, self.cfg.mail.policy_port,
-            reuse_address=True, limit=MAX_LINE)
+        address = f"{self.cfg.mail.policy_listen}:{self.cfg.mail.policy_port}"
+        try:
+            self._server = await asyncio.start_server(
+                self._serve, self.cfg.mail.policy_listen, self.cfg.mail.policy_port,
+                reuse_address=True, limit=MAX_LINE)
+        except OSError as exc:
+            # Postfix defers submissions while we are unreachable (fail closed); the rest
+            # of the daemon is still useful, so do not die: try again in the background.
+            log.error("policy service cannot listen; retrying", address=address,
+                      error=str(exc))
+            self._retry = asyncio.create_task(self._listen_later(), name="policy-listen")
+            return
+        log.info("policy service listening", address=address)
+
+    async def _listen_later(self) -> None:
+        while self._server is None:
+            await asyncio.sleep(2.0)
+            with contextlib.suppress(OSError):
+                self._server = await asyncio.start_server(
+                    self._serve, self.cfg.mail.policy_listen, self.cfg.mail.policy_port,
+                    reuse_address=True, limit=MAX_LINE)
         log.info("policy service listening",
                  address=f"{self.cfg.mail.policy_listen}:{self.cfg.mail.policy_port}")
 
     async def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):

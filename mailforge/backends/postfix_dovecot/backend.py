@@ -3,7 +3,10 @@
 Map mechanism (see README, "How mail keeps flowing"): for each domain mailforge
 writes one fragment per Postfix map; the Postfix maps are the concatenation of the
 fragments, compiled by ``postmap`` into a temporary table and renamed into place.
-Postfix notices a replaced table and its processes restart themselves. Dovecot's
+Postfix's short-lived processes notice a replaced table and restart themselves; its
+long-lived address resolver (trivial-rewrite) and cleanup do not reliably, so when the
+domain or alias tables change (rare: a domain or alias added or removed) Postfix is
+reloaded, gracefully, once per batch; new mailboxes need no reload. Dovecot's
 passdb/userdb is a local SQLite database changed in transactions and queried on every
 login. Nothing is restarted, and all of it stays valid while mailforge or PostgreSQL
 are down, so mail keeps flowing to existing mailboxes.
@@ -17,12 +20,9 @@ is repaired by the next apply.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import grp
 import os
-import signal
 import sqlite3
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +38,9 @@ from .layout import Layout
 from .render import AuthUser, DomainFiles, render
 
 log = get(__name__)
+
+# Maps read by Postfix's long-lived processes: a change needs `postfix reload`.
+_RELOAD_MAPS = frozenset({"virtual_domains", "virtual_aliases"})
 
 # Fragment kind -> Postfix map it is concatenated into.
 _FRAGMENT_MAPS = {"domains": "virtual_domains", "mailboxes": "virtual_mailboxes",
@@ -55,7 +58,7 @@ class PostfixDovecotBackend:
         # One apply at a time per process: the global maps are shared.
         self._lock = asyncio.Lock()
         self.map_rebuilds = 0
-        self._queue_dir: str | None = None
+        self.reloads = 0
 
     @classmethod
     def from_config(cls, cfg: Config) -> PostfixDovecotBackend:
@@ -66,11 +69,6 @@ class PostfixDovecotBackend:
 
     def _prepare(self) -> None:
         self.layout.initialize(self.cfg.postmap, self.cfg.postfix_config_dir)
-        # Where Postfix keeps master.pid, for the reload after a domain list change.
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            self._queue_dir = subprocess.run(
-                ["postconf", "-c", self.cfg.postfix_config_dir, "-h", "queue_directory"],
-                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         for kind in _FRAGMENT_MAPS:
             (self.fragments / kind).mkdir(parents=True, exist_ok=True)
         try:
@@ -87,7 +85,7 @@ class PostfixDovecotBackend:
         src = self.layout.map_compiled("virtual_mailboxes")
         return {"backend": self.name,
                 "maps_present": src.exists() and self.layout.auth_db.exists(),
-                "map_rebuilds": self.map_rebuilds}
+                "map_rebuilds": self.map_rebuilds, "postfix_reloads": self.reloads}
 
     async def apply(self, states: Sequence[DomainState]) -> ApplyResult:
         errors: dict[str, Any] = {}
@@ -161,6 +159,7 @@ class PostfixDovecotBackend:
         return b"".join(parts)
 
     async def _rebuild_maps(self) -> None:
+        rebuilt: set[str] = set()
         for kind, map_name in _FRAGMENT_MAPS.items():
             content = await asyncio.to_thread(self._concat, kind)
             source = self.layout.map_source(map_name)
@@ -171,22 +170,24 @@ class PostfixDovecotBackend:
             if current == content and self.layout.map_compiled(map_name).exists():
                 continue
             await self._postmap_replace(map_name, content)
-            if map_name == "virtual_domains" and current is not None:
-                await self._reload_postfix()
+            rebuilt.add(map_name)
+        if rebuilt & _RELOAD_MAPS:
+            await self._reload_postfix()
 
     async def _reload_postfix(self) -> None:
-        """trivial-rewrite is long-running and its clients keep their connection: it
-        would class a new domain as remote (relay) until it restarts. SIGHUP to the
-        master (what ``postfix reload`` does, without its slow checks) makes every
-        Postfix process re-open the tables; only the domain list needs it."""
-        if not self._queue_dir:
-            return
-        try:
-            pid_text = await asyncio.to_thread(
-                (Path(self._queue_dir) / "pid" / "master.pid").read_text)
-            os.kill(int(pid_text.split()[0]), signal.SIGHUP)
-        except (OSError, ValueError, IndexError) as exc:
-            log.warning("postfix reload failed", error=str(exc))
+        proc = await asyncio.create_subprocess_exec(
+            self.cfg.postfix, "-c", self.cfg.postfix_config_dir, "reload",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        text = (out + err).decode(errors="replace").strip()
+        if proc.returncode != 0:
+            # Not running is fine: it reads the new tables when it starts.
+            if "not running" in text:
+                log.warning("postfix not running; reload skipped")
+                return
+            raise TemporaryError(f"postfix reload failed: {text[:300]}")
+        self.reloads += 1
+        log.info("postfix reloaded (domain or alias tables changed)")
 
     async def _postmap_replace(self, map_name: str, content: bytes) -> None:
         started = time.monotonic()

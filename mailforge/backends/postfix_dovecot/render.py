@@ -61,10 +61,11 @@ def render(state: DomainState, default_quota_mb: int = 1024) -> DomainFiles:
         address = f"{local}@{domain}"
         if not _SAFE_HASH.match(m.password_hash):
             raise PermanentError(f"refusing to write malformed password hash for {address}")
-        # A suspended mailbox may not log in (IMAP, SMTP AUTH through Dovecot SASL);
-        # delivery, which uses only the userdb, keeps working.
+        # A suspended mailbox (or any mailbox of a suspended account) may not log in
+        # (IMAP, SMTP AUTH through Dovecot SASL); delivery, which uses only the userdb,
+        # keeps working.
         users.append(AuthUser(local, m.password_hash, int(m.quota_mb or default_quota_mb),
-                              not m.suspended))
+                              not (m.suspended or state.account_suspended)))
         mailboxes.append(f"{address} OK")
         senders.append(f"{address} {address}")
         identities.append(address)
