@@ -5,7 +5,8 @@ Postfix's submission service asks at RCPT time (refuse early once a mailbox is o
 quota) and at END-OF-MESSAGE (count the message, atomically, in PostgreSQL: a message
 past the limit is deferred with a 4xx). API sends are submitted through the same
 service, so this is the single place where sends are counted, for the API and for mail
-clients alike, and the count survives restarts. The port 25 smtpd asks at RCPT time
+clients alike, and the count survives restarts. While mailforge is down Postfix's
+``default_action=DUNNO`` lets mail through uncounted (fail open, by choice). The port 25 smtpd asks at RCPT time
 too (``mailforge_observe``): its answer is always DUNNO, the request only tells the
 inbound scanner which mailboxes are about to receive mail.
 
@@ -64,8 +65,8 @@ class PolicyService:
                 self._serve, self.cfg.mail.policy_listen, self.cfg.mail.policy_port,
                 reuse_address=True, limit=MAX_LINE)
         except OSError as exc:
-            # Postfix defers submissions while we are unreachable (fail closed); the rest
-            # of the daemon is still useful, so do not die: try again in the background.
+            # Postfix lets mail through uncounted while we are unreachable (fail open); the
+            # rest of the daemon is still useful, so do not die: retry in the background.
             log.error("policy service cannot listen; retrying", address=address,
                       error=str(exc))
             self._retry = asyncio.create_task(self._listen_later(), name="policy-listen")
@@ -112,8 +113,9 @@ class PolicyService:
                 await writer.wait_closed()
 
     async def decide(self, req: dict[str, str]) -> str:
-        """The action for one request; a store failure defers (fail closed) for
-        submission and lets inbound mail through."""
+        """The action for one request. A store failure lets the mail through (fail
+        open, like Postfix's default_action when the daemon is down): the mail server
+        must not stop because its control plane did."""
         self.requests += 1
         state = req.get("protocol_state", "").upper()
         sasl = req.get("sasl_username", "").strip().lower()
@@ -131,7 +133,7 @@ class PolicyService:
             return "DUNNO"
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("policy decision failed", error=str(exc), state=state)
-            return "451 4.3.0 Sending limit service unavailable" if sasl else "DUNNO"
+            return "DUNNO"
 
     def _limit(self, row: Any) -> int:
         return limits.effective_limit(row["daily_send_limit"], self.cfg.mail.default_daily_limit,

@@ -87,9 +87,8 @@ class MailService:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self, stop: asyncio.Event) -> None:
-        if self.cfg.mail.master_password:
-            await asyncio.to_thread(master.write_passdb, self.cfg)
-        else:
+        await asyncio.to_thread(master.write_passdb, self.cfg)
+        if not self.cfg.mail.master_password:
             log.warning("mail.master_password is not set: sending and reading through the "
                         "API are unavailable")
         self.imap.start()

@@ -399,6 +399,13 @@ class Sandbox:
                        log_path=self.log_dir / "dovecot.log", imap_port=ports["imap"],
                        mailforge=mf)
         self._write_if_changed(self.dovecot_config, dconf)
+        # The master-user passdb must exist (Dovecot fails every login while a passdb file
+        # is missing); the daemon writes the hashed secret into it when it starts.
+        master_users = layout.state_dir / "dovecot" / "master-users"
+        if not master_users.exists():
+            master_users.write_text("")
+            os.chmod(master_users, 0o640)
+            shutil.chown(master_users, group=AUTH_GROUP)
 
         # OpenDKIM: the daemon fills the tables; start with empty ones.
         odk = self.info["opendkim"]
