@@ -7,8 +7,8 @@ past the limit is deferred with a 4xx). API sends are submitted through the same
 service, so this is the single place where sends are counted, for the API and for mail
 clients alike, and the count survives restarts. While mailforge is down Postfix's
 ``default_action=DUNNO`` lets mail through uncounted (fail open, by choice). The port
-25 smtpd asks at RCPT time too (``mailforge_observe``): its answer is always DUNNO, the request only tells the
-inbound scanner which mailboxes are about to receive mail.
+25 smtpd asks at RCPT time too (``mailforge_observe``): its answer is always DUNNO,
+the request only tells the inbound scanner which mailboxes are about to receive mail.
 
 Protocol: ``name=value`` lines ended by an empty line; the answer is ``action=...``
 and an empty line; Postfix may reuse a connection for many requests.
