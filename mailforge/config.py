@@ -270,7 +270,7 @@ class MailConfig:
     sent_folder: str = "Sent"
     # Postfix policy service (check_policy_service inet:listen:port); port 0 disables it.
     policy_listen: str = "127.0.0.1"
-    policy_port: int = 0
+    policy_port: int = 10040
     # Daily send limit of a mailbox whose own limit is not set.
     default_daily_limit: int = 500
     # Warm-up: a mailbox with warm-up on may send warmup_start a day on its first day,

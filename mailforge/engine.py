@@ -94,6 +94,11 @@ class Engine:
                   for n in range(self.cfg.concurrency)]
         try:
             await stop.wait()
+            # Graceful stop: a pass in flight finishes and records (a cancelled one would
+            # keep its domains leased until the lease expires); idle workers return at once.
+            self._wake.set()
+            if tasks[1:]:
+                await asyncio.wait(tasks[1:], timeout=10.0)
         finally:
             for t in tasks:
                 t.cancel()

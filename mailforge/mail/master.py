@@ -29,9 +29,13 @@ def login_name(address: str, cfg: Config) -> str:
 def write_passdb(cfg: Config) -> Path | None:
     """Write the master passdb unless it already holds a hash of the current secret."""
     secret = cfg.mail.master_password
-    if not secret:
-        return None
     path = passdb_path(cfg)
+    if not secret:
+        # Dovecot fails every login while a configured passdb file is missing: keep an
+        # empty one (no master user) rather than none.
+        if not path.exists() and path.parent.is_dir():
+            write_bytes(path, b"", mode=0o640, group=_auth_gid(cfg))
+        return None
     try:
         current = path.read_text().strip()
         user, _, hashed = current.partition(":")
@@ -40,9 +44,12 @@ def write_passdb(cfg: Config) -> Path | None:
     except (OSError, ValueError):
         pass
     line = f"{cfg.mail.master_user}:{password.hash_password(secret, 'sha512-crypt')}\n"
-    try:
-        gid: int | None = grp.getgrnam(cfg.backend.postfix_dovecot.auth_group).gr_gid
-    except KeyError:
-        gid = None
-    write_bytes(path, line.encode(), mode=0o640, group=gid)
+    write_bytes(path, line.encode(), mode=0o640, group=_auth_gid(cfg))
     return path
+
+
+def _auth_gid(cfg: Config) -> int | None:
+    try:
+        return grp.getgrnam(cfg.backend.postfix_dovecot.auth_group).gr_gid
+    except KeyError:
+        return None

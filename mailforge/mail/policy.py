@@ -5,9 +5,10 @@ Postfix's submission service asks at RCPT time (refuse early once a mailbox is o
 quota) and at END-OF-MESSAGE (count the message, atomically, in PostgreSQL: a message
 past the limit is deferred with a 4xx). API sends are submitted through the same
 service, so this is the single place where sends are counted, for the API and for mail
-clients alike, and the count survives restarts. The port 25 smtpd asks at RCPT time
-too (``mailforge_observe``): its answer is always DUNNO, the request only tells the
-inbound scanner which mailboxes are about to receive mail.
+clients alike, and the count survives restarts. While mailforge is down Postfix's
+``default_action=DUNNO`` lets mail through uncounted (fail open, by choice). The port
+25 smtpd asks at RCPT time too (``mailforge_observe``): its answer is always DUNNO,
+the request only tells the inbound scanner which mailboxes are about to receive mail.
 
 Protocol: ``name=value`` lines ended by an empty line; the answer is ``action=...``
 and an empty line; Postfix may reuse a connection for many requests.
@@ -52,18 +53,39 @@ class PolicyService:
         self.pool = pool
         self.cfg = cfg
         self._server: asyncio.Server | None = None
+        self._retry: asyncio.Task[None] | None = None
         self.requests = 0
 
     async def start(self) -> None:
         if not self.cfg.mail.policy_port:
             return
-        self._server = await asyncio.start_server(
-            self._serve, self.cfg.mail.policy_listen, self.cfg.mail.policy_port,
-            reuse_address=True, limit=MAX_LINE)
+        address = f"{self.cfg.mail.policy_listen}:{self.cfg.mail.policy_port}"
+        try:
+            self._server = await asyncio.start_server(
+                self._serve, self.cfg.mail.policy_listen, self.cfg.mail.policy_port,
+                reuse_address=True, limit=MAX_LINE)
+        except OSError as exc:
+            # Postfix lets mail through uncounted while we are unreachable (fail open); the
+            # rest of the daemon is still useful, so do not die: retry in the background.
+            log.error("policy service cannot listen; retrying", address=address,
+                      error=str(exc))
+            self._retry = asyncio.create_task(self._listen_later(), name="policy-listen")
+            return
+        log.info("policy service listening", address=address)
+
+    async def _listen_later(self) -> None:
+        while self._server is None:
+            await asyncio.sleep(2.0)
+            with contextlib.suppress(OSError):
+                self._server = await asyncio.start_server(
+                    self._serve, self.cfg.mail.policy_listen, self.cfg.mail.policy_port,
+                    reuse_address=True, limit=MAX_LINE)
         log.info("policy service listening",
                  address=f"{self.cfg.mail.policy_listen}:{self.cfg.mail.policy_port}")
 
     async def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -91,8 +113,9 @@ class PolicyService:
                 await writer.wait_closed()
 
     async def decide(self, req: dict[str, str]) -> str:
-        """The action for one request; a store failure defers (fail closed) for
-        submission and lets inbound mail through."""
+        """The action for one request. A store failure lets the mail through (fail
+        open, like Postfix's default_action when the daemon is down): the mail server
+        must not stop because its control plane did."""
         self.requests += 1
         state = req.get("protocol_state", "").upper()
         sasl = req.get("sasl_username", "").strip().lower()
@@ -110,7 +133,7 @@ class PolicyService:
             return "DUNNO"
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("policy decision failed", error=str(exc), state=state)
-            return "451 4.3.0 Sending limit service unavailable" if sasl else "DUNNO"
+            return "DUNNO"
 
     def _limit(self, row: Any) -> int:
         return limits.effective_limit(row["daily_send_limit"], self.cfg.mail.default_daily_limit,

@@ -87,9 +87,8 @@ class MailService:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self, stop: asyncio.Event) -> None:
-        if self.cfg.mail.master_password:
-            await asyncio.to_thread(master.write_passdb, self.cfg)
-        else:
+        await asyncio.to_thread(master.write_passdb, self.cfg)
+        if not self.cfg.mail.master_password:
             log.warning("mail.master_password is not set: sending and reading through the "
                         "API are unavailable")
         self.imap.start()
@@ -291,8 +290,11 @@ class MailService:
     # ------------------------------------------------------------ inbound scanning
 
     async def _scan_loop(self, stop: asyncio.Event) -> None:
-        last_sweep = 0.0
         loop = asyncio.get_running_loop()
+        # The first sweep waits a full interval: at start-up the watched recipients come
+        # first, and a sweep of every mailbox is only the safety net for mail that never
+        # passed smtpd (Postfix's own bounces).
+        last_sweep = loop.time()
         while not stop.is_set():
             try:
                 full = self.cfg.mail.full_scan_interval

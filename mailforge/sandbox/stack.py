@@ -56,7 +56,7 @@ POSTFIX_MAIN_CF = Path("/etc/postfix/main.cf")
 
 SERVICES = ("postgres", "pdns", "sink", "opendkim", "dovecot", "postfix", "daemon")
 PORT_NAMES = ("postgres", "smtp", "submission", "imap", "lmtp", "dovecot_auth",
-              "opendkim", "dns", "pdns_api", "sink", "api")
+              "opendkim", "dns", "pdns_api", "sink", "api", "policy")
 MYHOSTNAME = "mail.sandbox.test"
 AUTH_GROUP = "dovecot"
 MAIL_USER = "vmail"
@@ -78,8 +78,9 @@ def render(name: str, **values: Any) -> str:
     return Template(text).substitute({k: str(v) for k, v in values.items()})
 
 
-def render_postfix_main_mailforge(layout: Layout, virtual_transport: str, milter: str) -> str:
-    return render("postfix-main-mailforge.cf",
+def render_postfix_main_mailforge(layout: Layout, virtual_transport: str, milter: str,
+                                  policy: str) -> str:
+    return render("postfix-main-mailforge.cf", policy=policy,
                   virtual_domains=layout.postfix_ref("virtual_domains"),
                   virtual_mailboxes=layout.postfix_ref("virtual_mailboxes"),
                   virtual_aliases=layout.postfix_ref("virtual_aliases"),
@@ -97,6 +98,7 @@ def render_dovecot_mailforge(layout: Layout, mail_root: str, mail_user: str,
                              lmtp_listener: str) -> str:
     return render("dovecot-mailforge.conf", first_valid_uid=first_valid_uid,
                   sql_conf=layout.dovecot_sql_conf, mail_user=mail_user,
+                  master_passdb=layout.state_dir / "dovecot" / "master-users",
                   mail_root=mail_root, auth_listener=auth_listener,
                   lmtp_listener=lmtp_listener)
 
@@ -113,7 +115,7 @@ def render_deploy() -> dict[str, str]:
         "deploy/postfix/main.cf.mailforge":
             "# Add to /etc/postfix/main.cf (e.g. with postconf -e), then: postfix reload\n"
             + render_postfix_main_mailforge(layout, "lmtp:unix:private/dovecot-lmtp",
-                                            "inet:localhost:8891"),
+                                            "inet:localhost:8891", "inet:127.0.0.1:10040"),
         "deploy/postfix/master.cf.mailforge":
             "# Add to /etc/postfix/master.cf: the submission service for mailbox users.\n"
             + render_postfix_submission("submission", "y", "encrypt", "private/auth"),
@@ -305,6 +307,7 @@ class Sandbox:
         secrets_: dict[str, str] = dict(info.get("secrets", {}))
         secrets_.setdefault("postgres_password", secrets.token_urlsafe(18))
         secrets_.setdefault("pdns_api_key", secrets.token_urlsafe(24))
+        secrets_.setdefault("mail_master_password", secrets.token_urlsafe(24))
         d = self.dir
         h = "127.0.0.1"
         pw = secrets_["postgres_password"]
@@ -365,7 +368,8 @@ class Sandbox:
                       data_dir=d / "postfix/data", maillog_file=self.log_dir / "postfix.log",
                       log_dir=self.log_dir, myhostname=MYHOSTNAME, sink_port=ports["sink"])
         main += "\n" + render_postfix_main_mailforge(
-            layout, f"lmtp:inet:127.0.0.1:{ports['lmtp']}", milter)
+            layout, f"lmtp:inet:127.0.0.1:{ports['lmtp']}", milter,
+            f"inet:127.0.0.1:{ports['policy']}")
         submission = render_postfix_submission(
             str(ports["submission"]), "n", "none",
             f"inet:127.0.0.1:{ports['dovecot_auth']}").rstrip("\n")
@@ -393,6 +397,13 @@ class Sandbox:
                        log_path=self.log_dir / "dovecot.log", imap_port=ports["imap"],
                        mailforge=mf)
         self._write_if_changed(self.dovecot_config, dconf)
+        # The master-user passdb must exist (Dovecot fails every login while a passdb file
+        # is missing); the daemon writes the hashed secret into it when it starts.
+        master_users = layout.state_dir / "dovecot" / "master-users"
+        if not master_users.exists():
+            master_users.write_text("")
+            os.chmod(master_users, 0o640)
+            shutil.chown(master_users, group=AUTH_GROUP)
 
         # The signer is dkimpy-milter (RSA + Ed25519; OpenDKIM 2.11 cannot sign Ed25519
         # here), under a supervisor that restarts it on SIGHUP: it loads keys only at start.
@@ -452,6 +463,11 @@ class Sandbox:
             "logging": {"format": "json", "level": "debug",
                         "file": str(self.log_dir / "daemon.log")},
             "worker": {"poll_interval": 1.0},
+            "mail": {"master_password": i["secrets"]["mail_master_password"],
+                     "submission_host": i["submission"]["host"],
+                     "submission_port": i["submission"]["port"],
+                     "imap_host": i["imap"]["host"], "imap_port": i["imap"]["port"],
+                     "policy_port": i["ports"]["policy"]},
             "dns": {"default_provider": "powerdns", "mx_hostname": MYHOSTNAME,
                     "mx_ipv4": ["127.0.0.1"], "recheck_seconds": 0.3,
                     "query_timeout": 1.0, "ns_resolver": f"127.0.0.1:{i['ports']['dns']}",

@@ -65,7 +65,8 @@ FROM mail_scan_state s
 JOIN mailboxes m ON m.id = s.mailbox_id
 JOIN domains d ON d.id = m.domain_id
 WHERE s.watch_until > now() AND m.status = 'active' AND NOT m.deleted AND d.mail_host = $1
-ORDER BY s.watch_until
+-- Recipients just seen by the policy service (watched longest) first, sweeps after.
+ORDER BY s.watch_until DESC
 LIMIT $2;
 
 -- name: mail_scan_record
