@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import domains, email_users, jobs
+from . import aliases, domains, email_users, jobs
 from .context import CTX, ApiContext
 from .http import envelope_middleware
 
@@ -30,6 +30,7 @@ def make_app(ctx: ApiContext) -> web.Application:
     app = web.Application(middlewares=[envelope_middleware],
                           client_max_size=ctx.cfg.api.max_body_bytes)
     app[CTX] = ctx
-    for table in (routes, domains.routes, email_users.routes, jobs.routes):
+    for table in (routes, domains.routes, email_users.routes, jobs.routes,
+                  aliases.routes):
         app.router.add_routes(table)
     return app

@@ -218,7 +218,9 @@ class Store:
     async def create_mailboxes(self, account_id: str, domain: Domain,
                                items: Sequence[NewMailbox], job_type: str,
                                sealed_secrets: bytes | None = None,
-                               secrets_ttl: float = 0) -> tuple[Job, list[CreatedMailbox]]:
+                               secrets_ttl: float = 0,
+                               mailbox_ids: Sequence[str] | None = None,
+                               ) -> tuple[Job, list[CreatedMailbox]]:
         """Record mailboxes and their job in one transaction, within the account's limit."""
         addresses = [f"{i.local_part}@{domain.name}" for i in items]
         async with self._tx() as conn:
@@ -241,7 +243,8 @@ class Store:
                                extra={"resource": "email_users", "used": used,
                                       "limit": acct["email_user_limit"],
                                       "requested": len(items)})
-            new_ids = [ids.new_id("usr") for _ in items]
+            # Ids may be chosen by the caller, e.g. to seal them with one-time passwords.
+            new_ids = list(mailbox_ids) if mailbox_ids else [ids.new_id("usr") for _ in items]
             try:
                 rows = await conn.fetch(
                     Q.insert_mailboxes, new_ids, [account_id] * len(items),
@@ -350,7 +353,9 @@ class Store:
                             for m in await conn.fetch(Q.domain_mailboxes, d.id))
                 als = tuple(from_record(Alias, a)
                             for a in await conn.fetch(Q.domain_aliases, d.id))
-                states.append(DomainState(d, mbs, als))
+                alias_domains = tuple(r["name"] for r in
+                                      await conn.fetch(Q.alias_domain_names, d.id))
+                states.append(DomainState(d, mbs, als, alias_domains))
                 object_ids.append(d.id)
                 object_ids.extend(m.id for m in mbs if m.observed_generation < m.generation)
             await conn.execute(Q.mark_jobs_processing, object_ids)
@@ -376,7 +381,8 @@ class Store:
                 await conn.execute(Q.observe_mailboxes, [m.id for m in mb_ok],
                                    [m.generation for m in mb_ok])
             if mb_gone:
-                await conn.execute(Q.purge_deleted_mailboxes, [m.id for m in mb_gone],
+                # Kept as tombstones until their retention ends (store/mailboxes.py).
+                await conn.execute(Q.tombstone_mailboxes, [m.id for m in mb_gone],
                                    [m.generation for m in mb_gone])
             if mb_fail:
                 await conn.execute(Q.fail_mailboxes, [m.id for m in mb_fail],
