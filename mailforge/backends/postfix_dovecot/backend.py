@@ -41,6 +41,15 @@ _FRAGMENT_MAPS = {"domains": "virtual_domains", "mailboxes": "virtual_mailboxes"
                   "aliases": "virtual_aliases", "senders": "sender_logins"}
 
 
+def _ensure_new_mtime(path: Path, old_mtime: int) -> None:
+    """Dovecot re-reads a passwd-file only when its mtime (whole seconds) or size
+    differs from what it read; a password change in the same second as the previous
+    write has the same size, so it would go unnoticed for good. Move the mtime on."""
+    if int(path.stat().st_mtime) <= old_mtime:
+        t = old_mtime + 1
+        os.utime(path, (t, t))
+
+
 class PostfixDovecotBackend:
     name = "postfix_dovecot"
 
@@ -170,8 +179,13 @@ class PostfixDovecotBackend:
             name = st.domain.name
             passwd = self.layout.passwd_file(name)
             if files.passwd or st.present:
-                atomic.write_if_changed(passwd, files.passwd.encode(), mode=0o640,
-                                        group=self._auth_gid)
+                try:
+                    old_mtime: int | None = int(passwd.stat().st_mtime)
+                except FileNotFoundError:
+                    old_mtime = None
+                if atomic.write_if_changed(passwd, files.passwd.encode(), mode=0o640,
+                                           group=self._auth_gid) and old_mtime is not None:
+                    _ensure_new_mtime(passwd, old_mtime)
             else:
                 atomic.remove(passwd)
             for kind in _FRAGMENT_MAPS:
@@ -202,6 +216,22 @@ class PostfixDovecotBackend:
             if current == content and self.layout.map_compiled(map_name).exists():
                 continue
             await self._postmap_replace(map_name, content)
+            if map_name == "virtual_domains" and current is not None:
+                await self._reload_postfix()
+
+    async def _reload_postfix(self) -> None:
+        """Postfix's trivial-rewrite decides "local domain or relay" and re-opens a
+        replaced table only when it next accepts a client; smtpd processes keep their
+        connection to it, so a new domain could be refused as relay for a long time.
+        Domains change rarely: a reload (graceful, no mail lost) makes them live now."""
+        postfix = str(Path(self.cfg.postmap).with_name("postfix"))
+        proc = await asyncio.create_subprocess_exec(
+            postfix, "-c", self.cfg.postfix_config_dir, "reload",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            # Not fatal: the maps are in place and Postfix picks them up eventually.
+            log.warning("postfix reload failed", error=err.decode(errors="replace")[:300])
 
     async def _postmap_replace(self, map_name: str, content: bytes) -> None:
         started = time.monotonic()
