@@ -66,6 +66,8 @@ class PostfixDovecotBackend:
         # One apply at a time per process: the global maps are shared.
         self._lock = asyncio.Lock()
         self.map_rebuilds = 0
+        self._reload_task: asyncio.Task[None] | None = None
+        self._reload_again = False
 
     @classmethod
     def from_config(cls, cfg: Config) -> PostfixDovecotBackend:
@@ -217,7 +219,23 @@ class PostfixDovecotBackend:
                 continue
             await self._postmap_replace(map_name, content)
             if map_name == "virtual_domains" and current is not None:
+                self._request_reload()
+
+    def _request_reload(self) -> None:
+        """Reload Postfix in the background (it takes about a second, and the pass need
+        not wait: the maps are already in place). Requests during a reload coalesce
+        into one more reload after it."""
+        self._reload_again = True
+        if self._reload_task is None or self._reload_task.done():
+            self._reload_task = asyncio.create_task(self._reload_loop())
+
+    async def _reload_loop(self) -> None:
+        while self._reload_again:
+            self._reload_again = False
+            try:
                 await self._reload_postfix()
+            except OSError as exc:
+                log.warning("postfix reload failed", error=str(exc))
 
     async def _reload_postfix(self) -> None:
         """Postfix's trivial-rewrite decides "local domain or relay" and re-opens a
