@@ -186,3 +186,72 @@ async def unset_alias_domain(request: web.Request) -> web.Response:
     domain = await ctx.store.get_domain(principal.account_id, request.match_info["domain_id"])
     job = await alstore.set_alias_domain(ctx.store, principal.account_id, domain, None)
     return web.json_response({"job_id": job.id, "status": "pending"}, status=202)
+
+
+_ERR = {"description": "Error envelope", "content": {"application/json": {"schema": {
+    "type": "object", "required": ["error"]}}}}
+_ERRS = {"400": _ERR, "401": _ERR, "403": _ERR, "404": _ERR, "409": _ERR, "422": _ERR}
+_ALIAS = {"type": "object", "properties": {
+    "id": {"type": "string"}, "address": {"type": "string"}, "domain": {"type": "string"},
+    "catch_all": {"type": "boolean"}, "targets": {"type": "array",
+                                                  "items": {"type": "string"}},
+    "status": {"type": "string"}, "job_id": {"type": "string"}}}
+_TARGETS = {"type": "array", "minItems": 1, "maxItems": MAX_TARGETS,
+            "items": {"type": "string"}}
+
+
+def _ok(schema: dict[str, Any], desc: str = "OK") -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": schema}}}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+openapi_paths: dict[str, dict[str, Any]] = {
+    "/v1/aliases": {
+        "post": {"summary": "Create an alias/forward (username \"*\": catch-all)",
+                 "operationId": "createAlias",
+                 "requestBody": _body({"type": "object", "additionalProperties": False,
+                                       "required": ["domain", "username", "targets"],
+                                       "properties": {"domain": {"type": "string"},
+                                                      "username": {"type": "string"},
+                                                      "targets": _TARGETS}}),
+                 "responses": {"202": _ok(_ALIAS, "Accepted"), **_ERRS}},
+        "get": {"summary": "List aliases", "operationId": "listAliases",
+                "responses": {"200": _ok({"type": "object", "properties": {
+                    "aliases": {"type": "array", "items": _ALIAS},
+                    "total": {"type": "integer"}}}), **_ERRS}},
+    },
+    "/v1/aliases/{id}": {
+        "get": {"summary": "Get an alias", "operationId": "getAlias", "parameters": _ID,
+                "responses": {"200": _ok(_ALIAS), **_ERRS}},
+        "patch": {"summary": "Replace an alias's targets", "operationId": "updateAlias",
+                  "parameters": _ID,
+                  "requestBody": _body({"type": "object", "additionalProperties": False,
+                                        "required": ["targets"],
+                                        "properties": {"targets": _TARGETS}}),
+                  "responses": {"202": _ok(_ALIAS, "Accepted"), **_ERRS}},
+        "delete": {"summary": "Delete an alias", "operationId": "deleteAlias",
+                   "parameters": _ID,
+                   "responses": {"202": _ok({"type": "object"}, "Accepted"), **_ERRS}},
+    },
+    "/v1/alias-domains": {
+        "post": {"summary": "Make a domain an alias of another", "operationId":
+                 "setAliasDomain",
+                 "requestBody": _body({"type": "object", "additionalProperties": False,
+                                       "required": ["domain", "target"],
+                                       "properties": {"domain": {"type": "string"},
+                                                      "target": {"type": "string"}}}),
+                 "responses": {"202": _ok({"type": "object"}, "Accepted"), **_ERRS}},
+        "get": {"summary": "List alias domains", "operationId": "listAliasDomains",
+                "responses": {"200": _ok({"type": "object"}), **_ERRS}},
+    },
+    "/v1/alias-domains/{domain_id}": {"delete": {
+        "summary": "Stop a domain being an alias", "operationId": "unsetAliasDomain",
+        "parameters": [{"name": "domain_id", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "responses": {"202": _ok({"type": "object"}, "Accepted"), **_ERRS}}},
+}

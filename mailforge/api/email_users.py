@@ -458,3 +458,105 @@ async def generate_names(request: web.Request) -> web.Response:
     if len(out) < count:
         raise Conflict("names_exhausted", f"Only {len(out)} available names were found.")
     return web.json_response(out)
+
+
+# ------------------------------------------------------------------------- OpenAPI
+
+_ERR = {"description": "Error envelope", "content": {"application/json": {"schema": {
+    "type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                       "details": {"type": "array", "items": {"type": "string"}}}}}}}}}
+
+
+def _json(schema: dict[str, Any], desc: str = "OK") -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": schema}}}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_USER_ITEM = {"type": "object", "additionalProperties": False, "required": ["username"],
+              "properties": {"username": {"type": "string"}, "name": {"type": "string"},
+                             "password": {"type": "string"},
+                             "quota_mb": {"type": "integer", "minimum": 1}}}
+_MAILBOX = {"type": "object", "properties": {
+    "id": {"type": "string"}, "email": {"type": "string"}, "username": {"type": "string"},
+    "name": {"type": "string"}, "domain": {"type": "string"},
+    "status": {"type": "string", "enum": list(STATUSES)},
+    "quota_mb": {"type": "integer"}, "daily_send_limit": {"type": ["integer", "null"]},
+    "signature": {"type": "string"}, "deleted_at": {"type": ["string", "null"]},
+    "restorable_until": {"type": ["string", "null"]},
+    "job_id": {"type": ["string", "null"]}, "password": {"type": "string"}}}
+_JOB_REF = {"type": "object", "required": ["job_id"], "properties": {
+    "job_id": {"type": "string"}, "status": {"type": "string"}}}
+_ERRS = {"400": _ERR, "401": _ERR, "403": _ERR, "404": _ERR, "409": _ERR, "422": _ERR}
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+openapi_paths: dict[str, dict[str, Any]] = {
+    "/v1/email-users/bulk": {
+        "post": {"summary": "Create 1-500 email users in one job", "operationId":
+                 "bulkCreateEmailUsers",
+                 "requestBody": _body({"type": "object", "additionalProperties": False,
+                                       "required": ["domain", "users"], "properties": {
+                                           "domain": {"type": "string"},
+                                           "users": {"type": "array", "minItems": 1,
+                                                     "maxItems": 500, "items": _USER_ITEM}}}),
+                 "responses": {"202": _json({"type": "object", "required": ["job_id"],
+                                             "properties": {
+                     "job_id": {"type": "string"}, "status": {"type": "string"},
+                     "users_count": {"type": "integer"},
+                     "users": {"type": "array", "items": {"type": "object"}}}}, "Accepted"),
+                     **_ERRS}},
+        "delete": {"summary": "Delete email users (restorable during retention)",
+                   "operationId": "bulkDeleteEmailUsers",
+                   "requestBody": _body({"type": "object", "additionalProperties": False,
+                                         "required": ["ids"], "properties": {"ids": {
+                                             "type": "array", "minItems": 1, "maxItems": 500,
+                                             "items": {"type": "string"}}}}),
+                   "responses": {"202": _json(_JOB_REF, "Accepted"), **_ERRS}},
+    },
+    "/v1/email-users/{id}": {
+        "patch": {"summary": "Update name, password (or reset_password), quota, daily send "
+                             "limit, signature, status (active/suspended)",
+                  "operationId": "updateEmailUser", "parameters": _ID,
+                  "requestBody": _body({"type": "object", "additionalProperties": False,
+                                        "properties": {
+                                            "name": {"type": "string"},
+                                            "password": {"type": "string"},
+                                            "reset_password": {"type": "boolean"},
+                                            "quota_mb": {"type": "integer"},
+                                            "daily_send_limit": {"type": ["integer", "null"]},
+                                            "signature": {"type": "string"},
+                                            "status": {"type": "string",
+                                                       "enum": ["active", "suspended"]}}}),
+                  "responses": {"200": _json(_MAILBOX), **_ERRS}},
+        "delete": {"summary": "Delete an email user (restorable during retention)",
+                   "operationId": "deleteEmailUser", "parameters": _ID,
+                   "responses": {"202": _json(_JOB_REF, "Accepted"), **_ERRS}},
+    },
+    "/v1/email-users/{id}/suspend": {"post": {
+        "summary": "Suspend: no login, no sending, mail still received",
+        "operationId": "suspendEmailUser", "parameters": _ID,
+        "responses": {"200": _json(_MAILBOX), "202": _json(_MAILBOX, "Accepted"), **_ERRS}}},
+    "/v1/email-users/{id}/resume": {"post": {
+        "summary": "Resume a suspended email user", "operationId": "resumeEmailUser",
+        "parameters": _ID,
+        "responses": {"200": _json(_MAILBOX), "202": _json(_MAILBOX, "Accepted"), **_ERRS}}},
+    "/v1/email-users/{id}/restore": {"post": {
+        "summary": "Restore a deleted email user with its mail, within retention",
+        "operationId": "restoreEmailUser", "parameters": _ID,
+        "responses": {"202": _json(_JOB_REF, "Accepted"), **_ERRS}}},
+    "/v1/email-users/generate-names": {"post": {
+        "summary": "Available usernames (addresses when domains are given)",
+        "operationId": "generateEmailUserNames",
+        "requestBody": _body({"type": "object", "additionalProperties": False, "properties": {
+            "count": {"type": "integer", "minimum": 1, "maximum": 500},
+            "style": {"type": "string", "enum": list(names.STYLES)},
+            "names": {"type": "array", "items": {}},
+            "domains": {"type": "array", "items": {"type": "string"}},
+            "per_domain_max": {"type": "integer", "minimum": 1, "maximum": 500}}}),
+        "responses": {"200": _json({"type": "array", "items": {"type": "string"}}),
+                      **_ERRS}}},
+}

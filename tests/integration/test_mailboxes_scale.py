@@ -5,7 +5,6 @@ catch-all, sender restrictions, and account limits under concurrency."""
 from __future__ import annotations
 
 import asyncio
-import imaplib
 import smtplib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -112,7 +111,7 @@ async def test_bad_bulks_are_refused_whole(api: Any, unique_domain: str) -> None
     assert status == 200 and listing["total"] == 0
 
     # A taken address is reported per item, and nothing is created.
-    status, one = await api.post("/v1/email-users", {"domain": unique_domain,
+    status, _one = await api.post("/v1/email-users", {"domain": unique_domain,
                                                      "username": "taken"})
     assert status == 202
     status, body = await api.post("/v1/email-users/bulk", {
@@ -238,7 +237,7 @@ async def test_alias_catch_all_and_sender_restrictions(sandbox: Any, api: Any,
                                                    "username": "*", "targets": [ben]})
     assert status == 202, catch
     await wait_job(api, catch["job_id"])
-    status, dup = await api.post("/v1/aliases", {"domain": unique_domain,
+    status, _dup = await api.post("/v1/aliases", {"domain": unique_domain,
                                                  "username": "ann", "targets": [ben]})
     assert status == 409
 
