@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import math
 import os
 import shutil
 import time
@@ -48,6 +49,20 @@ def _ensure_new_mtime(path: Path, old_mtime: int) -> None:
     if int(path.stat().st_mtime) <= old_mtime:
         t = old_mtime + 1
         os.utime(path, (t, t))
+
+
+async def _after_dovecot_gate(written_at: float) -> None:
+    """Return once Dovecot is sure to see a passwd-file written at *written_at*.
+
+    Dovecot stats a passwd-file at most once per second of its clock (a lookup in the
+    same whole second as the previous one is served from memory, db-passwd-file.c), so
+    a file replaced in second S may be seen only from second S+1 on. Waiting for S+1
+    before the change is recorded as converged makes "job completed" mean "logins see
+    it", at a cost of half a second on average. The wait happens outside the apply lock.
+    """
+    delay = math.floor(written_at) + 1.0 + 0.005 - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 class PostfixDovecotBackend:
@@ -102,11 +117,12 @@ class PostfixDovecotBackend:
                 rendered.append((st, render(st, self.cfg.default_quota_mb, self.routing)))
             except PermanentError as exc:
                 errors[st.domain.id] = exc
+        written_at: float | None = None
         async with self._lock:
             try:
                 # Restored mail goes back before Dovecot may create a fresh home.
                 await asyncio.to_thread(self._restore_homes, [st for st, _ in rendered])
-                await asyncio.to_thread(self._write_domains, rendered)
+                wrote = await asyncio.to_thread(self._write_domains, rendered)
                 await self._rebuild_maps()
                 # Deleted homes move only once neither Postfix nor Dovecot serve them.
                 await asyncio.to_thread(self._retire_homes, [st for st, _ in rendered])
@@ -115,6 +131,10 @@ class PostfixDovecotBackend:
                        TemporaryError(f"writing mail server maps failed: {exc.strerror}"))
                 for st, _ in rendered:
                     errors[st.domain.id] = err
+            else:
+                written_at = wrote
+        if written_at is not None:
+            await _after_dovecot_gate(written_at)
         return ApplyResult(domain_errors=errors)
 
     # ------------------------------------------------------- deleted mail, retention
@@ -176,7 +196,10 @@ class PostfixDovecotBackend:
 
     # ---------------------------------------------------------------- file handling
 
-    def _write_domains(self, rendered: Sequence[tuple[DomainState, DomainFiles]]) -> None:
+    def _write_domains(self, rendered: Sequence[tuple[DomainState, DomainFiles]]
+                       ) -> float | None:
+        """Write every domain's files; returns when a passwd-file last changed."""
+        written_at: float | None = None
         for st, files in rendered:
             name = st.domain.name
             passwd = self.layout.passwd_file(name)
@@ -186,8 +209,10 @@ class PostfixDovecotBackend:
                 except FileNotFoundError:
                     old_mtime = None
                 if atomic.write_if_changed(passwd, files.passwd.encode(), mode=0o640,
-                                           group=self._auth_gid) and old_mtime is not None:
-                    _ensure_new_mtime(passwd, old_mtime)
+                                           group=self._auth_gid):
+                    written_at = time.time()
+                    if old_mtime is not None:
+                        _ensure_new_mtime(passwd, old_mtime)
             else:
                 atomic.remove(passwd)
             for kind in _FRAGMENT_MAPS:
@@ -197,6 +222,7 @@ class PostfixDovecotBackend:
                     atomic.write_if_changed(frag, content.encode())
                 else:
                     atomic.remove(frag)
+        return written_at
 
     def _concat(self, kind: str) -> bytes:
         d = self.fragments / kind
