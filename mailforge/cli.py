@@ -36,7 +36,23 @@ def _parser() -> argparse.ArgumentParser:
     tc.add_argument("--permissions", default="admin",
                     help="comma-separated: " + ",".join(PERMISSIONS))
     tc.add_argument("--account", help="account id (default: the operator's root account)")
+    tc.add_argument("--domains", help="comma-separated domain names the token is restricted to")
+    tc.add_argument("--expires-in", type=int, metavar="SECONDS",
+                    help="the token stops working after this many seconds")
     tc.add_argument("--json", action="store_true", help="print a JSON object")
+    tl = tok.add_parser("list", help="list live tokens (never their secrets)")
+    tl.add_argument("--account", help="account id (default: the operator's root account)")
+    tl.add_argument("--json", action="store_true", help="print JSON")
+    tr = tok.add_parser("revoke", help="revoke a token; it stops working at once")
+    tr.add_argument("id", help="token id (tok_...)")
+    tr.add_argument("--account", help="account id (default: the operator's root account)")
+
+    dnsp = sub.add_parser("dns", help="DNS records of domains").add_subparsers(
+        dest="dns_cmd", required=True)
+    dplan = dnsp.add_parser("plan", help="show the changes setup would make to a domain's "
+                                         "DNS, without applying them")
+    dplan.add_argument("domain")
+    dplan.add_argument("--json", action="store_true")
 
     sb = sub.add_parser("sandbox", help="a private mail stack on loopback, for trying and "
                                         "testing").add_subparsers(dest="sandbox_cmd",
@@ -116,17 +132,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts = asyncio.run(_with_store(cfg, lambda s: s.unconverged()))
         print(json.dumps({"unconverged": counts}))
         return 0
+    if args.command == "dns":
+        from .dns.cli import plan_command
+
+        return int(asyncio.run(_with_store(cfg, lambda s: plan_command(s, cfg, args.domain,
+                                                                       args.json))))
     if args.command == "token":
+        return _token_command(args, cfg)
+    return 1
+
+
+def _token_command(args: argparse.Namespace, cfg: config_mod.Config) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from . import validation
+    from .errors import NotFound
+    from .store import tenancy
+
+    if args.token_cmd == "create":  # noqa: S105
         perms = [p.strip() for p in args.permissions.split(",") if p.strip()]
         bad = [p for p in perms if p not in PERMISSIONS]
         if bad or not perms:
             print(f"mailforge: --permissions must be among {', '.join(PERMISSIONS)}",
                   file=sys.stderr)
             return 2
+        domains = None
+        if args.domains:
+            try:
+                domains = sorted({validation.domain_name(d.strip())
+                                  for d in args.domains.split(",") if d.strip()})
+            except ValueError as exc:
+                print(f"mailforge: --domains: {exc}", file=sys.stderr)
+                return 2
+        expires = None
+        if args.expires_in is not None:
+            if args.expires_in <= 0:
+                print("mailforge: --expires-in must be positive", file=sys.stderr)
+                return 2
+            expires = datetime.now(UTC) + timedelta(seconds=args.expires_in)
 
         async def create(store: Any) -> tuple[str, str]:
             account = args.account or await store.ensure_root_account()
-            tid, token, _ = await store.create_token(account, args.name, perms)
+            tid, token, _ = await store.create_token(account, args.name, perms, domains,
+                                                     expires)
             return tid, token
 
         tid, token = asyncio.run(_with_store(cfg, create))
@@ -135,4 +183,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"token id: {tid}\ntoken (shown once, store it now): {token}")
         return 0
-    return 1
+    if args.token_cmd == "list":  # noqa: S105
+        async def listing(store: Any) -> list[dict[str, Any]]:
+            account = args.account or await store.ensure_root_account()
+            return await tenancy.list_tokens(store, account)
+
+        rows = asyncio.run(_with_store(cfg, listing))
+        items = [{"id": r["id"], "name": r["name"], "permissions": list(r["permissions"]),
+                  "domains": r["domains"],
+                  "created_at": r["created_at"].isoformat(),
+                  "expires_at": r["expires_at"].isoformat() if r["expires_at"] else None,
+                  "last_used_at": r["last_used_at"].isoformat() if r["last_used_at"]
+                  else None} for r in rows]
+        if args.json:
+            print(json.dumps({"tokens": items}))
+        else:
+            for it in items:
+                print(f"{it['id']}  {','.join(it['permissions']):<16} {it['name']}"
+                      f"  last used: {it['last_used_at'] or 'never'}")
+        return 0
+
+    async def revoke(store: Any) -> None:
+        account = args.account or await store.ensure_root_account()
+        await tenancy.revoke_token(store, account, args.id)
+
+    try:
+        asyncio.run(_with_store(cfg, revoke))
+    except NotFound:
+        print(f"mailforge: no live token {args.id} in that account", file=sys.stderr)
+        return 1
+    print(f"revoked {args.id}")
+    return 0

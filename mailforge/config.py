@@ -73,6 +73,9 @@ class PostfixDovecotConfig:
     # Postfix lookup table type for the generated maps: cdb (needs postfix-cdb), hash, lmdb.
     map_type: str = "cdb"
     postmap: str = "/usr/sbin/postmap"
+    # Run as `postfix -c <postfix_config_dir> reload` when the domain or alias tables change
+    # (trivial-rewrite and cleanup keep old domain lists otherwise).
+    postfix: str = "/usr/sbin/postfix"
     # Postfix config dir passed to postmap -c (a private instance needs its own).
     postfix_config_dir: str = "/etc/postfix"
     # Root of the Maildirs: <mail_root>/<domain>/<local part>/Maildir
@@ -149,12 +152,172 @@ class MailboxesConfig:
 
 
 @dataclass(frozen=True)
+class ApiLimitsConfig:
+    # Per API token: sustained requests per second and the burst allowed above it
+    # (token bucket, in memory per daemon). Over the limit: 429 with Retry-After.
+    requests_per_second: float = 100.0
+    burst: int = 500
+    # Failed authentications per client address per minute before 429.
+    auth_failures_per_minute: int = 60
+    # A client must send its whole request body within this many seconds (else 408).
+    body_read_timeout_seconds: float = 30.0
+    # Idle keep-alive connections are closed after this many seconds.
+    keepalive_timeout_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     # json, console, or auto (console on a terminal, JSON lines otherwise).
     format: str = "auto"
     level: str = "info"
     # Empty: standard error.
     file: str = ""
+
+
+@dataclass(frozen=True)
+class PowerDnsConfig:
+    # PowerDNS Authoritative HTTP API (zones are created there when missing).
+    api_url: str = "http://127.0.0.1:8081"
+    api_key: str = ""
+    server_id: str = "localhost"
+    # Nameservers put in created zones and answered by connect / checked by check-ns.
+    nameservers: tuple[str, ...] = ("ns1.localhost.", "ns2.localhost.")
+    # Where its authoritative DNS answers (verification queries); "" = api_url's host:53.
+    dns_server: str = "127.0.0.1"
+    dns_port: int = 53
+
+
+@dataclass(frozen=True)
+class Rfc2136Config:
+    # The primary server accepting signed dynamic updates (RFC 2136 + TSIG).
+    server: str = "127.0.0.1"
+    port: int = 53
+    tsig_key_name: str = ""
+    # Base64 TSIG secret (prefer MAILFORGE__DNS__RFC2136__TSIG_SECRET in the environment).
+    tsig_secret: str = ""
+    tsig_algorithm: str = "hmac-sha256"
+    nameservers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CloudflareConfig:
+    api_url: str = "https://api.cloudflare.com/client/v4"
+    # Default token; a domain may carry its own (sealed in the store).
+    api_token: str = ""
+    nameservers: tuple[str, ...] = ()
+    # host:port answering for the zones (verification); "" = the zones' NS records.
+    verify_server: str = ""
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    # Provider used when connect does not name one: powerdns, rfc2136, cloudflare, manual.
+    default_provider: str = "manual"
+    # Providers offered to API clients at connect (entry points of mailforge.dns_providers).
+    providers: tuple[str, ...] = ("manual", "powerdns", "rfc2136", "cloudflare")
+    ttl: int = 300
+    # Host the MX points at and its addresses (published as A/AAAA when inside the zone).
+    mx_hostname: str = "mail.localhost"
+    mx_ipv4: tuple[str, ...] = ()
+    mx_ipv6: tuple[str, ...] = ()
+    # SPF mechanisms authorising the mail host ("mx" plus these), and the final "all".
+    spf_extra: tuple[str, ...] = ()
+    spf_all: str = "~all"
+    dmarc_policy: str = "none"
+    # rua= address for aggregate reports; "" = postmaster@<domain>.
+    dmarc_rua: str = ""
+    mta_sts_mode: str = "testing"
+    mta_sts_max_age: int = 604800
+    # rua for TLS-RPT; "" = mailto:postmaster@<domain>.
+    tls_rpt_rua: str = ""
+    # Host serving MTA-STS policies and autoconfig XML (CNAME target for mta-sts.<domain>).
+    web_hostname: str = ""
+    # A plan changing or deleting more than this share of a zone's records needs force.
+    max_change_ratio: float = 0.5
+    # Verification queries: timeout per query, and a re-check interval while unverified.
+    query_timeout: float = 2.0
+    recheck_seconds: float = 2.0
+    # Resolver for check-ns (NS lookups); "" = the system resolver. host or host:port.
+    ns_resolver: str = ""
+    # HTTP timeout talking to provider APIs.
+    http_timeout: float = 10.0
+    powerdns: PowerDnsConfig = field(default_factory=PowerDnsConfig)
+    rfc2136: Rfc2136Config = field(default_factory=Rfc2136Config)
+    cloudflare: CloudflareConfig = field(default_factory=CloudflareConfig)
+
+
+@dataclass(frozen=True)
+class DkimConfig:
+    # Where the signer's key files and tables are written (dkimpy-milter format).
+    signer_dir: str = "/var/lib/mailforge/dkim"
+    # Owner of the key files (mode 0600); "" = the daemon's own user.
+    signer_user: str = ""
+    # Command run (argv) after the tables changed, so the signer loads them.
+    reload_command: tuple[str, ...] = ()
+    # Signer's milter address (host:port) waited for after a reload; "" = do not wait.
+    signer_address: str = ""
+    # A pid file that changes when the signer restarted; "" = do not wait for it.
+    signer_pid_file: str = ""
+    rsa_bits: int = 2048
+    # Rotate keys older than this many days; retired keys stay published this long.
+    rotate_after_days: float = 90.0
+    retire_days: float = 7.0
+    # Revoked records (empty p=) stay this long before they are deleted.
+    revoked_days: float = 7.0
+class MailConfig:
+    # Dovecot master user mailforge logs in as (IMAP ``user*master``, SMTP AUTH too) so it
+    # never needs a mailbox's password. The secret comes from here or the environment
+    # (MAILFORGE__MAIL__MASTER_PASSWORD); only its hash is written, to master_passdb_file.
+    master_user: str = "mailforge"
+    master_password: str = ""
+    # Empty: <backend state_dir>/dovecot/master-users (the Dovecot passdb with master=yes).
+    master_passdb_file: str = ""
+    # Postfix submission service the daemon submits API sends to.
+    submission_host: str = "127.0.0.1"
+    submission_port: int = 587
+    # IMAP server the daemon reads mailboxes from (Dovecot).
+    imap_host: str = "127.0.0.1"
+    imap_port: int = 143
+    # Most IMAP connections open at once for one mailbox; idle ones close after idle_seconds.
+    imap_pool_per_mailbox: int = 3
+    imap_idle_seconds: float = 60.0
+    imap_timeout: float = 10.0
+    sent_folder: str = "Sent"
+    # Postfix policy service (check_policy_service inet:listen:port); port 0 disables it.
+    policy_listen: str = "127.0.0.1"
+    policy_port: int = 0
+    # Daily send limit of a mailbox whose own limit is not set.
+    default_daily_limit: int = 500
+    # Warm-up: a mailbox with warm-up on may send warmup_start a day on its first day,
+    # rising linearly to its daily limit after warmup_days days.
+    warmup_start: int = 5
+    warmup_days: int = 14
+    # Inbound observation: mailboxes the policy service saw as recipients are scanned
+    # every scan_interval seconds for new messages (DSNs, ARF reports, webhooks); every
+    # full_scan_interval seconds all active mailboxes are (0 disables the full sweep).
+    scan_interval: float = 1.0
+    full_scan_interval: float = 600.0
+
+
+@dataclass(frozen=True)
+class ReputationConfig:
+    window_days: int = 30
+    # Rates are taken over max(sent, min_volume) so that a new domain is not judged on
+    # a handful of messages.
+    min_volume: int = 20
+    watch_bounce_rate: float = 0.03
+    block_bounce_rate: float = 0.08
+    watch_complaint_rate: float = 0.001
+    block_complaint_rate: float = 0.003
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    timeout: float = 10.0
+    max_attempts: int = 12
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 3600.0
+    poll_interval: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -168,7 +331,13 @@ class Config:
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     mailboxes: MailboxesConfig = field(default_factory=MailboxesConfig)
+    api_limits: ApiLimitsConfig = field(default_factory=ApiLimitsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
+    mail: MailConfig = field(default_factory=MailConfig)
+    reputation: ReputationConfig = field(default_factory=ReputationConfig)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     # Source file, for messages; not read from YAML.
     source: str = "<defaults>"
 
@@ -179,6 +348,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "passwords.scheme": ("sha512-crypt", "argon2id"),
     "logging.format": ("auto", "json", "console"),
     "logging.level": ("debug", "info", "warning", "error"),
+    "dns.default_provider": ("manual", "powerdns", "rfc2136", "cloudflare"),
+    "dns.dmarc_policy": ("none", "quarantine", "reject"),
+    "dns.mta_sts_mode": ("none", "testing", "enforce"),
 }
 
 _POSITIVE: tuple[str, ...] = (
@@ -191,6 +363,14 @@ _POSITIVE: tuple[str, ...] = (
     "passwords.generated_length",
     "mailboxes.secrets_ttl_seconds",
     "mailboxes.names_per_domain_max",
+    "api_limits.requests_per_second",
+    "api_limits.burst",
+    "api_limits.auth_failures_per_minute",
+    "api_limits.body_read_timeout_seconds",
+    "api_limits.keepalive_timeout_seconds",
+    "dns.ttl",
+    "dns.max_change_ratio",
+    "dkim.rsa_bits",
 )
 
 T = TypeVar("T")

@@ -15,10 +15,13 @@ from aiohttp import web
 from . import secretbox
 from .api.app import make_app
 from .api.context import ApiContext
+from .api.inbox import MAIL
 from .backends.base import load_backend
 from .config import Config
+from .dns.step import DnsService, DnsStep, revisit_loop
 from .engine import Engine
 from .log import get
+from .mail.service import MailService
 from .store import migrate
 from .store.store import Store, create_pool
 
@@ -48,12 +51,19 @@ async def run(cfg: Config) -> None:
         store = Store(pool, cfg.host.name)
         backend = load_backend(cfg)
         await backend.prepare()
-        engine = Engine(store, backend, cfg.worker, cfg.database.dsn)
+        dns_svc = DnsService(store, cfg, box)
+        mail = MailService(pool, cfg, box, cfg.host.name)
+        engine = Engine(store, backend, cfg.worker, cfg.database.dsn,
+                        on_jobs_finished=mail.dispatcher.on_jobs_finished,
+                        steps=[DnsStep(dns_svc)])
         ctx = ApiContext(cfg=cfg, store=store, box=box,
                          hashers=ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
                                                     thread_name_prefix="hash"))
         app = make_app(ctx)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        app[MAIL] = mail
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True,
+            keepalive_timeout=cfg.api_limits.keepalive_timeout_seconds)
         await runner.setup()
         site = web.TCPSite(runner, cfg.api.listen, cfg.api.port, reuse_address=True)
         await site.start()
@@ -63,10 +73,14 @@ async def run(cfg: Config) -> None:
             loop.add_signal_handler(sig, stop.set)
         log.info("mailforge started", api=f"http://{cfg.api.listen}:{cfg.api.port}",
                  host=cfg.host.name, backend=backend.name)
+        await mail.start(stop)
         sd_notify("READY=1")
+        revisits = asyncio.create_task(revisit_loop(dns_svc, stop), name="dns-revisits")
         try:
             await engine.run(stop)
+            await revisits
         finally:
+            await mail.close()
             sd_notify("STOPPING=1")
             log.info("mailforge stopping")
             await runner.cleanup()

@@ -53,6 +53,18 @@ class DomainStep(Protocol):
     async def converge(self, state: DomainState) -> None: ...
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Engine:
     def __init__(self, store: Store, backend: MailBackend, cfg: WorkerConfig,
                  dsn: str, on_jobs_finished: JobsFinished | None = None,
@@ -66,7 +78,8 @@ class Engine:
         self.dsn = dsn
         self.on_jobs_finished = on_jobs_finished
         self._wake = asyncio.Event()
-        self._id = f"{socket.gethostname()}:{os.getpid()}"
+        self._node = socket.gethostname()
+        self._id = f"{self._node}:{os.getpid()}"
         self.passes = 0
         self.last_pass_at: float | None = None
         # Deleted mailboxes past their retention: purged now and then, between passes.
@@ -75,6 +88,9 @@ class Engine:
     # ------------------------------------------------------------------ running
 
     async def run(self, stop: asyncio.Event) -> None:
+        released = await self.store.release_dead_leases(self._node, _pid_alive)
+        if released:
+            log.info("released leases of dead workers", count=released)
         tasks = [asyncio.create_task(self._listen(stop), name="engine-listen")]
         tasks += [asyncio.create_task(self._worker(n, stop), name=f"engine-worker-{n}")
                   for n in range(self.cfg.concurrency)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-PREFIXES = frozenset({"acct", "tok", "dom", "usr", "job", "msg", "ali", "evt"})
+PREFIXES = frozenset({"acct", "tok", "dom", "usr", "job", "msg", "ali", "evt", "dkim"})
 
 
 def new_id(prefix: str) -> str:

@@ -26,6 +26,19 @@ class Principal:
     domains: frozenset[str] | None = None
     # The account the token belongs to, when acting for a sub-account.
     acting_from: str | None = None
+    # Status of the account acted on: a suspended account may read, not write.
+    account_status: str = "active"
+    # May the account acted on create sub-accounts (the root account always may)?
+    reseller: bool = False
+
+    @property
+    def actor_account_id(self) -> str:
+        """The account whose token made the call (the parent, when acting for a child)."""
+        return self.acting_from or self.account_id
+
+    def allows_domain(self, name: str) -> bool:
+        """Is the domain (ASCII name) within this token's domain restriction?"""
+        return self.domains is None or name in self.domains
 
     def can(self, permission: str) -> bool:
         if "admin" in self.permissions:
@@ -131,6 +144,8 @@ class DomainState:
     aliases: tuple[Alias, ...] = field(default_factory=tuple)
     # Names of the domains that are aliases of this one (their mail comes here).
     alias_domains: tuple[str, ...] = field(default_factory=tuple)
+    # The owning account is suspended: no mailbox of it may log in or send.
+    account_suspended: bool = False
 
     @property
     def present(self) -> bool:

@@ -25,6 +25,13 @@ class SecretBox:
         if len(key) != 32:
             raise ValueError("master key must be 32 bytes")
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive(self, label: str) -> bytes:
+        """A 32-byte key for one purpose (HMAC of *label* under the master key)."""
+        import hmac
+
+        return hmac.new(self._key, b"mailforge-derive:" + label.encode(), "sha256").digest()
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         nonce = os.urandom(12)

@@ -12,6 +12,7 @@ from .. import validation
 from ..errors import ValidationFailed
 from ..models import Alias
 from ..store import aliases as alstore
+from . import oas
 from .context import CTX
 from .domains import _resolve
 from .email_users import require_ready
@@ -188,9 +189,7 @@ async def unset_alias_domain(request: web.Request) -> web.Response:
     return web.json_response({"job_id": job.id, "status": "pending"}, status=202)
 
 
-_ERR = {"description": "Error envelope", "content": {"application/json": {"schema": {
-    "type": "object", "required": ["error"]}}}}
-_ERRS = {"400": _ERR, "401": _ERR, "403": _ERR, "404": _ERR, "409": _ERR, "422": _ERR}
+_ERRS = {str(code): oas.error(code) for code in oas.WRITE_ERRORS}
 _ALIAS = {"type": "object", "properties": {
     "id": {"type": "string"}, "address": {"type": "string"}, "domain": {"type": "string"},
     "catch_all": {"type": "boolean"}, "targets": {"type": "array",

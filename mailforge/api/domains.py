@@ -6,13 +6,18 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import validation
-from ..errors import ValidationFailed
+from .. import reputation, validation
+from ..dns.providers.base import load_provider
+from ..dns.step import DnsService
+from ..errors import ReconcileError, ValidationFailed
+from ..log import get
 from ..models import Domain
+from ..store.dns import DnsStore
 from .context import CTX
 from .http import authenticate, check_fields, idempotent, json_body, paging, rfc3339
 
 routes = web.RouteTableDef()
+log = get(__name__)
 
 MAX_CONNECT = 100
 
@@ -53,16 +58,29 @@ async def connect(request: web.Request) -> web.Response:
                     errs.append(f"domains[{i}]: {ascii_name} is listed twice")
                 seen.add(ascii_name)
                 names.append((ascii_name, validation.unicode_domain(ascii_name)))
-    provider = body.get("dns_provider", "manual")
-    if not isinstance(provider, str) or provider not in ("manual",):
-        errs.append("dns_provider: must be one of: manual")
+    ctx = request.app[CTX]
+    choices = ctx.cfg.dns.providers
+    provider = body.get("dns_provider", ctx.cfg.dns.default_provider)
+    if not isinstance(provider, str) or provider not in choices:
+        errs.append(f"dns_provider: must be one of: {', '.join(choices)}")
+    token = body.get("cloudflare_api_token")
+    if "cloudflare_api_token" in body and (not isinstance(token, str)
+                                           or not 1 <= len(token) <= 200):
+        errs.append("cloudflare_api_token: must be a string of 1 to 200 characters")
+    elif token is not None and provider != "cloudflare":
+        errs.append("cloudflare_api_token: only with dns_provider cloudflare")
     if errs:
         raise ValidationFailed(errs)
 
     async def produce() -> tuple[int, dict[str, Any]]:
-        created = await request.app[CTX].store.connect_domains(principal.account_id, names,
-                                                               provider)
-        return 201, {"domains": [{**domain_json(d), "nameservers": []} for d in created]}
+        created = await ctx.store.connect_domains(principal.account_id, names, provider)
+        out = []
+        for d in created:
+            if isinstance(token, str):
+                await DnsStore(ctx.store).set_credentials(
+                    d.id, ctx.box.seal(token.encode(), f"dns-credentials:{d.id}"))
+            out.append({**domain_json(d), "nameservers": await _zone(request, d)})
+        return 201, {"domains": out}
 
     return await idempotent(request, principal, body, produce)
 
@@ -82,6 +100,19 @@ async def setup(request: web.Request) -> web.Response:
         return 202, {"job_id": job.id, "status": job.status, "domain_id": domain.id}
 
     return await idempotent(request, principal, body, produce)
+
+
+async def _zone(request: web.Request, d: Domain) -> list[str]:
+    """Create the domain's zone at its provider when it hosts zones; the nameservers to
+    delegate to. A provider that is down now is retried by setup, so connect succeeds."""
+    ctx = request.app[CTX]
+    try:
+        prov = load_provider(d.dns_provider, ctx.cfg,
+                             await DnsService(ctx.store, ctx.cfg, ctx.box).credentials(d.id))
+        return await prov.ensure_zone(d.name)
+    except ReconcileError as exc:
+        log.warning("zone not created at connect", domain=d.name, error=str(exc))
+        return []
 
 
 async def _resolve(request: web.Request, account_id: str, ref: object) -> Domain:
@@ -109,5 +140,8 @@ async def list_domains(request: web.Request) -> web.Response:
 @routes.get("/v1/domains/{id}")
 async def get_domain(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    d = await request.app[CTX].store.get_domain(principal.account_id, request.match_info["id"])
-    return web.json_response(domain_json(d))
+    ctx = request.app[CTX]
+    d = await ctx.store.get_domain(principal.account_id, request.match_info["id"])
+    body = domain_json(d)
+    body["reputation"] = await reputation.domain_json(ctx.store.pool, d.id, ctx.cfg.reputation)
+    return web.json_response(body)

@@ -15,6 +15,7 @@ from ..errors import Conflict, ValidationFailed
 from ..models import Domain, Mailbox
 from ..store import mailboxes as mbstore
 from ..store.store import NewMailbox
+from . import oas
 from .context import CTX, ApiContext
 from .domains import _resolve
 from .http import authenticate, check_fields, idempotent, json_body, paging, rfc3339
@@ -462,11 +463,7 @@ async def generate_names(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------------------- OpenAPI
 
-_ERR = {"description": "Error envelope", "content": {"application/json": {"schema": {
-    "type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                       "details": {"type": "array", "items": {"type": "string"}}}}}}}}}
+_ERRS = {str(code): oas.error(code) for code in oas.WRITE_ERRORS}
 
 
 def _json(schema: dict[str, Any], desc: str = "OK") -> dict[str, Any]:
@@ -477,8 +474,9 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-_USER_ITEM = {"type": "object", "additionalProperties": False, "required": ["username"],
-              "properties": {"username": {"type": "string"}, "name": {"type": "string"},
+_USER_ITEM: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["username"],
+    "properties": {"username": {"type": "string"}, "name": {"type": "string"},
                              "password": {"type": "string"},
                              "quota_mb": {"type": "integer", "minimum": 1}}}
 _MAILBOX = {"type": "object", "properties": {
@@ -491,10 +489,27 @@ _MAILBOX = {"type": "object", "properties": {
     "job_id": {"type": ["string", "null"]}, "password": {"type": "string"}}}
 _JOB_REF = {"type": "object", "required": ["job_id"], "properties": {
     "job_id": {"type": "string"}, "status": {"type": "string"}}}
-_ERRS = {"400": _ERR, "401": _ERR, "403": _ERR, "404": _ERR, "409": _ERR, "422": _ERR}
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
+_LIST_PARAMS = [oas.LIMIT, oas.OFFSET, *({"name": n, "in": "query", "required": False,
+                                          "schema": {"type": "string"}}
+                                         for n in ("domain", "status", "search", "sort"))]
+
 openapi_paths: dict[str, dict[str, Any]] = {
+    "/v1/email-users": {
+        "post": {"summary": "Create one email user", "operationId": "createEmailUser",
+                 "parameters": [oas.IDEMPOTENCY],
+                 "requestBody": _body({**_USER_ITEM, "required": ["username", "domain"],
+                                       "properties": {**_USER_ITEM["properties"],
+                                                      "domain": {"type": "string"}}}),
+                 "responses": {"202": _json(_MAILBOX, "Accepted"), **_ERRS}},
+        "get": {"summary": "List email users (filters, sort, paging)",
+                "operationId": "listEmailUsers", "parameters": _LIST_PARAMS,
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "users": {"type": "array", "items": _MAILBOX},
+                    "total": {"type": "integer"}, "limit": {"type": "integer"},
+                    "offset": {"type": "integer"}}}), **_ERRS}},
+    },
     "/v1/email-users/bulk": {
         "post": {"summary": "Create 1-500 email users in one job", "operationId":
                  "bulkCreateEmailUsers",
@@ -518,6 +533,8 @@ openapi_paths: dict[str, dict[str, Any]] = {
                    "responses": {"202": _json(_JOB_REF, "Accepted"), **_ERRS}},
     },
     "/v1/email-users/{id}": {
+        "get": {"summary": "Get an email user", "operationId": "getEmailUser",
+                "parameters": _ID, "responses": {"200": _json(_MAILBOX), **_ERRS}},
         "patch": {"summary": "Update name, password (or reset_password), quota, daily send "
                              "limit, signature, status (active/suspended)",
                   "operationId": "updateEmailUser", "parameters": _ID,

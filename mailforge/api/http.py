@@ -3,6 +3,8 @@ JSON bodies, paging, idempotency keys, and serialisation of times and models."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import json
 import time
@@ -14,14 +16,15 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from .. import ids, ratelimit
 from ..errors import ApiError, ValidationFailed
 from ..log import get
 from ..models import Principal
+from ..store import scope, tenancy
 from .context import CTX
 
 log = get("mailforge.api")
 
-PRINCIPAL = web.AppKey("principal", Principal)  # only used as a typed request key name
 
 
 def rfc3339(value: datetime | None) -> str | None:
@@ -76,22 +79,96 @@ async def envelope_middleware(request: web.Request,
         return resp
 
 
+ACTING_HEADER = "X-Mailforge-Account"
+LIMITERS = web.AppKey("rate_limiters", dict)  # name -> ratelimit.RateLimiter
+PRINCIPAL_KEY = "mailforge_principal"
+BODY_KEY = "mailforge_body"
+
+
+def _unauthorized() -> ApiError:
+    # One answer for every failure (unknown, wrong secret, revoked, expired): a caller
+    # learns nothing about which tokens exist.
+    return ApiError("unauthorized", "Missing or invalid bearer token.", status=401,
+                    headers={"WWW-Authenticate": "Bearer"})
+
+
+def client_addr(request: web.Request) -> str:
+    return request.remote or ""
+
+
+def _rate_limited(wait: float, message: str) -> ApiError:
+    return ApiError("rate_limited", message, status=429,
+                    headers={"Retry-After": ratelimit.retry_after(wait)})
+
+
 async def authenticate(request: web.Request, permission: str) -> Principal:
+    """Authenticate the bearer token and return the principal whose ``account_id``
+    every store call uses.
+
+    Resolves ``X-Mailforge-Account`` (a parent's admin token acting for one of its
+    sub-accounts), applies the token's domain restriction to the store for this request
+    (``store.scope``), refuses writes of a suspended account, and rate-limits per token.
+    No cache: a revoked token fails on the next request on every daemon.
+    """
+    limiters = request.app.get(LIMITERS, {})
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError("unauthorized", "Missing or invalid bearer token.", status=401,
-                       headers={"WWW-Authenticate": "Bearer"})
-    principal = await request.app[CTX].store.authenticate(token.strip())
+        raise _unauthorized()
+    result = await tenancy.authenticate(request.app[CTX].store, token.strip())
+    principal = result.principal
     if principal is None:
-        raise ApiError("unauthorized", "Missing or invalid bearer token.", status=401,
-                       headers={"WWW-Authenticate": "Bearer"})
+        log.info("authentication failed", reason=result.reason, client=client_addr(request))
+        failures = limiters.get("auth_failures")
+        if failures is not None:
+            wait = failures.take(client_addr(request))
+            if wait:
+                raise _rate_limited(wait, "Too many failed authentications; slow down.")
+        raise _unauthorized()
+    structlog.contextvars.bind_contextvars(account_id=principal.account_id,
+                                           token_id=principal.token_id)
+    per_token = limiters.get("tokens")
+    if per_token is not None:
+        wait = per_token.take(principal.token_id)
+        if wait:
+            raise _rate_limited(wait, "Too many requests for this token; slow down.")
+    target = request.headers.get(ACTING_HEADER, "").strip()
+    if target and target != principal.account_id:
+        # Only an unrestricted admin token acts for another account, and only for an
+        # account below its own. One answer whether the account is foreign or absent.
+        denied = ApiError("forbidden", "This token cannot act for that account.",
+                          [f"{ACTING_HEADER}: not a sub-account this token may act for"],
+                          status=403)
+        if "admin" not in principal.permissions or principal.domains is not None:
+            raise denied
+        row = None
+        if ids.has_prefix(target, "acct"):
+            row = await tenancy.descendant(request.app[CTX].store, principal.account_id,
+                                           target)
+        if row is None or row["status"] == "deleting":
+            raise denied
+        principal = dataclasses.replace(principal, account_id=row["id"],
+                                        acting_from=principal.account_id,
+                                        account_status=row["status"],
+                                        reseller=row["reseller"])
+        structlog.contextvars.bind_contextvars(account_id=principal.account_id,
+                                               acting_from=principal.acting_from)
     if not principal.can(permission):
         raise ApiError("forbidden", f"This token lacks the {permission!r} permission.",
                        status=403)
-    structlog.contextvars.bind_contextvars(account_id=principal.account_id,
-                                           token_id=principal.token_id)
+    if permission != "read" and principal.account_status != "active":
+        raise ApiError("account_suspended", "The account is suspended; it can only read.",
+                       status=403)
+    scope.set_domains(principal.domains)
+    request[PRINCIPAL_KEY] = principal
     return principal
+
+
+def require_unrestricted(principal: Principal) -> None:
+    """Account-wide operations are not for a token restricted to some domains."""
+    if principal.domains is not None:
+        raise ApiError("forbidden", "This token is restricted to some domains; this "
+                       "operation concerns the whole account.", status=403)
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -99,13 +176,20 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if ctype.split(";")[0].strip().lower() != "application/json":
         raise ApiError("unsupported_media_type", "Send the body as application/json.",
                        status=415)
-    raw = await request.read()  # aiohttp enforces client_max_size -> 413
+    try:
+        # aiohttp enforces client_max_size (413); a client trickling its body is cut off.
+        async with asyncio.timeout(request.app[CTX].cfg.api_limits.body_read_timeout_seconds):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError("request_timeout", "The request body was not received in time.",
+                       status=408) from None
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError("malformed_json", "The body is not valid JSON.", status=400) from None
     if not isinstance(data, dict):
         raise ValidationFailed(["body: must be a JSON object"])
+    request[BODY_KEY] = data  # for the audit log's summary (secrets redacted there)
     return data
 
 
@@ -158,17 +242,30 @@ async def idempotent(request: web.Request, principal: Principal, body: dict[str,
         f"{request.method} {request.path}\n".encode()
         + json.dumps(body, sort_keys=True).encode()).digest()
     context = f"idempotency:{principal.account_id}:{key}"
-    prior = await ctx.store.get_idempotent(principal.account_id, key)
-    if prior is not None:
+    if not await ctx.store.claim_idempotent(principal.account_id, key, digest):
+        prior = await ctx.store.get_idempotent(principal.account_id, key)
+        if prior is None:  # released by a failed first attempt just now: try again
+            raise ApiError("idempotency_key_in_use",
+                           "A request with this Idempotency-Key is being handled.",
+                           status=409, headers={"Retry-After": "1"})
         if bytes(prior["request_hash"]) != digest:
             raise ApiError("idempotency_key_reused",
                            "This Idempotency-Key was used with a different request.",
                            status=422)
+        if prior["status"] == 0 or prior["sealed_body"] is None:
+            raise ApiError("idempotency_key_in_use",
+                           "A request with this Idempotency-Key is being handled.",
+                           status=409, headers={"Retry-After": "1"})
         payload = json.loads(ctx.box.open(bytes(prior["sealed_body"]), context))
         resp = web.json_response(payload, status=prior["status"])
         resp.headers["Idempotent-Replayed"] = "true"
         return resp
-    status, payload = await produce()
+    try:
+        status, payload = await produce()
+    except BaseException:
+        # A refused or failed first attempt records nothing: the client may retry it.
+        await ctx.store.release_idempotent(principal.account_id, key)
+        raise
     sealed = ctx.box.seal(json.dumps(payload).encode(), context)
-    await ctx.store.put_idempotent(principal.account_id, key, digest, status, sealed)
+    await ctx.store.put_idempotent(principal.account_id, key, status, sealed)
     return web.json_response(payload, status=status)

@@ -52,3 +52,42 @@ async def list_jobs(request: web.Request) -> web.Response:
     jobs = await request.app[CTX].store.list_jobs(principal.account_id, limit, offset)
     return web.json_response({"jobs": [job_json(j) for j in jobs], "limit": limit,
                               "offset": offset})
+
+
+_JOB: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "type", "status", "progress", "created_at"],
+    "properties": {
+        "id": {"type": "string"}, "type": {"type": "string"},
+        "status": {"enum": ["pending", "processing", "completed", "failed"]},
+        "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+        "message": {"type": "string"}, "resource_id": {"type": ["string", "null"]},
+        "total": {"type": "integer"}, "done": {"type": "integer"},
+        "failed": {"type": "integer"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "completed_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+
+
+def _openapi() -> dict[str, dict[str, Any]]:
+    from . import oas  # the OpenAPI building blocks (issue 5)
+
+    one = {**_JOB, "properties": {**_JOB["properties"],
+                                  "failures": {"type": "array", "items": {"type": "object"}},
+                                  "users": {"type": "array"}}}
+    return {
+        "/v1/jobs/{id}": {"get": {
+            "summary": "A job: status, progress, per-item failures", "operationId": "getJob",
+            "tags": ["jobs"], "parameters": [oas.PATH_ID, oas.ACTING],
+            "responses": oas.responses({"200": oas.ok("The job.", one)})}},
+        "/v1/jobs": {"get": {
+            "summary": "Recent jobs of the account", "operationId": "listJobs",
+            "tags": ["jobs"], "parameters": [oas.LIMIT, oas.OFFSET, oas.ACTING],
+            "responses": oas.responses({"200": oas.ok("Jobs.", oas.obj(
+                {"jobs": {"type": "array", "items": _JOB}, "limit": {"type": "integer"},
+                 "offset": {"type": "integer"}}, ("jobs",)))})}},
+    }
+
+
+openapi_paths: dict[str, dict[str, Any]] = _openapi()

@@ -134,6 +134,8 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_account_created_idx ON jobs (account_id, created_at DESC);
 CREATE INDEX jobs_open_idx ON jobs (status) WHERE status IN ('pending', 'processing');
+CREATE INDEX jobs_secrets_expiry_idx ON jobs (secrets_expire_at)
+    WHERE secrets_expire_at IS NOT NULL;
 
 -- What a job waits for: each object reaching a generation (or being gone, for deletes).
 CREATE TABLE job_items (
@@ -154,8 +156,9 @@ CREATE TABLE idempotency_keys (
     key          text NOT NULL,
     request_hash bytea NOT NULL,
     status       integer NOT NULL,
-    -- The first answer, sealed: it may hold a generated password.
-    sealed_body  bytea NOT NULL,
+    -- The first answer, sealed: it may hold a generated password. NULL while the first
+    -- request is still being handled (status 0).
+    sealed_body  bytea,
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (account_id, key)
 );
@@ -178,3 +181,165 @@ CREATE INDEX mailboxes_purge_idx ON mailboxes (purge_after) WHERE deleted;
 -- alias_of (and those mailboxes may send as it).
 ALTER TABLE domains ADD COLUMN alias_of text REFERENCES domains (id) ON DELETE SET NULL;
 CREATE INDEX domains_alias_of_idx ON domains (alias_of) WHERE alias_of IS NOT NULL;
+-- ---- 0004_tenancy
+
+ALTER TABLE accounts
+    ADD COLUMN reseller     boolean NOT NULL DEFAULT false,
+    ADD COLUMN first_name   text NOT NULL DEFAULT '',
+    ADD COLUMN last_name    text NOT NULL DEFAULT '',
+    ADD COLUMN company_name text NOT NULL DEFAULT '';
+
+CREATE TABLE audit_log (
+    seq              bigserial PRIMARY KEY,
+    id               text NOT NULL UNIQUE,
+    at               timestamptz NOT NULL DEFAULT now(),
+    -- The account acted on, and (when a parent acted for it) the account of the token.
+    -- No foreign keys: the record outlives a deleted account or token.
+    account_id       text NOT NULL,
+    actor_account_id text NOT NULL,
+    token_id         text NOT NULL,
+    action           text NOT NULL,
+    method           text NOT NULL,
+    route            text NOT NULL,
+    resource_id      text,
+    status           integer NOT NULL,
+    client_addr      text,
+    request_id       text,
+    summary          jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX audit_log_account_seq_idx ON audit_log (account_id, seq DESC);
+
+CREATE FUNCTION audit_log_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only (% refused)', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
+
+CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+-- mailforge 0002: DKIM keys with a lifecycle, DNS records mailforge owns, and the
+-- per-domain DNS bookkeeping (verification result, time-based re-visits, options).
+
+-- One row per DKIM key. The private key is sealed with the master key (secretbox);
+-- the clear key exists only in the signer's key files.
+CREATE TABLE dkim_keys (
+    id               text PRIMARY KEY,
+    domain_id        text NOT NULL REFERENCES domains (id) ON DELETE CASCADE,
+    algorithm        text NOT NULL CHECK (algorithm IN ('rsa', 'ed25519')),
+    selector         text NOT NULL,
+    public_key       text NOT NULL,
+    sealed_private   bytea NOT NULL,
+    state            text NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'published', 'active', 'retiring',
+                                      'revoked')),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    state_changed_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (domain_id, selector)
+);
+CREATE INDEX dkim_keys_domain_idx ON dkim_keys (domain_id);
+
+-- The records mailforge created (name, type, value). Anything else in a zone is the
+-- operator's and is never changed or deleted.
+CREATE TABLE dns_owned_records (
+    domain_id   text NOT NULL REFERENCES domains (id) ON DELETE CASCADE,
+    name        text NOT NULL,
+    rtype       text NOT NULL,
+    content     text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (domain_id, name, rtype, content)
+);
+
+ALTER TABLE domains
+    -- Last verification report (records expected vs found) and when it ran.
+    ADD COLUMN dns_report jsonb,
+    ADD COLUMN dns_checked_at timestamptz,
+    -- When a time-based DKIM transition (rotation, retirement) falls due; a periodic
+    -- requeue bumps the domain's generation once it has passed.
+    ADD COLUMN dns_revisit_at timestamptz,
+    -- Operator's choices: overwrite conflicting SPF/DMARC, apply large plans anyway.
+    ADD COLUMN dns_overwrite boolean NOT NULL DEFAULT false,
+    ADD COLUMN dns_force boolean NOT NULL DEFAULT false,
+    -- Provider credentials given at connect (e.g. a Cloudflare token), sealed.
+    ADD COLUMN dns_credentials bytea;
+CREATE INDEX domains_dns_revisit_idx ON domains (dns_revisit_at)
+    WHERE dns_revisit_at IS NOT NULL;
+-- mailforge 0005: mail through the API: send counts (daily limits, warm-up), inbound
+-- scanning state, reputation events, webhooks and their delivery queue.
+
+-- Messages each mailbox sent per UTC day, counted by the Postfix policy service when a
+-- message is accepted by submission (API sends go through submission too).
+CREATE TABLE mail_send_counts (
+    mailbox_id text NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+    day        date NOT NULL,
+    domain_id  text NOT NULL REFERENCES domains (id) ON DELETE CASCADE,
+    count      integer NOT NULL DEFAULT 0 CHECK (count >= 0),
+    PRIMARY KEY (mailbox_id, day)
+);
+CREATE INDEX mail_send_counts_domain_day_idx ON mail_send_counts (domain_id, day);
+
+-- Optional warm-up schedule of a mailbox (none: the daily limit applies at once).
+CREATE TABLE mail_warmup (
+    mailbox_id text PRIMARY KEY REFERENCES mailboxes (id) ON DELETE CASCADE,
+    start_limit integer NOT NULL CHECK (start_limit >= 1),
+    days        integer NOT NULL CHECK (days >= 1),
+    started_on  date NOT NULL
+);
+
+-- Inbound observation: the last INBOX UID seen per mailbox, and until when the mailbox
+-- is watched (set when the policy service sees it as a recipient).
+CREATE TABLE mail_scan_state (
+    mailbox_id  text PRIMARY KEY REFERENCES mailboxes (id) ON DELETE CASCADE,
+    uidvalidity bigint NOT NULL DEFAULT 0,
+    last_uid    bigint NOT NULL DEFAULT 0,
+    watch_until timestamptz NOT NULL DEFAULT now(),
+    scanned_at  timestamptz
+);
+CREATE INDEX mail_scan_state_watch_idx ON mail_scan_state (watch_until);
+
+-- Bounces and complaints per domain; ref (mailbox, UIDVALIDITY, UID or a Postfix queue
+-- id) makes recording idempotent.
+CREATE TABLE mail_reputation_events (
+    id          bigserial PRIMARY KEY,
+    domain_id   text NOT NULL REFERENCES domains (id) ON DELETE CASCADE,
+    mailbox_id  text REFERENCES mailboxes (id) ON DELETE SET NULL,
+    kind        text NOT NULL CHECK (kind IN ('bounce', 'complaint')),
+    ref         text NOT NULL,
+    occurred_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX mail_reputation_events_ref_key ON mail_reputation_events (domain_id, ref);
+CREATE INDEX mail_reputation_events_domain_idx ON mail_reputation_events (domain_id, occurred_at);
+
+CREATE TABLE webhooks (
+    id            text PRIMARY KEY,
+    account_id    text NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    url           text NOT NULL,
+    events        text[] NOT NULL,
+    -- The signing secret, sealed with the master key.
+    sealed_secret bytea NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX webhooks_account_idx ON webhooks (account_id);
+
+-- Persisted delivery queue: a row per (webhook, event), retried with backoff.
+CREATE TABLE webhook_deliveries (
+    id              bigserial PRIMARY KEY,
+    webhook_id      text NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    event_id        text NOT NULL,
+    event           text NOT NULL,
+    payload         jsonb NOT NULL,
+    state           text NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_status     integer,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    delivered_at    timestamptz
+);
+CREATE UNIQUE INDEX webhook_deliveries_event_key ON webhook_deliveries (webhook_id, event_id);
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at)
+    WHERE state = 'pending';

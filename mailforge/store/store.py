@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +23,7 @@ from asyncpg.pool import PoolConnectionProxy
 from .. import ids
 from ..errors import ApiError, Conflict, NotFound
 from ..models import Alias, Domain, DomainState, Job, Mailbox, Principal, from_record
+from . import scope
 from .queries import Q
 
 TOKEN_PREFIX = "mf_"  # noqa: S105 - a prefix, not a secret
@@ -156,6 +157,7 @@ class Store:
     async def connect_domains(self, account_id: str, names: Sequence[tuple[str, str]],
                               dns_provider: str) -> list[Domain]:
         """Record domains (ascii name, unicode name); 409 if any is already connected."""
+        scope.check_new(n for n, _ in names)
         async with self._tx() as conn:
             acct = await conn.fetchrow(Q.lock_account, account_id)
             if acct is None:
@@ -186,6 +188,7 @@ class Store:
             row = await conn.fetchrow(Q.get_domain, account_id, domain_id)
         if row is None:
             raise NotFound("domain")
+        scope.check(row["name"])
         return from_record(Domain, row)
 
     async def find_domain(self, account_id: str, name: str) -> Domain:
@@ -193,14 +196,15 @@ class Store:
             row = await conn.fetchrow(Q.get_domain_by_name, account_id, name)
         if row is None:
             raise NotFound("domain")
+        scope.check(row["name"])
         return from_record(Domain, row)
 
     async def list_domains(self, account_id: str, limit: int,
                            offset: int) -> tuple[list[Domain], int]:
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.list_domains, account_id, limit, offset)
+            rows = await conn.fetch(Q.list_domains, account_id, limit, offset, scope.names())
             total = rows[0]["total_count"] if rows else await conn.fetchval(
-                Q.count_all_domains, account_id)
+                Q.count_all_domains, account_id, scope.names())
         return [from_record(Domain, r) for r in rows], int(total)
 
     async def setup_domain(self, account_id: str, domain_id: str) -> Job:
@@ -208,6 +212,7 @@ class Store:
             row = await conn.fetchrow(Q.request_domain_setup, account_id, domain_id)
             if row is None:
                 raise NotFound("domain")
+            scope.check(row["name"])  # raising here rolls the update back
             job = await self._insert_job(conn, account_id, "domain_setup", domain_id,
                                          [("domain", domain_id, row["generation"])])
             await conn.execute(Q.notify_work, row["mail_host"])
@@ -222,6 +227,7 @@ class Store:
                                mailbox_ids: Sequence[str] | None = None,
                                ) -> tuple[Job, list[CreatedMailbox]]:
         """Record mailboxes and their job in one transaction, within the account's limit."""
+        scope.check(domain.name)
         addresses = [f"{i.local_part}@{domain.name}" for i in items]
         async with self._tx() as conn:
             # Locking the account row serialises concurrent creations of one account, so
@@ -272,6 +278,7 @@ class Store:
             row = await conn.fetchrow(Q.get_mailbox, account_id, mailbox_id)
         if row is None:
             raise NotFound("email user")
+        scope.check(row["domain_name"], "email user")
         return from_record(Mailbox, row), row["domain_name"]
 
     async def list_mailboxes(self, account_id: str, domain: str | None, status: str | None,
@@ -279,12 +286,12 @@ class Store:
                              offset: int) -> tuple[list[tuple[Mailbox, str]], int]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(Q.list_mailboxes, account_id, domain, status, search,
-                                    limit, offset)
+                                    limit, offset, scope.names())
             if rows:
                 total = rows[0]["total_count"]
             else:
                 total = await conn.fetchval(Q.count_mailboxes_filtered, account_id, domain,
-                                            status, search)
+                                            status, search, scope.names())
         return [(from_record(Mailbox, r), r["domain_name"]) for r in rows], int(total)
 
     # --------------------------------------------------------------------------- jobs
@@ -311,6 +318,10 @@ class Store:
             row = await conn.fetchrow(Q.get_job, account_id, job_id)
             if row is None:
                 raise NotFound("job")
+            restricted = scope.names()
+            if restricted is not None and not await conn.fetchval(Q.job_in_domains, job_id,
+                                                                  restricted):
+                raise NotFound("job")
             failures = [dict(r) for r in await conn.fetch(Q.failed_job_items, job_id)]
         sealed = row["sealed_secrets"]
         if row["secrets_expire_at"] is not None and row["secrets_expire_at"] < \
@@ -320,7 +331,7 @@ class Store:
 
     async def list_jobs(self, account_id: str, limit: int, offset: int) -> list[Job]:
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.list_jobs, account_id, limit, offset)
+            rows = await conn.fetch(Q.list_jobs, account_id, limit, offset, scope.names())
         return [from_record(Job, r) for r in rows]
 
     # -------------------------------------------------------------------- idempotency
@@ -329,11 +340,19 @@ class Store:
         async with self.pool.acquire() as conn:
             return await conn.fetchrow(Q.get_idempotent, account_id, key)
 
-    async def put_idempotent(self, account_id: str, key: str, request_hash: bytes,
-                             status: int, sealed_body: bytes) -> None:
+    async def claim_idempotent(self, account_id: str, key: str, request_hash: bytes) -> bool:
         async with self.pool.acquire() as conn:
-            await conn.execute(Q.put_idempotent, account_id, key, request_hash, status,
-                               sealed_body)
+            return await conn.fetchval(Q.claim_idempotent, account_id, key,
+                                       request_hash) is not None
+
+    async def put_idempotent(self, account_id: str, key: str, status: int,
+                             sealed_body: bytes) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.put_idempotent, account_id, key, status, sealed_body)
+
+    async def release_idempotent(self, account_id: str, key: str) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.release_idempotent, account_id, key)
 
     # ------------------------------------------------------------------------- engine
 
@@ -353,9 +372,10 @@ class Store:
                             for m in await conn.fetch(Q.domain_mailboxes, d.id))
                 als = tuple(from_record(Alias, a)
                             for a in await conn.fetch(Q.domain_aliases, d.id))
-                alias_domains = tuple(r["name"] for r in
+                alias_domains = tuple(row["name"] for row in
                                       await conn.fetch(Q.alias_domain_names, d.id))
-                states.append(DomainState(d, mbs, als, alias_domains))
+                states.append(DomainState(d, mbs, als, alias_domains,
+                                          account_suspended=r["account_status"] != "active"))
                 object_ids.append(d.id)
                 object_ids.extend(m.id for m in mbs if m.observed_generation < m.generation)
             await conn.execute(Q.mark_jobs_processing, object_ids)
@@ -429,6 +449,22 @@ class Store:
                                    [m.generation for m in mbs], [error] * len(mbs))
             touched = [state.domain.id, *pending]
             return await self._settle_jobs(conn, touched)
+
+    async def release_dead_leases(self, node: str, alive: Callable[[int], bool]) -> int:
+        """Release leases held by processes of this node (``node:pid:worker``) that no
+        longer run, so a restart after a crash need not wait for their expiry."""
+        async with self._tx() as conn:
+            owners = [r["lease_owner"] for r in await conn.fetch(Q.lease_owners,
+                                                                  self.mail_host, node)]
+            dead = []
+            for owner in owners:
+                _, _, rest = owner.partition(f"{node}:")
+                pid = rest.split(":", 1)[0]
+                if pid.isdigit() and not alive(int(pid)):
+                    dead.append(owner)
+            if dead:
+                await conn.execute(Q.release_owner_leases, self.mail_host, dead)
+            return len(dead)
 
     async def expire_job_secrets(self) -> None:
         async with self.pool.acquire() as conn:

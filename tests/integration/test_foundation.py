@@ -76,8 +76,8 @@ async def test_bad_input_is_refused_with_field_named_and_changes_nothing(
     info = sandbox.info
     await ready_domain(api, unique_domain)
     # Let the setup settle, then snapshot every file the backend writes and the store.
-    await wait_for(lambda: (Path(info["state_dir"]) / "dovecot" / "passwd.d"
-                            / unique_domain).exists())
+    await wait_for(lambda: unique_domain in (Path(info["state_dir"]) / "postfix"
+                                             / "virtual_domains").read_text())
     before_files = _tree_digest(Path(info["state_dir"]))
     before_rows = await _row_counts(info["postgres_dsn"])
 

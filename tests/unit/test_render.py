@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mailforge.backends.postfix_dovecot.render import render
+from mailforge.backends.postfix_dovecot.render import AuthUser, render
 from mailforge.errors import PermanentError
 from mailforge.models import Alias, Domain, DomainState, Mailbox
 
@@ -44,19 +44,18 @@ def test_mailboxes_render_to_every_map() -> None:
     assert files.mailboxes == "alice@example.test OK\nbob@example.test OK\n"
     assert files.senders.splitlines() == ["alice@example.test alice@example.test",
                                           "bob@example.test bob@example.test"]
-    assert files.passwd.splitlines()[0] == (
-        f"alice:{HASH}::::::userdb_quota_rule=*:storage=512M")
+    assert files.users[0] == AuthUser("alice", HASH, 512, True)
 
 
 def test_suspended_mailbox_cannot_log_in_but_still_receives() -> None:
     files = render(DomainState(domain(), (mailbox("alice", suspended=True),)))
-    assert "nologin" in files.passwd
+    assert files.users == (AuthUser("alice", HASH, 512, False),)
     assert "alice@example.test OK" in files.mailboxes
 
 
 def test_deleted_mailbox_and_absent_domain_render_nothing() -> None:
     files = render(DomainState(domain(), (mailbox("gone", deleted=True),)))
-    assert files.passwd == "" and files.mailboxes == ""
+    assert files.users == () and files.mailboxes == ""
     assert render(DomainState(domain(backend_enabled=False), (mailbox("a"),))).domains == ""
     assert render(DomainState(domain(deleted=True), (mailbox("a"),))).mailboxes == ""
 

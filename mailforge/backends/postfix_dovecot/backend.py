@@ -1,26 +1,29 @@
 """Postfix + Dovecot on the same host, converged through files.
 
-Map mechanism (see README, "Why files"): for each domain mailforge writes a Dovecot
-passwd-file and one fragment per Postfix map; the Postfix maps are the
-concatenation of the fragments, compiled by ``postmap`` into a temporary table and
-renamed into place. Postfix notices a replaced table and its processes restart
-themselves; Dovecot re-reads a passwd-file whose mtime changed. Nothing is
-restarted, and the files stay valid while mailforge or PostgreSQL are down, so mail
-keeps flowing to existing mailboxes.
+Map mechanism (see README, "How mail keeps flowing"): for each domain mailforge
+writes one fragment per Postfix map; the Postfix maps are the concatenation of the
+fragments, compiled by ``postmap`` into a temporary table and renamed into place.
+Postfix's short-lived processes notice a replaced table and restart themselves; its
+long-lived address resolver (trivial-rewrite) and cleanup do not reliably, so when the
+domain or alias tables change (rare: a domain or alias added or removed) Postfix is
+reloaded, gracefully, once per batch; new mailboxes need no reload. Dovecot's
+passdb/userdb is a local SQLite database changed in transactions and queried on every
+login. Nothing is restarted, and all of it stays valid while mailforge or PostgreSQL
+are down, so mail keeps flowing to existing mailboxes.
 
-Idempotent and crash-safe: every apply re-derives the files from the desired state
-and compares them with what is on disk; only what differs is written, and the
-Postfix maps are rebuilt only when their content differs. A crash between two
-writes is repaired by the next apply.
+Idempotent and crash-safe: every apply re-derives the files and rows from the desired
+state and compares them with what is on disk; only what differs is written, and the
+Postfix maps are rebuilt only when their content differs. A crash between two writes
+is repaired by the next apply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import grp
-import math
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,44 +36,25 @@ from ...log import get
 from ...models import DomainState
 from ..base import ApplyResult
 from .layout import Layout
-from .render import DomainFiles, Routing, render
+from .render import AuthUser, DomainFiles, Routing, render
 
 log = get(__name__)
+
+# Maps read by Postfix's long-lived processes: a change needs `postfix reload`.
+_RELOAD_MAPS = frozenset({"virtual_domains", "virtual_aliases"})
 
 # Fragment kind -> Postfix map it is concatenated into.
 _FRAGMENT_MAPS = {"domains": "virtual_domains", "mailboxes": "virtual_mailboxes",
                   "aliases": "virtual_aliases", "senders": "sender_logins"}
 
 
-def _ensure_new_mtime(path: Path, old_mtime: int) -> None:
-    """Dovecot re-reads a passwd-file only when its mtime (whole seconds) or size
-    differs from what it read; a password change in the same second as the previous
-    write has the same size, so it would go unnoticed for good. Move the mtime on."""
-    if int(path.stat().st_mtime) <= old_mtime:
-        t = old_mtime + 1
-        os.utime(path, (t, t))
-
-
-async def _after_dovecot_gate(written_at: float) -> None:
-    """Return once Dovecot is sure to see a passwd-file written at *written_at*.
-
-    Dovecot stats a passwd-file at most once per second of its clock (a lookup in the
-    same whole second as the previous one is served from memory, db-passwd-file.c), so
-    a file replaced in second S may be seen only from second S+1 on. Waiting for S+1
-    before the change is recorded as converged makes "job completed" mean "logins see
-    it", at a cost of half a second on average. The wait happens outside the apply lock.
-    """
-    delay = math.floor(written_at) + 1.0 + 0.005 - time.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
 class PostfixDovecotBackend:
     name = "postfix_dovecot"
 
     def __init__(self, cfg: PostfixDovecotConfig,
-                 mailboxes: MailboxesConfig = MailboxesConfig()) -> None:  # noqa: B008
+                 mailboxes: MailboxesConfig | None = None) -> None:
         self.cfg = cfg
+        mailboxes = mailboxes or MailboxesConfig()
         self.routing = Routing(mailboxes.role_addresses, mailboxes.role_target)
         self.mail_root = Path(cfg.mail_root)
         # Deleted mailboxes' homes wait here: <retention>/<domain>/<local part>.<id>.
@@ -81,8 +65,7 @@ class PostfixDovecotBackend:
         # One apply at a time per process: the global maps are shared.
         self._lock = asyncio.Lock()
         self.map_rebuilds = 0
-        self._reload_task: asyncio.Task[None] | None = None
-        self._reload_again = False
+        self.reloads = 0
 
     @classmethod
     def from_config(cls, cfg: Config) -> PostfixDovecotBackend:
@@ -101,13 +84,15 @@ class PostfixDovecotBackend:
             raise PermanentError(f"group {self.cfg.auth_group!r} "
                                  "(backend.postfix_dovecot.auth_group) does not exist") from None
         if os.geteuid() == 0:
-            os.chown(self.layout.passwd_dir, 0, self._auth_gid)
-            os.chown(self.layout.passwd_dir.parent, 0, self._auth_gid)
+            for p in (self.layout.dovecot_dir, self.layout.auth_db,
+                      self.layout.dovecot_sql_conf):
+                os.chown(p, 0, self._auth_gid)
 
     async def health(self) -> dict[str, Any]:
         src = self.layout.map_compiled("virtual_mailboxes")
-        return {"backend": self.name, "maps_present": src.exists(),
-                "map_rebuilds": self.map_rebuilds}
+        return {"backend": self.name,
+                "maps_present": src.exists() and self.layout.auth_db.exists(),
+                "map_rebuilds": self.map_rebuilds, "postfix_reloads": self.reloads}
 
     async def apply(self, states: Sequence[DomainState]) -> ApplyResult:
         errors: dict[str, Any] = {}
@@ -117,24 +102,19 @@ class PostfixDovecotBackend:
                 rendered.append((st, render(st, self.cfg.default_quota_mb, self.routing)))
             except PermanentError as exc:
                 errors[st.domain.id] = exc
-        written_at: float | None = None
         async with self._lock:
             try:
                 # Restored mail goes back before Dovecot may create a fresh home.
                 await asyncio.to_thread(self._restore_homes, [st for st, _ in rendered])
-                wrote = await asyncio.to_thread(self._write_domains, rendered)
+                await asyncio.to_thread(self._write_domains, rendered)
                 await self._rebuild_maps()
                 # Deleted homes move only once neither Postfix nor Dovecot serve them.
                 await asyncio.to_thread(self._retire_homes, [st for st, _ in rendered])
-            except (OSError, TemporaryError) as exc:
+            except (OSError, sqlite3.Error, TemporaryError) as exc:
                 err = (exc if isinstance(exc, TemporaryError) else
-                       TemporaryError(f"writing mail server maps failed: {exc.strerror}"))
+                       TemporaryError(f"writing mail server maps failed: {exc}"))
                 for st, _ in rendered:
                     errors[st.domain.id] = err
-            else:
-                written_at = wrote
-        if written_at is not None:
-            await _after_dovecot_gate(written_at)
         return ApplyResult(domain_errors=errors)
 
     # ------------------------------------------------------- deleted mail, retention
@@ -196,25 +176,10 @@ class PostfixDovecotBackend:
 
     # ---------------------------------------------------------------- file handling
 
-    def _write_domains(self, rendered: Sequence[tuple[DomainState, DomainFiles]]
-                       ) -> float | None:
-        """Write every domain's files; returns when a passwd-file last changed."""
-        written_at: float | None = None
+    def _write_domains(self, rendered: Sequence[tuple[DomainState, DomainFiles]]) -> None:
+        self._sync_auth(rendered)
         for st, files in rendered:
             name = st.domain.name
-            passwd = self.layout.passwd_file(name)
-            if files.passwd or st.present:
-                try:
-                    old_mtime: int | None = int(passwd.stat().st_mtime)
-                except FileNotFoundError:
-                    old_mtime = None
-                if atomic.write_if_changed(passwd, files.passwd.encode(), mode=0o640,
-                                           group=self._auth_gid):
-                    written_at = time.time()
-                    if old_mtime is not None:
-                        _ensure_new_mtime(passwd, old_mtime)
-            else:
-                atomic.remove(passwd)
             for kind in _FRAGMENT_MAPS:
                 frag = self.fragments / kind / name
                 content: str = getattr(files, kind)
@@ -222,7 +187,35 @@ class PostfixDovecotBackend:
                     atomic.write_if_changed(frag, content.encode())
                 else:
                     atomic.remove(frag)
-        return written_at
+
+    def _sync_auth(self, rendered: Sequence[tuple[DomainState, DomainFiles]]) -> None:
+        """Make Dovecot's rows for these domains equal the desired ones, in one transaction,
+        touching only rows that differ (a domain of 100,000 mailboxes costs one read)."""
+        db = sqlite3.connect(self.layout.auth_db, timeout=10, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for st, files in rendered:
+                domain = st.domain.name
+                current = {r[0]: AuthUser(r[0], r[1], r[2], bool(r[3])) for r in db.execute(
+                    "SELECT local_part, password, quota_mb, login_allowed FROM users "
+                    "WHERE domain = ?", (domain,))}
+                desired = {u.local_part: u for u in files.users}
+                gone = [(domain, lp) for lp in current.keys() - desired.keys()]
+                changed = [(domain, u.local_part, u.password, u.quota_mb, int(u.login_allowed))
+                           for lp, u in desired.items() if current.get(lp) != u]
+                if gone:
+                    db.executemany("DELETE FROM users WHERE domain = ? AND local_part = ?",
+                                   gone)
+                if changed:
+                    db.executemany("INSERT OR REPLACE INTO users (domain, local_part, password,"
+                                   " quota_mb, login_allowed) VALUES (?, ?, ?, ?, ?)", changed)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
 
     def _concat(self, kind: str) -> bytes:
         d = self.fragments / kind
@@ -234,6 +227,7 @@ class PostfixDovecotBackend:
         return b"".join(parts)
 
     async def _rebuild_maps(self) -> None:
+        rebuilt: set[str] = set()
         for kind, map_name in _FRAGMENT_MAPS.items():
             content = await asyncio.to_thread(self._concat, kind)
             source = self.layout.map_source(map_name)
@@ -244,38 +238,24 @@ class PostfixDovecotBackend:
             if current == content and self.layout.map_compiled(map_name).exists():
                 continue
             await self._postmap_replace(map_name, content)
-            if map_name == "virtual_domains" and current is not None:
-                self._request_reload()
-
-    def _request_reload(self) -> None:
-        """Reload Postfix in the background (it takes about a second, and the pass need
-        not wait: the maps are already in place). Requests during a reload coalesce
-        into one more reload after it."""
-        self._reload_again = True
-        if self._reload_task is None or self._reload_task.done():
-            self._reload_task = asyncio.create_task(self._reload_loop())
-
-    async def _reload_loop(self) -> None:
-        while self._reload_again:
-            self._reload_again = False
-            try:
-                await self._reload_postfix()
-            except OSError as exc:
-                log.warning("postfix reload failed", error=str(exc))
+            rebuilt.add(map_name)
+        if rebuilt & _RELOAD_MAPS:
+            await self._reload_postfix()
 
     async def _reload_postfix(self) -> None:
-        """Postfix's trivial-rewrite decides "local domain or relay" and re-opens a
-        replaced table only when it next accepts a client; smtpd processes keep their
-        connection to it, so a new domain could be refused as relay for a long time.
-        Domains change rarely: a reload (graceful, no mail lost) makes them live now."""
-        postfix = str(Path(self.cfg.postmap).with_name("postfix"))
         proc = await asyncio.create_subprocess_exec(
-            postfix, "-c", self.cfg.postfix_config_dir, "reload",
+            self.cfg.postfix, "-c", self.cfg.postfix_config_dir, "reload",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate()
+        out, err = await proc.communicate()
+        text = (out + err).decode(errors="replace").strip()
         if proc.returncode != 0:
-            # Not fatal: the maps are in place and Postfix picks them up eventually.
-            log.warning("postfix reload failed", error=err.decode(errors="replace")[:300])
+            # Not running is fine: it reads the new tables when it starts.
+            if "not running" in text:
+                log.warning("postfix not running; reload skipped")
+                return
+            raise TemporaryError(f"postfix reload failed: {text[:300]}")
+        self.reloads += 1
+        log.info("postfix reloaded (domain or alias tables changed)")
 
     async def _postmap_replace(self, map_name: str, content: bytes) -> None:
         started = time.monotonic()

@@ -7,21 +7,57 @@ sandbox and ``deploy/`` render Postfix and Dovecot settings from it):
 - ``postfix/virtual_mailboxes`` -> ``virtual_mailbox_maps``
 - ``postfix/virtual_aliases``   -> ``virtual_alias_maps``
 - ``postfix/sender_logins``     -> ``smtpd_sender_login_maps``
-- ``dovecot/passwd.d/<domain>`` -> one passwd-file per domain, used as Dovecot passdb
-  and userdb with ``username_format=%Ln`` and the path ``.../passwd.d/%Ld``.
+- ``dovecot/auth.sqlite``       -> Dovecot passdb and userdb (``driver = sql``, SQLite),
+  with the queries in ``dovecot/dovecot-sql.conf.ext`` (written here, from
+  :data:`DOVECOT_SQL_CONF`).
 
 Each Postfix map is a text source plus its compiled table; both are replaced by
-rename, so a reader sees the old or the new table, never a half-written one.
+rename, so a reader sees the old or the new table, never a half-written one. The
+Dovecot database is changed in SQLite transactions, so a login sees the old or the
+new row; Dovecot queries it on every login, so a change is effective at once (its
+passwd-file driver re-reads a file at most once a second and can miss a same-size
+change within that second, which is why it is not used).
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...atomic import write_if_changed
+
 POSTFIX_MAPS = ("virtual_domains", "virtual_mailboxes", "virtual_aliases", "sender_logins")
+
+AUTH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    domain        TEXT NOT NULL,
+    local_part    TEXT NOT NULL,
+    password      TEXT NOT NULL,
+    quota_mb      INTEGER NOT NULL,
+    login_allowed INTEGER NOT NULL,
+    PRIMARY KEY (domain, local_part)
+) WITHOUT ROWID;
+"""
+
+# Dovecot's view of auth.sqlite. %Ld/%Ln are escaped by Dovecot's SQL driver (and limited
+# by auth_username_chars). A suspended mailbox gets "nologin": IMAP and SMTP AUTH are
+# refused while LMTP delivery, which uses only the userdb, goes on.
+DOVECOT_SQL_CONF = """\
+# Written by mailforge; the database is mailforge's projection of its desired state.
+driver = sqlite
+connect = {db}
+default_pass_scheme = SHA512-CRYPT
+password_query = SELECT local_part || '@' || domain AS user, password, \\
+  CASE WHEN login_allowed = 1 THEN NULL ELSE 'y' END AS nologin, \\
+  CASE WHEN login_allowed = 1 THEN NULL ELSE 'mailbox suspended' END AS reason \\
+  FROM users WHERE domain = '%Ld' AND local_part = '%Ln'
+user_query = SELECT '*:storage=' || quota_mb || 'M' AS quota_rule \\
+  FROM users WHERE domain = '%Ld' AND local_part = '%Ln'
+iterate_query = SELECT local_part || '@' || domain AS user FROM users
+"""
 
 # File suffix postmap gives the compiled table, per Postfix map type.
 COMPILED_SUFFIX = {"cdb": ".cdb", "hash": ".db", "lmdb": ".lmdb"}
@@ -37,8 +73,17 @@ class Layout:
         return self.state_dir / "postfix"
 
     @property
-    def passwd_dir(self) -> Path:
-        return self.state_dir / "dovecot" / "passwd.d"
+    def dovecot_dir(self) -> Path:
+        return self.state_dir / "dovecot"
+
+    @property
+    def auth_db(self) -> Path:
+        return self.dovecot_dir / "auth.sqlite"
+
+    @property
+    def dovecot_sql_conf(self) -> Path:
+        """The file to name in Dovecot's ``passdb``/``userdb`` ``args`` (driver = sql)."""
+        return self.dovecot_dir / "dovecot-sql.conf.ext"
 
     def map_source(self, name: str) -> Path:
         return self.postfix_dir / name
@@ -50,22 +95,21 @@ class Layout:
         """The lookup table reference to put in main.cf, e.g. ``cdb:/x/postfix/virtual_domains``."""
         return f"{self.map_type}:{self.map_source(name)}"
 
-    def passwd_file(self, domain: str) -> Path:
-        return self.passwd_dir / domain
-
-    @property
-    def dovecot_passwd_args(self) -> str:
-        """The ``args`` path for Dovecot's passwd-file passdb/userdb."""
-        return f"username_format=%Ln {self.passwd_dir}/%Ld"
-
     def initialize(self, postmap: str = "/usr/sbin/postmap",
                    postfix_config_dir: str | None = None) -> None:
-        """Create the directories and empty maps so Postfix can start before any sync."""
+        """Create the directories, the empty maps and the Dovecot database, so Postfix and
+        Dovecot can start before mailforge first converges anything."""
         self.postfix_dir.mkdir(parents=True, exist_ok=True)
-        self.passwd_dir.mkdir(parents=True, exist_ok=True)
-        # Password files: readable by root and the auth group only.
-        os.chmod(self.passwd_dir.parent, 0o750)  # noqa: S103
-        os.chmod(self.passwd_dir, 0o750)  # noqa: S103
+        self.dovecot_dir.mkdir(parents=True, exist_ok=True)
+        # Password hashes: readable by root (Dovecot's auth worker) and the auth group only.
+        os.chmod(self.dovecot_dir, 0o750)  # noqa: S103
+        with sqlite3.connect(self.auth_db) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(AUTH_SCHEMA)
+        db.close()
+        os.chmod(self.auth_db, 0o640)
+        write_if_changed(self.dovecot_sql_conf,
+                         DOVECOT_SQL_CONF.format(db=self.auth_db).encode(), mode=0o640)
         for name in POSTFIX_MAPS:
             src = self.map_source(name)
             if not src.exists():

@@ -1,9 +1,10 @@
-"""Pure rendering of one domain's desired state into the lines Postfix and Dovecot read.
+"""Pure rendering of one domain's desired state into what Postfix and Dovecot read:
+Postfix map lines and Dovecot auth rows.
 
-No I/O here, so the map formats are unit-tested directly. Every value was validated
-on the way in (``mailforge.validation``); the checks below are a second line of
-defence against map-line injection, because a stray ``:`` or newline in a passwd-file
-line, or whitespace in a Postfix map key, would change what the server believes.
+No I/O here, so the formats are unit-tested directly. Every value was validated on
+the way in (``mailforge.validation``); the checks below are a second line of defence
+against map-line injection, because whitespace or a newline in a Postfix map key would
+change what the server believes.
 """
 
 from __future__ import annotations
@@ -19,10 +20,20 @@ _SAFE_HASH = re.compile(r"^\{[A-Z0-9-]+\}[A-Za-z0-9$./=,+_-]+$")
 
 
 @dataclass(frozen=True)
-class DomainFiles:
-    """Everything the backend writes for one domain; empty strings mean "absent"."""
+class AuthUser:
+    """One row of Dovecot's auth database."""
 
-    passwd: str
+    local_part: str
+    password: str
+    quota_mb: int
+    login_allowed: bool
+
+
+@dataclass(frozen=True)
+class DomainFiles:
+    """Everything the backend writes for one domain; empty means "absent"."""
+
+    users: tuple[AuthUser, ...]
     domains: str
     mailboxes: str
     aliases: str
@@ -35,13 +46,6 @@ def _key(value: str) -> str:
     return value
 
 
-# Written instead of the hash of a suspended mailbox. Dovecot's ``nologin`` field stops
-# IMAP logins, but an SASL client (Postfix submission) is told "OK" regardless, so
-# the password itself must stop verifying; the real hash stays in the store and comes
-# back on resume. No password crypts to this (its "hash" part is not crypt output).
-SUSPENDED_HASH = "{SHA512-CRYPT}$6$suspended$" + "x" * 86
-
-
 @dataclass(frozen=True)
 class Routing:
     """Per-server routing settings the rendering needs (config ``mailboxes``)."""
@@ -51,12 +55,15 @@ class Routing:
     role_target: str = ""
 
 
+DEFAULT_ROUTING = Routing()
+
+
 def render(state: DomainState, default_quota_mb: int = 1024,
-           routing: Routing = Routing()) -> DomainFiles:
+           routing: Routing = DEFAULT_ROUTING) -> DomainFiles:
     if not state.present:
-        return DomainFiles("", "", "", "", "")
+        return DomainFiles((), "", "", "", "")
     domain = _key(state.domain.name)
-    passwd: list[str] = []
+    users: list[AuthUser] = []
     mailboxes: list[str] = []
     senders: dict[str, list[str]] = {}
     identities: list[str] = []
@@ -66,23 +73,17 @@ def render(state: DomainState, default_quota_mb: int = 1024,
         address = f"{local}@{domain}"
         if not _SAFE_HASH.match(m.password_hash):
             raise PermanentError(f"refusing to write malformed password hash for {address}")
-        quota = m.quota_mb or default_quota_mb
-        extra = [f"userdb_quota_rule=*:storage={int(quota)}M"]
-        pw_hash = m.password_hash
-        if m.suspended:
-            # Login refused for IMAP (nologin, with a reason) and for SMTP AUTH through
-            # Dovecot SASL (the hash no longer verifies); delivery uses only the userdb
-            # and keeps working.
-            extra = ["nologin", "reason=suspended", *extra]
-            pw_hash = SUSPENDED_HASH
-        passwd.append(f"{local}:{pw_hash}::::::{' '.join(extra)}")
+        # A suspended mailbox (or any mailbox of a suspended account) may not log in
+        # (IMAP, SMTP AUTH through Dovecot SASL); delivery, which uses only the userdb,
+        # keeps working.
+        users.append(AuthUser(local, m.password_hash, int(m.quota_mb or default_quota_mb),
+                              not (m.suspended or state.account_suspended)))
         mailboxes.append(f"{address} OK")
         senders.setdefault(address, []).append(address)
         identities.append(address)
         for alias_domain in state.alias_domains:
             # Same name at an alias domain: delivered here, and the mailbox may send as it.
-            other = f"{local}@{_key(alias_domain)}"
-            senders.setdefault(other, []).append(address)
+            senders.setdefault(f"{local}@{_key(alias_domain)}", []).append(address)
     aliases: list[str] = []
     has_catch_all = False
     taken = set(identities)
@@ -115,7 +116,7 @@ def render(state: DomainState, default_quota_mb: int = 1024,
         other = _key(alias_domain)
         aliases.extend(f"{addr.split('@')[0]}@{other} {addr}" for addr in identities)
     return DomainFiles(
-        passwd="".join(line + "\n" for line in passwd),
+        users=tuple(users),
         domains=f"{domain} OK\n",
         mailboxes="".join(line + "\n" for line in mailboxes),
         aliases="".join(line + "\n" for line in sorted(aliases)),

@@ -134,6 +134,8 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_account_created_idx ON jobs (account_id, created_at DESC);
 CREATE INDEX jobs_open_idx ON jobs (status) WHERE status IN ('pending', 'processing');
+CREATE INDEX jobs_secrets_expiry_idx ON jobs (secrets_expire_at)
+    WHERE secrets_expire_at IS NOT NULL;
 
 -- What a job waits for: each object reaching a generation (or being gone, for deletes).
 CREATE TABLE job_items (
@@ -154,8 +156,9 @@ CREATE TABLE idempotency_keys (
     key          text NOT NULL,
     request_hash bytea NOT NULL,
     status       integer NOT NULL,
-    -- The first answer, sealed: it may hold a generated password.
-    sealed_body  bytea NOT NULL,
+    -- The first answer, sealed: it may hold a generated password. NULL while the first
+    -- request is still being handled (status 0).
+    sealed_body  bytea,
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (account_id, key)
 );

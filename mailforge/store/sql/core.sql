@@ -49,7 +49,7 @@ SELECT * FROM domains WHERE account_id = $1 AND name = $2;
 
 -- name: list_domains
 SELECT *, count(*) OVER () AS total_count FROM domains
-WHERE account_id = $1
+WHERE account_id = $1 AND ($4::text[] IS NULL OR name = ANY($4::text[]))
 ORDER BY created_at, id
 LIMIT $2 OFFSET $3;
 
@@ -92,6 +92,7 @@ WHERE m.account_id = $1
   AND ($2::text IS NULL OR d.name = $2)
   AND ($3::text IS NULL OR m.status = $3)
   AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%')
+  AND ($7::text[] IS NULL OR d.name = ANY($7::text[]))
 ORDER BY m.created_at, m.id
 LIMIT $5 OFFSET $6;
 
@@ -110,7 +111,12 @@ SELECT $1, s, k, o, g FROM unnest($2::int[], $3::text[], $4::text[], $5::bigint[
 SELECT * FROM jobs WHERE account_id = $1 AND id = $2;
 
 -- name: list_jobs
-SELECT * FROM jobs WHERE account_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3;
+SELECT * FROM jobs j WHERE account_id = $1
+  AND ($4::text[] IS NULL OR EXISTS (
+        SELECT 1 FROM domains d WHERE d.name = ANY($4::text[])
+          AND d.id IN (j.resource_id, (SELECT m.domain_id FROM mailboxes m
+                                       WHERE m.id = j.resource_id))))
+ORDER BY created_at DESC, id LIMIT $2 OFFSET $3;
 
 -- name: failed_job_items
 SELECT ji.seq, ji.object_id, ji.error, m.address
@@ -122,10 +128,19 @@ ORDER BY ji.seq;
 SELECT request_hash, status, sealed_body FROM idempotency_keys
 WHERE account_id = $1 AND key = $2;
 
+-- name: claim_idempotent
+-- Claim a key before doing the work: of two concurrent requests with one key, one wins.
+INSERT INTO idempotency_keys (account_id, key, request_hash, status)
+VALUES ($1, $2, $3, 0)
+ON CONFLICT (account_id, key) DO NOTHING
+RETURNING key;
+
 -- name: put_idempotent
-INSERT INTO idempotency_keys (account_id, key, request_hash, status, sealed_body)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (account_id, key) DO NOTHING;
+UPDATE idempotency_keys SET status = $3, sealed_body = $4
+WHERE account_id = $1 AND key = $2;
+
+-- name: release_idempotent
+DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND status = 0;
 
 -- name: notify_work
 SELECT pg_notify('mailforge_work', $1);
@@ -154,7 +169,7 @@ WITH candidates AS (
 UPDATE domains d
 SET lease_owner = $3, lease_until = now() + make_interval(secs => $4)
 FROM candidates c WHERE d.id = c.id
-RETURNING d.*;
+RETURNING d.*, (SELECT a.status FROM accounts a WHERE a.id = d.account_id) AS account_status;
 
 -- name: domain_mailboxes
 -- Tombstones whose Maildir already went to retention are nothing the backend serves.
@@ -177,7 +192,10 @@ WHERE status = 'pending' AND id IN (
 UPDATE mailboxes m
 SET observed_generation = u.gen,
     status = CASE WHEN m.deleted THEN 'deleting'
-                  WHEN m.suspended THEN 'suspended'
+                  WHEN m.suspended OR EXISTS (SELECT 1 FROM accounts a
+                                              WHERE a.id = m.account_id
+                                                AND a.status = 'suspended')
+                    THEN 'suspended'
                   ELSE 'active' END,
     last_error = NULL, updated_at = now()
 FROM unnest($1::text[], $2::bigint[]) AS u(id, gen)
@@ -212,6 +230,14 @@ WHERE id = $1 AND generation >= $2;
 
 -- name: purge_deleted_domain
 DELETE FROM domains WHERE id = $1 AND deleted AND generation = $2;
+
+-- name: lease_owners
+SELECT DISTINCT lease_owner FROM domains
+WHERE mail_host = $1 AND lease_owner LIKE $2 || ':%' AND lease_until > now();
+
+-- name: release_owner_leases
+UPDATE domains SET lease_owner = NULL, lease_until = NULL
+WHERE mail_host = $1 AND lease_owner = ANY($2::text[]);
 
 -- name: release_domain
 UPDATE domains SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2;
@@ -319,7 +345,9 @@ FROM mailboxes m JOIN domains d ON d.id = m.domain_id
 WHERE m.account_id = $1
   AND ($2::text IS NULL OR d.name = $2)
   AND ($3::text IS NULL OR m.status = $3)
-  AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%');
+  AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%')
+  AND ($5::text[] IS NULL OR d.name = ANY($5::text[]));
 
 -- name: count_all_domains
-SELECT count(*) FROM domains WHERE account_id = $1;
+SELECT count(*) FROM domains
+WHERE account_id = $1 AND ($2::text[] IS NULL OR name = ANY($2::text[]));

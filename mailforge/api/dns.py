@@ -1,0 +1,227 @@
+"""DNS and DKIM endpoints: check-ns, dns-status (live queries to the authoritative
+servers), DKIM rotation, domain deletion, and the files mailforge serves for domains
+(MTA-STS policy for ``mta-sts.<domain>``, Thunderbird-style autoconfig XML)."""
+
+from __future__ import annotations
+
+from typing import Any
+from xml.sax.saxutils import escape
+
+import dns.asyncresolver
+import dns.exception
+from aiohttp import web
+
+from .. import validation
+from ..dns.records import fqdn, mta_sts_policy
+from ..dns.step import DnsService
+from ..dns.verify import verify
+from ..errors import NotFound, ReconcileError, ValidationFailed
+from ..store.dns import DnsStore
+from .context import CTX
+from .domains import _resolve
+from .http import authenticate, check_fields, json_body
+
+routes = web.RouteTableDef()
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _svc(request: web.Request) -> DnsService:
+    ctx = request.app[CTX]
+    return DnsService(ctx.store, ctx.cfg, ctx.box)
+
+
+@routes.get("/v1/domains/{id}/dns-status")
+async def dns_status(request: web.Request) -> web.Response:
+    principal = await authenticate(request, "read")
+    ctx = request.app[CTX]
+    d = await ctx.store.get_domain(principal.account_id, request.match_info["id"])
+    svc = _svc(request)
+    expected = await svc.expected(d.id, d.name)
+    try:
+        prov = await svc.provider_for(d.id, d.dns_provider)
+        servers = await prov.authoritative_servers(d.name)
+        checks = await verify(expected, servers, ctx.cfg.dns.query_timeout)
+        records = [c.json() for c in checks]
+    except ReconcileError as exc:
+        records = [{"name": e.record.name, "type": e.record.rtype, "purpose": e.purpose,
+                    "required": e.required, "status": "missing",
+                    "expected": e.record.content, "found": []} for e in expected]
+        records and records[0].setdefault("error", str(exc))
+    opts = await DnsStore(ctx.store).options(d.id)
+    report = (opts["dns_report"] if opts else None) or {}
+    conflicts = list(report.get("conflicts", []))
+    conflicted = {c.split(" ", 1)[0] for c in conflicts}
+    for r in records:
+        if r["purpose"] in ("spf", "dmarc") and r["name"] in conflicted and \
+                r["status"] == "mismatch":
+            r["conflict"] = True  # the operator's own record stays: reported, not blocking
+    verified = all(r["status"] == "ok" or r.get("conflict") for r in records
+                   if r["required"])
+    return web.json_response({"domain": d.name, "domain_id": d.id, "verified": verified,
+                              "provider": d.dns_provider, "records": records,
+                              "conflicts": conflicts})
+
+
+@routes.post("/v1/domains/{id}/dkim/rotate")
+async def dkim_rotate(request: web.Request) -> web.Response:
+    principal = await authenticate(request, "write")
+    ctx = request.app[CTX]
+    d = await ctx.store.get_domain(principal.account_id, request.match_info["id"])
+    if not d.backend_enabled or d.deleted:
+        raise NotFound("set-up domain")
+    svc = _svc(request)
+    keys = await svc.ds.keys(d.id)
+    # Rotation on demand: new pending keys now; they sign only once their records verify.
+    if not any(k.state in ("pending", "published") for k in keys):
+        await svc.new_keys(d.id)
+    _, job = await svc.ds.request_rotation(principal.account_id, d.id)
+    return web.json_response({"job_id": job.id, "status": job.status, "domain_id": d.id},
+                             status=202)
+
+
+@routes.delete("/v1/domains/{id}")
+async def delete_domain(request: web.Request) -> web.Response:
+    principal = await authenticate(request, "write")
+    ctx = request.app[CTX]
+    d = await ctx.store.get_domain(principal.account_id, request.match_info["id"])
+    _, job = await DnsStore(ctx.store).request_delete(principal.account_id, d.id)
+    return web.json_response({"job_id": job.id, "status": job.status, "domain_id": d.id},
+                             status=202)
+
+
+@routes.post("/v1/domains/check-ns")
+async def check_ns(request: web.Request) -> web.Response:
+    principal = await authenticate(request, "write")
+    body = await json_body(request)
+    errs = check_fields(body, {"domain"}, {"domain"})
+    if errs:
+        raise ValidationFailed(errs)
+    ctx = request.app[CTX]
+    d = await _resolve(request, principal.account_id, body["domain"])
+    svc = _svc(request)
+    prov = await svc.provider_for(d.id, d.dns_provider)
+    try:
+        wanted = sorted(fqdn(n) for n in await prov.ensure_zone(d.name))
+    except ReconcileError as exc:
+        return web.json_response({"verified": False, "nameservers": [],
+                                  "message": f"provider unavailable: {exc}"})
+    res = dns.asyncresolver.Resolver(configure=not ctx.cfg.dns.ns_resolver)
+    if ctx.cfg.dns.ns_resolver:
+        host, _, port = ctx.cfg.dns.ns_resolver.partition(":")
+        res.nameservers, res.port = [host], int(port or 53)
+    res.lifetime = ctx.cfg.dns.query_timeout
+    try:
+        ans = await res.resolve(d.name, "NS")
+        found = sorted(fqdn(str(r.target)) for r in ans)
+    except (TimeoutError, dns.exception.DNSException):
+        found = []
+    verified = bool(wanted) and set(wanted) <= set(found)
+    if verified and not d.backend_enabled:
+        await ctx.store.setup_domain(principal.account_id, d.id)
+    msg = ("delegated to the provider's nameservers" if verified else
+           f"delegate {d.name} to: {', '.join(wanted) or '(no nameservers known)'}")
+    return web.json_response({"verified": verified, "nameservers": found, "expected": wanted,
+                              "message": msg})
+
+
+async def _domain_from_host(request: web.Request, prefix: str) -> str:
+    host = request.headers.get("Host", "").split(":")[0].lower().rstrip(".")
+    name = host[len(prefix):] if host.startswith(prefix) else request.query.get("domain", "")
+    try:
+        name = validation.domain_name(name)
+    except ValueError:
+        raise NotFound("domain") from None
+    async with request.app[CTX].store.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT 1 FROM domains WHERE name = $1 AND NOT deleted "
+                                  "AND backend_enabled", name)
+    if row is None:
+        raise NotFound("domain")
+    return name
+
+
+@routes.get("/.well-known/mta-sts.txt")
+async def mta_sts(request: web.Request) -> web.Response:
+    await _domain_from_host(request, "mta-sts.")
+    return web.Response(text=mta_sts_policy(request.app[CTX].cfg), content_type="text/plain")
+
+
+@routes.get("/mail/config-v1.1.xml")
+async def autoconfig(request: web.Request) -> web.Response:
+    domain = await _domain_from_host(request, "autoconfig.")
+    h = request.app[CTX].cfg.host
+    mx = escape(request.app[CTX].cfg.dns.mx_hostname.rstrip("."))
+    d = escape(domain)
+    xml = f"""<?xml version="1.0" encoding="UTF-8"?>
+<clientConfig version="1.1">
+  <emailProvider id="{d}">
+    <domain>{d}</domain>
+    <displayName>{d}</displayName>
+    <incomingServer type="imap">
+      <hostname>{mx}</hostname><port>{h.imap.port}</port>
+      <socketType>SSL</socketType><username>%EMAILADDRESS%</username>
+      <authentication>password-cleartext</authentication>
+    </incomingServer>
+    <outgoingServer type="smtp">
+      <hostname>{mx}</hostname><port>{h.submission.port}</port>
+      <socketType>STARTTLS</socketType><username>%EMAILADDRESS%</username>
+      <authentication>password-cleartext</authentication>
+    </outgoingServer>
+  </emailProvider>
+</clientConfig>
+"""
+    return web.Response(text=xml, content_type="application/xml")
+
+
+def _op(summary: str, op_id: str, ok: dict[str, Any], body: dict[str, Any] | None = None,
+        ok_status: str = "200") -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": summary, "operationId": op_id, "responses": {
+        ok_status: {"description": "OK", "content": {"application/json": {"schema": ok}}},
+        "400": {"description": "Invalid request",
+                "content": {"application/json": {"schema": ERROR}}},
+        "404": {"description": "Not found",
+                "content": {"application/json": {"schema": ERROR}}}}}
+    if body is not None:
+        out["requestBody"] = {"required": True,
+                              "content": {"application/json": {"schema": body}}}
+    return out
+
+
+_JOB = {"type": "object", "required": ["job_id", "status"],
+        "properties": {"job_id": {"type": "string"}, "status": {"type": "string"},
+                       "domain_id": {"type": "string"}}}
+_REC = {"type": "object", "properties": {
+    "name": {"type": "string"}, "type": {"type": "string"}, "purpose": {"type": "string"},
+    "required": {"type": "boolean"},
+    "status": {"type": "string", "enum": ["ok", "missing", "mismatch"]},
+    "expected": {"type": "string"}, "found": {"type": "array", "items": {"type": "string"}},
+    "error": {"type": "string"}, "conflict": {"type": "boolean"}}}
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+openapi_paths: dict[str, dict[str, Any]] = {
+    "/v1/domains/{id}/dns-status": {"parameters": _ID, "get": _op(
+        "Records expected for the domain, checked against its authoritative servers",
+        "getDnsStatus", {"type": "object", "required": ["domain", "verified", "records"],
+                         "properties": {"domain": {"type": "string"},
+                                        "domain_id": {"type": "string"},
+                                        "verified": {"type": "boolean"},
+                                        "provider": {"type": "string"},
+                                        "records": {"type": "array", "items": _REC},
+                                        "conflicts": {"type": "array",
+                                                      "items": {"type": "string"}}}})},
+    "/v1/domains/{id}/dkim/rotate": {"parameters": _ID, "post": _op(
+        "Rotate the domain's DKIM keys (new selectors sign once verified)", "rotateDkim",
+        _JOB, ok_status="202")},
+    "/v1/domains/{id}": {"parameters": _ID, "delete": _op(
+        "Delete the domain: mailboxes, keys, and the DNS records mailforge owns",
+        "deleteDomain", _JOB, ok_status="202")},
+    "/v1/domains/check-ns": {"post": _op(
+        "Check the domain's delegation to its provider's nameservers", "checkNs",
+        {"type": "object", "required": ["verified", "nameservers", "message"],
+         "properties": {"verified": {"type": "boolean"},
+                        "nameservers": {"type": "array", "items": {"type": "string"}},
+                        "expected": {"type": "array", "items": {"type": "string"}},
+                        "message": {"type": "string"}}},
+        {"type": "object", "additionalProperties": False, "required": ["domain"],
+         "properties": {"domain": {"type": "string"}}})},
+}

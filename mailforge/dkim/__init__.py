@@ -1,0 +1,1 @@
+"""DKIM keys: generation, lifecycle, and the signer's key and signing tables."""

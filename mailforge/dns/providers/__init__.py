@@ -1,0 +1,1 @@
+"""DNS provider plugins (entry point group ``mailforge.dns_providers``)."""

@@ -1,0 +1,234 @@
+"""The engine's DNS/DKIM domain step: per pass, for one domain,
+
+1. DKIM lifecycle: time-based moves (retiring -> revoked -> deleted), new keys when
+   none exists or the active one is older than the rotation age (sealed at rest);
+2. publish: plan the desired records against the zone and what mailforge owns, apply
+   through the domain's provider (ownership recorded before a record is created, so a
+   crash never leaves a record of ours unrecorded);
+3. verify with real queries to the authoritative servers;
+4. promote keys whose record verified (the key they replace starts retiring), then
+   write the signer's tables and reload it only if they changed;
+5. record the report and when the next time-based move falls due.
+
+The domain converges (and so becomes ``active``) only when the required records
+verify; until then the step raises ``TemporaryError`` and the engine re-checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..config import Config
+from ..dkim import keys as dk
+from ..dkim import signer
+from ..errors import PermanentError, TemporaryError
+from ..log import get
+from ..models import DomainState
+from ..secretbox import SecretBox
+from ..store.dns import DkimKey, DnsStore
+from ..store.store import Store
+from .plan import Plan, plan
+from .providers.base import DnsProvider, load_provider
+from .records import DkimKeyInfo, Expected, desired_records, fqdn
+from .verify import verify
+
+log = get(__name__)
+
+
+def key_infos(keys: list[DkimKey]) -> list[DkimKeyInfo]:
+    return [DkimKeyInfo(k.selector, k.algorithm, k.public_key, k.state) for k in keys]
+
+
+def views(keys: list[DkimKey]) -> list[dk.KeyView]:
+    return [dk.KeyView(k.id, k.algorithm, k.selector, k.state, k.created_at,
+                       k.state_changed_at) for k in keys]
+
+
+class DnsService:
+    """Everything the step, the API and the CLI share: keys, plans, provider, signer."""
+
+    def __init__(self, store: Store, cfg: Config, box: SecretBox) -> None:
+        self.store = store
+        self.ds = DnsStore(store)
+        self.cfg = cfg
+        self.box = box
+        self._signer_lock = asyncio.Lock()
+        self._sync_requested = 0
+        self._sync_done = 0
+
+    def _seal_ctx(self, domain_id: str, selector: str) -> str:
+        return f"dkim:{domain_id}:{selector}"
+
+    async def credentials(self, domain_id: str) -> str | None:
+        opts = await self.ds.options(domain_id)
+        if opts is None or opts["dns_credentials"] is None:
+            return None
+        return self.box.open(bytes(opts["dns_credentials"]),
+                             f"dns-credentials:{domain_id}").decode()
+
+    async def provider_for(self, domain_id: str, provider: str) -> DnsProvider:
+        return load_provider(provider, self.cfg, await self.credentials(domain_id))
+
+    async def new_keys(self, domain_id: str, algorithms: tuple[str, ...] = dk.ALGORITHMS
+                       ) -> None:
+        taken = {k.selector for k in await self.ds.keys(domain_id)}
+        now = datetime.now(UTC)
+        rows = []
+        for alg in algorithms:
+            sel = dk.selector_for(alg, now, taken)
+            taken.add(sel)
+            nk = await asyncio.to_thread(dk.generate, alg, sel, self.cfg.dkim.rsa_bits)
+            rows.append((alg, sel, nk.public_key,
+                         self.box.seal(nk.private_key, self._seal_ctx(domain_id, sel))))
+        await self.ds.add_keys(domain_id, rows)
+
+    async def expected(self, domain_id: str, name: str) -> list[Expected]:
+        return desired_records(name, key_infos(await self.ds.keys(domain_id)), self.cfg)
+
+    async def compute_plan(self, domain_id: str, name: str, provider: DnsProvider,
+                           deleting: bool = False) -> Plan:
+        opts = await self.ds.options(domain_id)
+        expected = [] if deleting else await self.expected(domain_id, name)
+        current = await provider.list_records(name) if provider.publishes else []
+        owned = await self.ds.owned(domain_id)
+        return plan([e.record for e in expected], current, owned,
+                    overwrite=bool(opts and opts["dns_overwrite"]),
+                    force=bool(opts and opts["dns_force"]),
+                    max_change_ratio=self.cfg.dns.max_change_ratio, deleting=deleting)
+
+    async def sync_signer(self) -> bool:
+        """Write the signer's tables from every active key; reload when they changed.
+
+        Coalesced: many domains of a pass ask at once; a sync that starts after a
+        request read the keys that request committed, so it covers it (one reload for
+        the batch, not one per domain)."""
+        self._sync_requested += 1
+        mine = self._sync_requested
+        async with self._signer_lock:
+            if self._sync_done >= mine:
+                return False
+            covering = self._sync_requested
+            changed = await self._sync_signer()
+            self._sync_done = covering
+            return changed
+
+    async def _sync_signer(self) -> bool:
+        rows = await self.ds.signing_keys()
+        keys = [signer.SigningKey(r["domain"], r["algorithm"], r["selector"],
+                                  self.box.open(bytes(r["sealed_private"]),
+                                                self._seal_ctx(r["domain_id"],
+                                                               r["selector"])))
+                for r in rows]
+        changed = await asyncio.to_thread(signer.write_tables, keys, self.cfg.dkim)
+        if changed:
+            await signer.reload(self.cfg.dkim)
+            log.info("dkim signer reloaded", keys=len(keys))
+        return changed
+
+
+class DnsStep:
+    """The DomainStep (see ``mailforge.engine``) for DKIM, DNS publishing and verification."""
+
+    name = "dns"
+
+    def __init__(self, svc: DnsService) -> None:
+        self.svc = svc
+        self.cfg = svc.cfg
+        self.ds = svc.ds
+
+    async def converge(self, state: DomainState) -> None:
+        d = state.domain
+        if not d.backend_enabled and not d.deleted:
+            return  # connected only: nothing to publish before setup
+        provider = await self.svc.provider_for(d.id, d.dns_provider)
+        zone = d.name
+        if d.deleted:
+            await self._remove(d.id, zone, provider)
+            return
+        dc = self.cfg.dkim
+        rotate = timedelta(days=dc.rotate_after_days)
+        retire = timedelta(days=dc.retire_days)
+        revoked = timedelta(days=dc.revoked_days)
+        now = datetime.now(UTC)
+
+        # 1. DKIM lifecycle.
+        keys = await self.ds.keys(d.id)
+        moves = dk.due_transitions(views(keys), now, retire, revoked)
+        if moves:
+            await self.ds.set_states((m.key_id, m.to) for m in moves)
+            keys = await self.ds.keys(d.id)
+        due = tuple(a for a in dk.ALGORITHMS if dk.needs_new_key(views(keys), a, now, rotate))
+        if due:
+            await self.svc.new_keys(d.id, due)
+            keys = await self.ds.keys(d.id)
+
+        # 2. Publish.
+        nameservers = await provider.ensure_zone(zone)
+        expected = desired_records(zone, key_infos(keys), self.cfg)
+        p = await self.svc.compute_plan(d.id, zone, provider)
+        if provider.publishes:
+            if p.refused:
+                raise PermanentError(f"dns: {p.refused}")
+            if p.creates:
+                await self.ds.add_owned(d.id, (r.key for r in p.creates))
+            await provider.apply(zone, p.rrsets)
+            await self.ds.set_owned(d.id, p.owned_after)
+
+        # 3. Verify.
+        servers = await provider.authoritative_servers(zone)
+        checks = await verify(expected, servers, self.cfg.dns.query_timeout)
+        ok_selectors = {c.expected.purpose.split(":", 1)[1] for c in checks
+                        if c.status == "ok" and c.expected.purpose.startswith("dkim:")}
+
+        # 4. Promote verified keys, then the signer.
+        promo = dk.promotions(views(keys), ok_selectors)
+        if promo:
+            await self.ds.set_states((m.key_id, m.to) for m in promo)
+            keys = await self.ds.keys(d.id)
+        await self.svc.sync_signer()
+
+        # 5. Report. A record left out because the operator has their own (SPF/DMARC
+        # conflict) is reported, not waited for: their record stays theirs.
+        conflicted = {c.split(" ", 1)[0] for c in p.conflicts}
+        missing = [c for c in checks if c.expected.required and c.status != "ok"
+                   and not (c.status == "mismatch" and c.expected.record.name in conflicted
+                            and c.expected.purpose in ("spf", "dmarc"))]
+        report: dict[str, Any] = {
+            "records": [c.json() for c in checks], "conflicts": list(p.conflicts),
+            "verified": not missing, "nameservers": [fqdn(n) for n in nameservers]}
+        revisit = dk.next_due(views(keys), rotate, retire, revoked)
+        await self.ds.set_report(d.id, report, revisit)
+        if p.conflicts:
+            log.warning("dns conflicts left to the operator", conflicts=list(p.conflicts))
+        if missing:
+            names = ", ".join(f"{c.expected.record.rtype} {c.expected.record.name} "
+                              f"({c.status})" for c in missing[:5])
+            raise TemporaryError(f"dns: waiting for records to verify: {names}",
+                                 delay=self.cfg.dns.recheck_seconds
+                                 if provider.publishes else None)
+
+    async def _remove(self, domain_id: str, zone: str, provider: DnsProvider) -> None:
+        """Domain deletion: remove the records we own (only those), then the keys."""
+        if provider.publishes:
+            p = await self.svc.compute_plan(domain_id, zone, provider, deleting=True)
+            await provider.apply(zone, p.rrsets)
+        await self.ds.set_owned(domain_id, [])
+        # The domain is marked deleted: its keys are no longer in the signer's tables.
+        await self.svc.sync_signer()
+
+
+async def revisit_loop(svc: DnsService, stop: asyncio.Event, interval: float = 30.0) -> None:
+    """Re-queue domains whose time-based DKIM transition fell due (stored due time,
+    checked periodically: no in-memory timers, survives restarts)."""
+    while not stop.is_set():
+        try:
+            n = await svc.ds.requeue_due()
+            if n:
+                log.info("dns revisits queued", domains=n)
+        except Exception as exc:  # the store may be briefly unreachable
+            log.warning("dns revisit check failed", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -1,0 +1,1 @@
+"""Mail through the API: composing, submitting, reading, limits and inbound observation."""

@@ -1,0 +1,335 @@
+"""Composing outgoing messages and reading incoming ones, with the stdlib ``email``
+package: pure functions, unit-tested without a mail server."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import re
+from dataclasses import dataclass, field
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import format_datetime, getaddresses, make_msgid
+from html.parser import HTMLParser
+from typing import Any
+
+from .. import validation
+
+MAX_RECIPIENTS = 100
+MAX_ATTACHMENTS = 20
+MAX_SUBJECT = 998
+_MSGID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
+_CTYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+
+SEND_FIELDS = {"to", "cc", "bcc", "subject", "body", "html", "text", "in_reply_to",
+               "references", "attachments"}
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    to: tuple[str, ...]
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    subject: str = ""
+    body: str = ""
+    is_html: bool = False
+    # Plain-text alternative given explicitly with an HTML body.
+    text: str | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    attachments: tuple[Attachment, ...] = field(default_factory=tuple)
+
+    @property
+    def recipients(self) -> list[str]:
+        return [*self.to, *self.cc, *self.bcc]
+
+
+_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
+
+
+def recipient(value: str) -> str:
+    """A recipient address (any dot-atom local part, IDN domain as ASCII)."""
+    local, sep, dom = value.strip().rpartition("@")
+    if not sep or not _LOCAL.match(local) or local.startswith(".") or local.endswith(".") \
+            or ".." in local:
+        raise ValueError("must be an address of the form local@domain")
+    return f"{local}@{validation.domain_name(dom)}"
+
+
+def _addresses(value: object, name: str, errs: list[str]) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        errs.append(f"{name}: must be an email address or a list of them")
+        return ()
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(recipient(item))
+        except ValueError as exc:
+            errs.append(f"{name}[{i}]: {exc}" if not isinstance(value, str) else f"{name}: {exc}")
+    return tuple(out)
+
+
+def _msgids(value: object, name: str, errs: list[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = value.split()
+    elif isinstance(value, list) and all(isinstance(i, str) for i in value):
+        items = list(value)
+    else:
+        errs.append(f"{name}: must be a Message-ID like <id@host> or a list of them")
+        return ()
+    out = []
+    for item in items:
+        v = item.strip()
+        if v and not v.startswith("<"):
+            v = f"<{v}>"
+        if not _MSGID.match(v) or len(v) > 500:
+            errs.append(f"{name}: {item!r} is not a Message-ID like <id@host>")
+        else:
+            out.append(v)
+    return tuple(out)
+
+
+def parse_send(data: dict[str, Any]) -> tuple[SendRequest | None, list[str]]:
+    """Validate a send request body; every problem names its field."""
+    errs = [f"{k}: unknown field" for k in data if k not in SEND_FIELDS]
+    if "to" not in data:
+        errs.append("to: is required")
+    to = _addresses(data.get("to", []), "to", errs)
+    cc = _addresses(data.get("cc", []), "cc", errs) if data.get("cc") is not None else ()
+    bcc = _addresses(data.get("bcc", []), "bcc", errs) if data.get("bcc") is not None else ()
+    if "to" in data and not to and not any(e.startswith("to") for e in errs):
+        errs.append("to: must name at least one recipient")
+    if len(to) + len(cc) + len(bcc) > MAX_RECIPIENTS:
+        errs.append(f"to: at most {MAX_RECIPIENTS} recipients in to, cc and bcc together")
+    subject = data.get("subject", "")
+    if not isinstance(subject, str) or len(subject) > MAX_SUBJECT or "\r" in subject \
+            or "\n" in subject:
+        errs.append(f"subject: must be a single line of at most {MAX_SUBJECT} characters")
+        subject = ""
+    body = data.get("body", "")
+    if not isinstance(body, str):
+        errs.append("body: must be a string")
+        body = ""
+    is_html = data.get("html", False)
+    if not isinstance(is_html, bool):
+        errs.append("html: must be true or false")
+        is_html = False
+    text = data.get("text")
+    if text is not None and not isinstance(text, str):
+        errs.append("text: must be a string")
+        text = None
+    irt: tuple[str, ...] = ()
+    if data.get("in_reply_to") is not None:
+        irt = _msgids(data["in_reply_to"], "in_reply_to", errs)
+        if len(irt) > 1:
+            errs.append("in_reply_to: must be a single Message-ID")
+    refs = _msgids(data["references"], "references", errs) \
+        if data.get("references") is not None else ()
+    atts: list[Attachment] = []
+    raw_atts = data.get("attachments")
+    if raw_atts is not None:
+        if not isinstance(raw_atts, list) or len(raw_atts) > MAX_ATTACHMENTS:
+            errs.append(f"attachments: must be a list of at most {MAX_ATTACHMENTS} objects")
+        else:
+            for i, a in enumerate(raw_atts):
+                att = _attachment(a, f"attachments[{i}]", errs)
+                if att is not None:
+                    atts.append(att)
+    if errs:
+        return None, errs
+    return SendRequest(to=to, cc=cc, bcc=bcc, subject=subject, body=body, is_html=is_html,
+                       text=text, in_reply_to=irt[0] if irt else None, references=refs,
+                       attachments=tuple(atts)), []
+
+
+def _attachment(a: object, p: str, errs: list[str]) -> Attachment | None:
+    if not isinstance(a, dict):
+        errs.append(f"{p}: must be an object")
+        return None
+    bad = [f"{p}.{k}: unknown field" for k in a
+           if k not in ("filename", "content_type", "content_base64")]
+    bad += [f"{p}.{k}: is required" for k in ("filename", "content_base64") if k not in a]
+    name = a.get("filename")
+    if "filename" in a and (not isinstance(name, str) or not 1 <= len(name) <= 255
+                            or any(c in name for c in "/\\\r\n\0")):
+        bad.append(f"{p}.filename: must be 1-255 characters without / \\ or line breaks")
+    ctype = a.get("content_type", "application/octet-stream")
+    if not isinstance(ctype, str) or not _CTYPE.match(ctype.lower()):
+        bad.append(f"{p}.content_type: must be a MIME type like application/pdf")
+    data = b""
+    if isinstance(a.get("content_base64"), str):
+        try:
+            data = base64.b64decode(a["content_base64"], validate=True)
+        except (binascii.Error, ValueError):
+            bad.append(f"{p}.content_base64: is not valid base64")
+    elif "content_base64" in a:
+        bad.append(f"{p}.content_base64: must be a base64 string")
+    errs.extend(bad)
+    if bad:
+        return None
+    return Attachment(str(name), str(ctype).lower(), data)
+
+
+class _TextExtractor(HTMLParser):
+    BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote",
+             "table", "ul", "ol", "hr"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style", "head"):
+            self._skip += 1
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "head"):
+            self._skip = max(0, self._skip - 1)
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    """A readable plain-text rendering of an HTML body (the text/plain alternative)."""
+    p = _TextExtractor()
+    p.feed(markup)
+    p.close()
+    lines = [re.sub(r"[ \t\r\f\v]+", " ", ln).strip() for ln in "".join(p.parts).split("\n")]
+    text = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def compose(req: SendRequest, sender: str, display_name: str, signature: str,
+            domain: str, now: Any = None) -> EmailMessage:
+    """The message to submit: From with the display name, a Message-ID in the sender's
+    domain, threading headers, a text part (derived from HTML when only HTML is given),
+    the signature, and the attachments. Bcc recipients are never written as a header."""
+    from datetime import UTC, datetime
+
+    msg = EmailMessage(policy=policy.SMTP)
+    local, _, dom = sender.partition("@")
+    msg["From"] = Address(display_name or "", local, dom) if display_name else sender
+    if req.to:
+        msg["To"] = ", ".join(req.to)
+    if req.cc:
+        msg["Cc"] = ", ".join(req.cc)
+    msg["Subject"] = req.subject
+    msg["Date"] = format_datetime(now or datetime.now(UTC))
+    msg["Message-ID"] = make_msgid(domain=domain)
+    if req.in_reply_to:
+        msg["In-Reply-To"] = req.in_reply_to
+    refs = list(req.references)
+    if req.in_reply_to and req.in_reply_to not in refs:
+        refs.append(req.in_reply_to)
+    if refs:
+        msg["References"] = " ".join(refs)
+    msg["MIME-Version"] = "1.0"
+    if req.is_html:
+        html_body = req.body
+        if signature:
+            html_body += "<br>\n<br>\n-- <br>\n" + html.escape(signature).replace("\n", "<br>\n")
+        text = req.text if req.text is not None else html_to_text(req.body)
+        if signature:
+            text = text.rstrip("\n") + "\n\n-- \n" + signature + "\n"
+        msg.set_content(text)
+        msg.add_alternative(html_body, subtype="html")
+    else:
+        text = req.body
+        if signature:
+            text = text.rstrip("\n") + "\n\n-- \n" + signature
+        msg.set_content(text if text.endswith("\n") else text + "\n")
+    for att in req.attachments:
+        maintype, _, subtype = att.content_type.partition("/")
+        msg.add_attachment(att.data, maintype=maintype, subtype=subtype,
+                           filename=att.filename)
+    return msg
+
+
+# ----------------------------------------------------------------------- reading
+
+
+def parse(raw: bytes) -> EmailMessage:
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def _content(part: Message | None) -> str | None:
+    if part is None:
+        return None
+    try:
+        value = part.get_content()  # type: ignore[attr-defined]
+    except (LookupError, ValueError, AssertionError):
+        payload = part.get_payload(decode=True)
+        value = payload.decode("latin-1") if isinstance(payload, bytes) else None
+    return value if isinstance(value, str) else None
+
+
+def bodies(msg: EmailMessage) -> tuple[str | None, str | None]:
+    """(text, html) of a message, decoded from any charset and transfer encoding."""
+    text = _content(msg.get_body(preferencelist=("plain",)))
+    markup = _content(msg.get_body(preferencelist=("html",)))
+    # Stored messages have CRLF line ends; API clients get plain newlines.
+    return (None if text is None else text.replace("\r\n", "\n"),
+            None if markup is None else markup.replace("\r\n", "\n"))
+
+
+def attachments(msg: EmailMessage) -> list[tuple[str, str, bytes]]:
+    """(filename, content type, decoded bytes) of every attachment, in order."""
+    out = []
+    for part in msg.iter_attachments():
+        data = part.get_payload(decode=True)
+        if not isinstance(data, bytes):
+            data = part.as_bytes()
+        out.append((part.get_filename() or "attachment", part.get_content_type(), data))
+    return out
+
+
+def address_list(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [addr for _name, addr in getaddresses([value]) if addr]
+
+
+def header_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def classify_report(msg: Message) -> str | None:
+    """'bounce' for a delivery status notification, 'complaint' for an ARF feedback
+    report, None for anything else (RFC 3464 / RFC 5965: multipart/report)."""
+    if msg.get_content_type() != "multipart/report":
+        return None
+    report_type = (msg.get_param("report-type") or "")
+    if not isinstance(report_type, str):
+        return None
+    if report_type.lower() == "delivery-status":
+        for part in msg.walk():
+            if part.get_content_type() in ("message/delivery-status",
+                                           "message/global-delivery-status"):
+                text = part.as_string().lower()
+                # Only failures count: delays ("action: delayed") are no bounce.
+                if "action: failed" in text or "action:failed" in text:
+                    return "bounce"
+        return None
+    if report_type.lower() == "feedback-report":
+        return "complaint"
+    return None

@@ -1,0 +1,139 @@
+"""A Postfix policy service (``check_policy_service``, the SMTPD access policy
+delegation protocol) inside the daemon: daily send limits for every submission.
+
+Postfix's submission service asks at RCPT time (refuse early once a mailbox is out of
+quota) and at END-OF-MESSAGE (count the message, atomically, in PostgreSQL: a message
+past the limit is deferred with a 4xx). API sends are submitted through the same
+service, so this is the single place where sends are counted, for the API and for mail
+clients alike, and the count survives restarts. The port 25 smtpd asks at RCPT time
+too (``mailforge_observe``): its answer is always DUNNO, the request only tells the
+inbound scanner which mailboxes are about to receive mail.
+
+Protocol: ``name=value`` lines ended by an empty line; the answer is ``action=...``
+and an empty line; Postfix may reuse a connection for many requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+
+from ..config import Config
+from ..log import get
+from ..store.queries import Q
+from . import limits
+
+log = get(__name__)
+
+MAX_LINE = 4096
+MAX_ATTRS = 100
+WATCH_SECONDS = 60.0
+
+
+def parse_request(lines: list[bytes]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for raw in lines[:MAX_ATTRS]:
+        name, sep, value = raw.decode("utf-8", "replace").rstrip("\r\n").partition("=")
+        if sep:
+            out[name.strip().lower()] = value
+    return out
+
+
+def defer_text(limit: int) -> str:
+    return (f"451 4.7.1 Daily sending limit of {limit} messages reached; "
+            "try again after 00:00 UTC")
+
+
+class PolicyService:
+    def __init__(self, pool: asyncpg.Pool, cfg: Config) -> None:
+        self.pool = pool
+        self.cfg = cfg
+        self._server: asyncio.Server | None = None
+        self.requests = 0
+
+    async def start(self) -> None:
+        if not self.cfg.mail.policy_port:
+            return
+        self._server = await asyncio.start_server(
+            self._serve, self.cfg.mail.policy_listen, self.cfg.mail.policy_port,
+            reuse_address=True, limit=MAX_LINE)
+        log.info("policy service listening",
+                 address=f"{self.cfg.mail.policy_listen}:{self.cfg.mail.policy_port}")
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                lines: list[bytes] = []
+                while True:
+                    line = await reader.readline()
+                    if not line:
+                        return
+                    if line in (b"\n", b"\r\n"):
+                        break
+                    lines.append(line)
+                action = await self.decide(parse_request(lines))
+                writer.write(f"action={action}\n\n".encode())
+                await writer.drain()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def decide(self, req: dict[str, str]) -> str:
+        """The action for one request; a store failure defers (fail closed) for
+        submission and lets inbound mail through."""
+        self.requests += 1
+        state = req.get("protocol_state", "").upper()
+        sasl = req.get("sasl_username", "").strip().lower()
+        try:
+            if state == "RCPT":
+                rcpt = req.get("recipient", "").strip().lower()
+                if rcpt:
+                    async with self.pool.acquire() as conn:
+                        await conn.fetch(Q.mail_watch_recipient, rcpt, WATCH_SECONDS)
+                if sasl:
+                    return await self._check(sasl)
+                return "DUNNO"
+            if state == "END-OF-MESSAGE" and sasl:
+                return await self._count(sasl)
+            return "DUNNO"
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("policy decision failed", error=str(exc), state=state)
+            return "451 4.3.0 Sending limit service unavailable" if sasl else "DUNNO"
+
+    def _limit(self, row: Any) -> int:
+        return limits.effective_limit(row["daily_send_limit"], self.cfg.mail.default_daily_limit,
+                                      limits.warmup_from_row(row), limits.utc_today())
+
+    async def _check(self, address: str) -> str:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.mail_sender_by_address, address)
+            if row is None:
+                return "DUNNO"
+            limit = self._limit(row)
+            sent = await conn.fetchval(Q.mail_sent_on_day, row["id"], limits.utc_today())
+        return defer_text(limit) if sent >= limit else "DUNNO"
+
+    async def _count(self, address: str) -> str:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.mail_sender_by_address, address)
+            if row is None:
+                return "DUNNO"
+            limit = self._limit(row)
+            got = await conn.fetchval(Q.mail_count_send, row["id"], limits.utc_today(),
+                                      row["domain_id"], limit)
+        if got is None:
+            log.info("send deferred: daily limit reached", mailbox_id=row["id"], limit=limit)
+            return defer_text(limit)
+        return "DUNNO"

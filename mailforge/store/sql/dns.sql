@@ -1,0 +1,73 @@
+-- DKIM keys and DNS ownership (issue 3). Tenant-facing queries take the account id.
+
+-- name: dkim_keys_of
+SELECT * FROM dkim_keys WHERE domain_id = $1 ORDER BY created_at, selector;
+
+-- name: insert_dkim_key
+INSERT INTO dkim_keys (id, domain_id, algorithm, selector, public_key, sealed_private)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (domain_id, selector) DO NOTHING;
+
+-- name: set_dkim_state
+UPDATE dkim_keys SET state = $2, state_changed_at = now() WHERE id = $1 AND state <> $2;
+
+-- name: delete_dkim_key
+DELETE FROM dkim_keys WHERE id = $1;
+
+-- name: active_signing_keys
+-- Every active key of this host's live domains: the signer's whole table.
+SELECT d.name AS domain, k.domain_id, k.id, k.algorithm, k.selector, k.sealed_private
+FROM dkim_keys k JOIN domains d ON d.id = k.domain_id
+WHERE d.mail_host = $1 AND NOT d.deleted AND k.state = 'active'
+ORDER BY d.name, k.algorithm;
+
+-- name: owned_records
+SELECT name, rtype, content FROM dns_owned_records WHERE domain_id = $1;
+
+-- name: clear_owned_records
+DELETE FROM dns_owned_records WHERE domain_id = $1;
+
+-- name: insert_owned_records
+INSERT INTO dns_owned_records (domain_id, name, rtype, content)
+SELECT $1, n, t, c FROM unnest($2::text[], $3::text[], $4::text[]) AS u(n, t, c)
+ON CONFLICT DO NOTHING;
+
+-- name: set_dns_report
+UPDATE domains SET dns_report = $2::jsonb, dns_checked_at = now(), dns_revisit_at = $3
+WHERE id = $1;
+
+-- name: requeue_dns_due
+-- Time-based DKIM transitions (rotation, retirement) fall due: a new generation makes
+-- the engine visit the domain again, level-triggered from the stored due time.
+UPDATE domains
+SET generation = generation + 1, next_attempt_at = now(), attempts = 0,
+    dns_revisit_at = NULL, updated_at = now()
+WHERE mail_host = $1 AND dns_revisit_at <= now() AND NOT deleted AND backend_enabled
+RETURNING id;
+
+-- name: domain_dns_options
+SELECT dns_overwrite, dns_force, dns_credentials, dns_report, dns_checked_at
+FROM domains WHERE id = $1;
+
+-- name: set_dns_options
+UPDATE domains SET dns_overwrite = $2, dns_force = $3 WHERE id = $1;
+
+-- name: set_dns_credentials
+UPDATE domains SET dns_credentials = $2 WHERE id = $1;
+
+-- name: request_dkim_rotation
+UPDATE domains
+SET generation = generation + 1, next_attempt_at = now(), attempts = 0,
+    last_error = NULL, updated_at = now()
+WHERE account_id = $1 AND id = $2 AND NOT deleted AND backend_enabled
+RETURNING *;
+
+-- name: request_domain_delete
+UPDATE domains
+SET deleted = true, status = 'deleting', generation = generation + 1,
+    next_attempt_at = now(), attempts = 0, last_error = NULL, updated_at = now()
+WHERE account_id = $1 AND id = $2
+RETURNING *;
+
+-- name: domain_by_name_any
+SELECT * FROM domains WHERE name = $1;

@@ -1,0 +1,148 @@
+-- Accounts, sub-accounts (resellers) and API tokens. Every query about a sub-account
+-- takes the parent's id too: a reseller reaches only its own children.
+
+-- name: auth_token
+-- One round trip per request: the token, its state and its account. No cache, so a
+-- revocation is effective on the next request on every daemon.
+SELECT t.id, t.account_id, t.secret_hash, t.permissions, t.domains,
+       (t.expires_at IS NOT NULL AND t.expires_at <= now()) AS expired,
+       (t.revoked_at IS NOT NULL) AS revoked,
+       (t.last_used_at IS NULL OR t.last_used_at < now() - interval '60 seconds') AS stale,
+       a.status AS account_status, (a.reseller OR a.parent_id IS NULL) AS reseller
+FROM api_tokens t JOIN accounts a ON a.id = t.account_id
+WHERE t.id = $1;
+
+-- name: descendant_account
+-- Account $2 if it is a descendant of account $1 (a child, or a child's child...).
+WITH RECURSIVE up AS (
+    SELECT id, parent_id, 0 AS depth FROM accounts WHERE id = $2
+    UNION ALL
+    SELECT a.id, a.parent_id, up.depth + 1
+    FROM accounts a JOIN up ON a.id = up.parent_id
+    WHERE up.depth < 32
+)
+SELECT a.id, a.status, (a.reseller OR a.parent_id IS NULL) AS reseller
+FROM accounts a
+WHERE a.id = $2 AND EXISTS (SELECT 1 FROM up WHERE up.parent_id = $1);
+
+-- name: list_tokens
+SELECT id, name, permissions, domains, created_at, expires_at, last_used_at
+FROM api_tokens
+WHERE account_id = $1 AND revoked_at IS NULL
+ORDER BY created_at, id;
+
+-- name: get_token_meta
+SELECT id, name, permissions, domains, created_at, expires_at, last_used_at
+FROM api_tokens WHERE account_id = $1 AND id = $2 AND revoked_at IS NULL;
+
+-- name: revoke_token
+UPDATE api_tokens SET revoked_at = now()
+WHERE account_id = $1 AND id = $2 AND revoked_at IS NULL
+RETURNING id;
+
+-- name: account_usage
+SELECT
+  (SELECT count(*) FROM domains WHERE account_id = $1 AND NOT deleted) AS domains,
+  (SELECT count(*) FROM mailboxes WHERE account_id = $1 AND NOT deleted) AS email_users,
+  (SELECT count(*) FROM aliases WHERE account_id = $1 AND NOT deleted) AS aliases,
+  (SELECT count(*) FROM api_tokens WHERE account_id = $1 AND revoked_at IS NULL) AS tokens,
+  (SELECT count(*) FROM accounts WHERE parent_id = $1) AS sub_accounts;
+
+-- name: insert_sub_account
+INSERT INTO accounts (id, name, email, parent_id, domain_limit, email_user_limit, reseller,
+                      first_name, last_name, company_name)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+RETURNING *;
+
+-- name: list_sub_accounts
+SELECT *, count(*) OVER () AS total_count FROM accounts
+WHERE parent_id = $1
+ORDER BY created_at, id
+LIMIT $2 OFFSET $3;
+
+-- name: count_sub_accounts
+SELECT count(*) FROM accounts WHERE parent_id = $1;
+
+-- name: get_sub_account
+SELECT * FROM accounts WHERE parent_id = $1 AND id = $2;
+
+-- name: lock_sub_account
+SELECT * FROM accounts WHERE parent_id = $1 AND id = $2 FOR UPDATE;
+
+-- name: update_sub_account
+UPDATE accounts
+SET email = $3, first_name = $4, last_name = $5, company_name = $6, name = $7,
+    domain_limit = $8, email_user_limit = $9, updated_at = now()
+WHERE parent_id = $1 AND id = $2
+RETURNING *;
+
+-- name: set_account_status
+UPDATE accounts SET status = $2, updated_at = now() WHERE id = $1;
+
+-- name: bump_account_mailboxes
+-- Suspension changes what the backend renders for every mailbox of the account
+-- (Dovecot nologin): bump each so the engine converges it, and answer what a job waits on.
+UPDATE mailboxes SET generation = generation + 1, updated_at = now()
+WHERE account_id = $1 AND NOT deleted
+RETURNING id, domain_id, generation;
+
+-- name: wake_account_domains
+UPDATE domains SET attempts = 0, next_attempt_at = now()
+WHERE account_id = $1 AND NOT (next_attempt_at <= now())
+RETURNING mail_host;
+
+-- name: account_mail_hosts
+SELECT DISTINCT mail_host FROM domains WHERE account_id = $1;
+
+-- name: delete_account_domains
+-- Deleting an account removes its domains (and with them mailboxes and aliases) the
+-- way deleting one domain does: marked deleted, converged away, then purged.
+UPDATE domains
+SET deleted = true, status = 'deleting', generation = generation + 1,
+    attempts = 0, next_attempt_at = now(), updated_at = now()
+WHERE account_id = $1 AND NOT deleted
+RETURNING id, generation, mail_host;
+
+-- name: delete_account_mailboxes
+UPDATE mailboxes SET deleted = true, generation = generation + 1, updated_at = now()
+WHERE account_id = $1 AND NOT deleted;
+
+-- name: delete_account_aliases
+UPDATE aliases SET deleted = true, generation = generation + 1, updated_at = now()
+WHERE account_id = $1 AND NOT deleted;
+
+-- name: revoke_account_tokens
+UPDATE api_tokens SET revoked_at = now() WHERE account_id = $1 AND revoked_at IS NULL;
+
+-- name: finish_deleted_accounts
+-- An account being deleted whose domains are all purged is removed (its tokens, jobs
+-- and idempotency keys go with it by cascade); the audit log keeps its history.
+DELETE FROM accounts a
+WHERE a.parent_id = $1 AND a.status = 'deleting'
+  AND NOT EXISTS (SELECT 1 FROM domains d WHERE d.account_id = a.id)
+  AND NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.account_id = a.id)
+  AND NOT EXISTS (SELECT 1 FROM aliases al WHERE al.account_id = a.id)
+  AND NOT EXISTS (SELECT 1 FROM accounts c WHERE c.parent_id = a.id);
+
+-- name: reseller_usage
+SELECT a.id, a.name, a.status, a.domain_limit, a.email_user_limit,
+  (SELECT count(*) FROM domains d WHERE d.account_id = a.id AND NOT d.deleted) AS domains,
+  (SELECT count(*) FROM mailboxes m WHERE m.account_id = a.id AND NOT m.deleted)
+    AS email_users
+FROM accounts a WHERE a.parent_id = $1
+ORDER BY a.created_at, a.id;
+
+-- name: job_in_domains
+-- Is job $1 about a domain in $2 (or a mailbox of one)? For domain-restricted tokens.
+SELECT EXISTS (
+    SELECT 1 FROM jobs j JOIN domains d ON d.name = ANY($2::text[])
+    WHERE j.id = $1
+      AND d.id IN (j.resource_id, (SELECT m.domain_id FROM mailboxes m
+                                   WHERE m.id = j.resource_id)));
+
+-- name: complete_empty_job
+-- A job with nothing to wait for (e.g. suspending an account without mailboxes).
+UPDATE jobs SET status = 'completed', progress = 100, message = 'completed',
+                completed_at = now(), updated_at = now()
+WHERE id = $1
+RETURNING *;

@@ -1,0 +1,140 @@
+"""Event webhooks: new inbound mail, bounces, complaints and job completion.
+
+Events are written to a persisted queue (``webhook_deliveries``, one row per webhook
+and event) in PostgreSQL; a delivery loop POSTs them, signed with
+``X-Mailforge-Signature: sha256=<hex HMAC-SHA256 of the raw body>`` under the
+webhook's secret, and retries failures with capped exponential backoff and jitter.
+A claim is a lease (the next attempt time pushed forward), so a crash mid-delivery
+only means the event is delivered again: receivers deduplicate on the event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import random
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from . import ids
+from .config import WebhookConfig
+from .log import get
+from .secretbox import SecretBox
+from .store.queries import Q
+
+log = get(__name__)
+
+EVENTS = ("message.received", "message.bounced", "message.complained", "job.completed",
+          "job.failed")
+LEASE_SECONDS = 60.0
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def backoff(attempts: int, cfg: WebhookConfig) -> float:
+    delay = float(min(cfg.retry_max_seconds,
+                      cfg.retry_base_seconds * 2.0 ** max(0, attempts - 1)))
+    return delay * (0.8 + 0.4 * random.random())
+
+
+def secret_context(webhook_id: str) -> str:
+    return f"webhook:{webhook_id}"
+
+
+async def enqueue(conn: Any, account_id: str, event: str, data: dict[str, Any],
+                  event_id: str | None = None) -> str:
+    """Queue *event* for every webhook of the account subscribed to it (idempotent per
+    event id)."""
+    eid = event_id or ids.new_id("evt")
+    payload = {"id": eid, "type": event,
+               "created_at": datetime.now(UTC).isoformat(timespec="seconds")
+               .replace("+00:00", "Z"),
+               "data": data}
+    await conn.execute(Q.webhook_enqueue, account_id, event, eid, payload)
+    return eid
+
+
+class Dispatcher:
+    def __init__(self, pool: asyncpg.Pool, box: SecretBox, cfg: WebhookConfig) -> None:
+        self.pool = pool
+        self.box = box
+        self.cfg = cfg
+        self._wake = asyncio.Event()
+        self.delivered = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def on_jobs_finished(self, job_ids: Sequence[str]) -> None:
+        """Engine callback: a webhook event per finished job."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.jobs_finished_info, list(job_ids))
+            for r in rows:
+                event = "job.completed" if r["status"] == "completed" else "job.failed"
+                await enqueue(conn, r["account_id"], event,
+                              {"job_id": r["id"], "type": r["type"], "status": r["status"],
+                               "resource_id": r["resource_id"], "message": r["message"]},
+                              event_id=f"evt_job_{r['id']}")
+        self.wake()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not stop.is_set():
+                try:
+                    n = await self.run_once(session)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("webhook pass failed", error=str(exc))
+                    n = 0
+                if n:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval)
+                self._wake.clear()
+
+    async def run_once(self, session: aiohttp.ClientSession, batch: int = 20) -> int:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.webhook_claim_due, batch, LEASE_SECONDS)
+        if rows:
+            await asyncio.gather(*(self._deliver(session, r) for r in rows))
+        return len(rows)
+
+    async def _deliver(self, session: aiohttp.ClientSession, r: Any) -> None:
+        body = r["payload"].encode()
+        secret = self.box.open(bytes(r["sealed_secret"]),
+                               secret_context(r["webhook_id"])).decode()
+        headers = {"Content-Type": "application/json", "User-Agent": "mailforge-webhooks/1",
+                   "X-Mailforge-Event": r["event"], "X-Mailforge-Event-Id": r["event_id"],
+                   "X-Mailforge-Signature": sign(secret, body)}
+        status: int | None = None
+        error: str | None = None
+        try:
+            async with session.post(r["url"], data=body, headers=headers,
+                                    allow_redirects=False) as resp:
+                status = resp.status
+                await resp.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            error = type(exc).__name__
+        async with self.pool.acquire() as conn:
+            if status is not None and 200 <= status < 300:
+                await conn.execute(Q.webhook_delivered, r["id"], status)
+                self.delivered += 1
+            else:
+                err = error or f"HTTP {status}"
+                await conn.execute(Q.webhook_retry, r["id"], status, err,
+                                   backoff(r["attempts"], self.cfg), self.cfg.max_attempts)
+                log.info("webhook delivery failed", webhook_id=r["webhook_id"],
+                         event_id=r["event_id"], attempts=r["attempts"], error=err)

@@ -1,0 +1,395 @@
+"""The sandbox's real mail stack, without the mailforge daemon.
+
+These tests use their own stack (``up(start_daemon=False)``), not the session
+``sandbox``: they write the Postfix maps and rows of Dovecot's SQLite auth database
+directly through ``Layout``, and in the session sandbox the daemon owns those files
+and would replace them from its database. A second stack costs ~3-5 s.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email.utils
+import imaplib
+import json
+import os
+import secrets
+import shutil
+import signal
+import smtplib
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import time
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mailforge.backends.postfix_dovecot.layout import Layout
+from mailforge.sandbox import Sandbox
+from mailforge.sandbox.stack import SERVICES, render_deploy
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt
+
+pytestmark = pytest.mark.stack
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+@dataclass
+class Mailbox:
+    domain: str
+    local: str
+    password: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.local}@{self.domain}"
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o644, group: str | None = None) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    if group:
+        shutil.chown(tmp, group=group)
+    os.replace(tmp, path)
+
+
+def provision(sb: Sandbox, boxes: list[Mailbox]) -> None:
+    """What the backend does, by hand: Postfix maps + rows in Dovecot's auth database."""
+    layout = Layout(Path(sb.info["state_dir"]), sb.info["map_type"])
+    domains = sorted({b.domain for b in boxes})
+    maps = {
+        "virtual_domains": "".join(f"{d} OK\n" for d in domains),
+        "virtual_mailboxes": "".join(f"{b.address} {b.domain}/{b.local}/\n" for b in boxes),
+        "virtual_aliases": "".join(f"postmaster@{d} {boxes[0].address}\n" for d in domains),
+        "sender_logins": "".join(f"{b.address} {b.address}\n" for b in boxes),
+    }
+    for name, text in maps.items():
+        _write_atomic(layout.map_source(name), text)
+        subprocess.run(["postmap", "-c", sb.info["postfix_config_dir"],
+                        layout.postfix_ref(name)], check=True, capture_output=True)
+    with sqlite3.connect(layout.auth_db) as db:
+        db.executemany(
+            "INSERT OR REPLACE INTO users (domain, local_part, password, quota_mb,"
+            " login_allowed) VALUES (?, ?, ?, ?, 1)",
+            [(b.domain, b.local, "{SHA512-CRYPT}"
+              + crypt.crypt(b.password, crypt.mksalt(crypt.METHOD_SHA512)), 1024)
+             for b in boxes])
+    db.close()
+
+
+@pytest.fixture(scope="module")
+def stack(sandbox_factory: Any) -> Iterator[Sandbox]:
+    directory = Path(tempfile.mkdtemp(prefix="mailforge-stacktest-", dir="/tmp"))
+    sb = sandbox_factory.up(directory, start_daemon=False)
+    yield sb
+    sandbox_factory.down(sb, remove=False)
+    left = sb.leftovers()
+    shutil.rmtree(directory, ignore_errors=True)
+    assert not left, f"processes left after down(): {left}"
+
+
+@pytest.fixture(scope="module")
+def mailbox(stack: Sandbox) -> Mailbox:
+    box = Mailbox(f"t{secrets.token_hex(5)}.test", "alice", secrets.token_urlsafe(16))
+    other = Mailbox(box.domain, "bob", secrets.token_urlsafe(16))
+    provision(stack, [box, other])
+    return box
+
+
+def make_message(sender: str, to: str, token: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = f"sandbox test {token}"
+    msg["Date"] = email.utils.formatdate()
+    msg["Message-ID"] = email.utils.make_msgid(domain="sandbox.test")
+    msg.set_content(f"Hello from the sandbox test.\ntoken={token}\n")
+    return msg
+
+
+def maildir_find(sb: Sandbox, box: Mailbox, token: str) -> Path | None:
+    maildir = Path(sb.info["mail_root"]) / box.domain / box.local / "Maildir"
+    for sub in ("new", "cur"):
+        d = maildir / sub
+        if d.is_dir():
+            for f in d.iterdir():
+                with contextlib.suppress(OSError):
+                    if token.encode() in f.read_bytes():
+                        return f
+    return None
+
+
+def outbox_find(sb: Sandbox, rcpt: str) -> tuple[dict[str, Any], bytes] | None:
+    for meta in sorted(Path(sb.info["outbox_dir"]).glob("*.json")):
+        data = json.loads(meta.read_text())
+        if rcpt in data["rcpt_tos"]:
+            return data, meta.with_suffix(".eml").read_bytes()
+    return None
+
+
+def smtp(sb: Sandbox, service: str = "smtp") -> smtplib.SMTP:
+    ep = sb.info[service]
+    return smtplib.SMTP(ep["host"], ep["port"], local_hostname="client.sandbox.test",
+                        timeout=15)
+
+
+def deliver(sb: Sandbox, box: Mailbox) -> tuple[str, Path]:
+    token = secrets.token_hex(8)
+    with smtp(sb) as s:
+        s.send_message(make_message("someone@example.org", box.address, token))
+    path = wait_for(f"delivery of {token} to {box.address}",
+                    lambda: maildir_find(sb, box, token))
+    return token, path
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_sandbox_json_contract(stack: Sandbox) -> None:
+    info = json.loads((stack.dir / "sandbox.json").read_text())
+    for key in ("api_url", "admin_token", "smtp", "submission", "imap", "lmtp", "dns",
+                "pdns_api", "outbox_dir", "postgres_dsn", "config_path", "state_dir",
+                "mail_root", "postfix_config_dir", "dovecot_config", "opendkim", "ports",
+                "logs"):
+        assert key in info, key
+    for svc in ("smtp", "submission", "imap", "lmtp", "dns"):
+        assert set(info[svc]) >= {"host", "port"}
+    assert set(info["pdns_api"]) >= {"url", "key"}
+    assert set(info["opendkim"]) >= {"port", "key_table", "signing_table"}
+    assert len(set(info["ports"].values())) == len(info["ports"])
+    for name in SERVICES:
+        assert stack.running(name) == (name != "daemon"), name
+    assert set(stack.log_paths()) >= set(SERVICES)
+
+
+def test_up_again_is_a_no_op(stack: Sandbox) -> None:
+    before = {n: (stack.dir / "run" / f"{n}.pid").read_text() for n in SERVICES
+              if n != "daemon"}
+    ports = dict(stack.info["ports"])
+    t0 = time.monotonic()
+    info = stack.up(start_daemon=False)
+    assert time.monotonic() - t0 < 2
+    assert info["ports"] == ports
+    after = {n: (stack.dir / "run" / f"{n}.pid").read_text() for n in before}
+    assert after == before
+
+
+def test_smtp_delivers_to_maildir_over_lmtp(stack: Sandbox, mailbox: Mailbox) -> None:
+    _, path = deliver(stack, mailbox)
+    raw = path.read_bytes()
+    assert b"Delivered-To: " + mailbox.address.encode() in raw
+    assert path.stat().st_uid == Path(stack.info["mail_root"]).stat().st_uid  # vmail
+    log = Path(stack.info["logs"]["postfix"]).read_text()
+    assert "status=sent" in log and "lmtp" in log
+    # The milter (OpenDKIM with empty tables) answered: no fallback to the default action.
+    milter_warnings = [ln for ln in log.splitlines() if "warning" in ln and "ilter" in ln]
+    assert not milter_warnings
+
+
+def test_imap_login_reads_the_message(stack: Sandbox, mailbox: Mailbox) -> None:
+    token, _ = deliver(stack, mailbox)
+    ep = stack.info["imap"]
+    with imaplib.IMAP4(ep["host"], ep["port"], timeout=15) as imap:
+        imap.login(mailbox.address, mailbox.password)
+        typ, _ = imap.select("INBOX")
+        assert typ == "OK"
+        typ, data = imap.search(None, "SUBJECT", f'"{token}"')
+        assert typ == "OK" and data[0].split(), data
+        typ, fetched = imap.fetch(data[0].split()[-1], "(RFC822)")
+        assert typ == "OK"
+        assert f"token={token}".encode() in fetched[0][1]  # type: ignore[index]
+        typ, quota = imap.getquotaroot("INBOX")
+        assert typ == "OK" and b"STORAGE" in b" ".join(
+            q for q in quota[1] if isinstance(q, bytes)), quota  # quota plugin active
+        imap.logout()
+
+
+def test_imap_login_case_insensitive_user_and_bad_password(stack: Sandbox,
+                                                            mailbox: Mailbox) -> None:
+    ep = stack.info["imap"]
+    with imaplib.IMAP4(ep["host"], ep["port"], timeout=15) as imap:
+        imap.login(mailbox.address.upper(), mailbox.password)
+        imap.logout()
+    with imaplib.IMAP4(ep["host"], ep["port"], timeout=15) as imap, \
+            pytest.raises(imaplib.IMAP4.error):
+        imap.login(mailbox.address, "wrong-" + mailbox.password)
+
+
+def test_unknown_recipient_rejected_at_rcpt(stack: Sandbox, mailbox: Mailbox) -> None:
+    with smtp(stack) as s:
+        s.ehlo()
+        s.mail("someone@example.org")
+        code, msg = s.rcpt(f"nobody@{mailbox.domain}")
+        assert code == 550, (code, msg)
+        assert b"5.1.1" in msg
+
+
+def test_port25_does_not_relay(stack: Sandbox, mailbox: Mailbox) -> None:
+    with smtp(stack) as s:
+        s.ehlo()
+        s.mail(mailbox.address)
+        code, msg = s.rcpt("someone@example.net")
+        assert code == 554 and b"5.7.1" in msg, (code, msg)
+
+
+def test_submission_auth_plain_relays_to_sink(stack: Sandbox, mailbox: Mailbox) -> None:
+    token = secrets.token_hex(8)
+    rcpt = f"r{token}@example.net"
+    with smtp(stack, "submission") as s:
+        s.ehlo()
+        assert "PLAIN" in s.esmtp_features.get("auth", "").upper()
+        s.auth("PLAIN", lambda challenge=None: f"\0{mailbox.address}\0{mailbox.password}",
+               initial_response_ok=True)
+        s.send_message(make_message(mailbox.address, rcpt, token))
+    meta, raw = wait_for("the message in the sink outbox", lambda: outbox_find(stack, rcpt))
+    assert meta["mail_from"] == mailbox.address
+    assert meta["rcpt_tos"] == [rcpt]
+    assert f"token={token}".encode() in raw
+    assert b"Received: " in raw  # the raw bytes as Postfix sent them
+
+
+def test_submission_refuses_without_auth_and_with_bad_password(stack: Sandbox,
+                                                               mailbox: Mailbox) -> None:
+    with smtp(stack, "submission") as s:
+        s.ehlo()
+        code, _ = s.mail(mailbox.address)
+        if code == 250:
+            code, _ = s.rcpt("someone@example.net")
+        assert code >= 500
+    with smtp(stack, "submission") as s:
+        s.ehlo()
+        with pytest.raises(smtplib.SMTPAuthenticationError) as exc:
+            s.login(mailbox.address, "wrong-" + mailbox.password)
+        assert exc.value.smtp_code == 535
+
+
+def test_submission_enforces_sender_login_map(stack: Sandbox, mailbox: Mailbox) -> None:
+    with smtp(stack, "submission") as s:
+        s.login(mailbox.address, mailbox.password)
+        s.mail(f"bob@{mailbox.domain}")
+        code, msg = s.rcpt("someone@example.net")
+        assert code == 553 and b"not owned by user" in msg, (code, msg)
+
+
+def _pdns(stack: Sandbox, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    api = stack.info["pdns_api"]
+    req = urllib.request.Request(
+        f"{api['url']}/api/v1/servers/localhost{path}", method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"X-API-Key": api["key"], "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        data = resp.read()
+        return resp.status, json.loads(data) if data else None
+
+
+def _dns_txt(stack: Sandbox, name: str) -> list[bytes]:
+    q = dns.message.make_query(name, dns.rdatatype.TXT)
+    r = dns.query.udp(q, stack.info["dns"]["host"], port=stack.info["dns"]["port"], timeout=5)
+    return [b"".join(rd.strings) for rrset in r.answer for rd in rrset]
+
+
+def test_opendkim_signs_after_reload_and_pdns_publishes_key(stack: Sandbox,
+                                                            mailbox: Mailbox) -> None:
+    """Fill OpenDKIM's tables, reload it with SIGUSR1, publish the key in PowerDNS,
+    send through submission: the message in the sink verifies with dkimpy."""
+    import dkim
+
+    selector = "mf" + secrets.token_hex(3)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    pub = base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    odk = stack.info["opendkim"]
+    keyfile = Path(odk["keys_dir"]) / f"{mailbox.domain}.{selector}.pem"
+    _write_atomic(keyfile, pem.decode(), mode=0o600)
+    keyname = f"{selector}._domainkey.{mailbox.domain}"
+    _write_atomic(Path(odk["key_table"]), f"{keyname} {mailbox.domain}:{selector}:{keyfile}\n")
+    _write_atomic(Path(odk["signing_table"]), f"*@{mailbox.domain} {keyname}\n")
+    os.kill(int(Path(odk["pid_file"]).read_text().split()[0]), signal.SIGUSR1)
+
+    zone = mailbox.domain + "."
+    status, _ = _pdns(stack, "POST", "/zones", {
+        "name": zone, "kind": "Native", "nameservers": ["ns1.sandbox.test."]})
+    assert status == 201
+    status, _ = _pdns(stack, "PATCH", f"/zones/{zone}", {"rrsets": [{
+        "name": keyname + ".", "type": "TXT", "ttl": 60, "changetype": "REPLACE",
+        "records": [{"content": f'"v=DKIM1; k=rsa; p={pub}"', "disabled": False}]}]})
+    assert status == 204
+    assert _dns_txt(stack, keyname) == [f"v=DKIM1; k=rsa; p={pub}".encode()]
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        txts = _dns_txt(stack, name.decode().rstrip("."))
+        return txts[0] if txts else b""
+
+    # OpenDKIM reloads asynchronously: retry until a message comes out signed.
+    def signed_message() -> bytes | None:
+        token = secrets.token_hex(8)
+        rcpt = f"d{token}@example.net"
+        with smtp(stack, "submission") as s:
+            s.login(mailbox.address, mailbox.password)
+            s.send_message(make_message(mailbox.address, rcpt, token))
+        _, raw = wait_for("the signed message in the sink", lambda: outbox_find(stack, rcpt))
+        return raw if b"DKIM-Signature:" in raw else None
+
+    raw = wait_for("a DKIM-signed message", signed_message, timeout=30)
+    assert f"d={mailbox.domain}".encode() in raw and f"s={selector}".encode() in raw
+    assert dkim.verify(raw, dnsfunc=dnsfunc)
+
+
+def test_stop_and_start_dovecot(stack: Sandbox, mailbox: Mailbox) -> None:
+    with smtp(stack, "submission") as s:  # an smtpd now holds a SASL connection
+        s.login(mailbox.address, mailbox.password)
+    t0 = time.monotonic()
+    stack.stop_service("dovecot")
+    assert time.monotonic() - t0 < 5
+    assert not stack.running("dovecot")
+    assert "dovecot" not in stack.leftovers()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", stack.info["imap"]["port"])) != 0
+    t0 = time.monotonic()
+    stack.stop_service("dovecot")  # not running: a no-op
+    assert time.monotonic() - t0 < 1
+    stack.start_service("dovecot")
+    assert stack.running("dovecot")
+    deliver(stack, mailbox)
+    # start_service("dovecot") reloads Postfix, so no smtpd holds a dead SASL connection.
+    with smtp(stack, "submission") as s:
+        s.login(mailbox.address, mailbox.password)
+
+
+def test_deploy_snippets_match_templates() -> None:
+    """deploy/ is rendered from the sandbox templates; regenerate with
+    ``python -m mailforge.sandbox.stack render-deploy``."""
+    for rel, text in render_deploy().items():
+        assert (REPO / rel).read_text() == text, f"{rel} is stale"
