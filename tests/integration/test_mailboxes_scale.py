@@ -153,7 +153,6 @@ async def test_suspend_resume_delete_restore(sandbox: Any, api: Any,
     status, body = await api.post(f"/v1/email-users/{uid}/suspend")
     assert status == 202, body
     await wait_job(api, body["job_id"])
-    # Dovecot looks at a changed passwd-file at most once a second.
     await wait_for(lambda: not imap_login_ok(*imap, addr, pw), timeout=5)
     assert not await asyncio.to_thread(_smtp_auth_ok, info, addr, pw)
     smtp_send(*smtp, "x@example.org", [addr], message("x@example.org", addr, "while"))
