@@ -407,8 +407,9 @@ async def restore_user(request: web.Request) -> web.Response:
 
 @routes.post("/v1/email-users/generate-names")
 async def generate_names(request: web.Request) -> web.Response:
-    """Available usernames (or addresses, when domains are given) in common patterns."""
-    principal = await authenticate(request, "read")
+    """Available usernames (or addresses, when domains are given) in common patterns.
+    Changes nothing, but like every POST it needs the write permission."""
+    principal = await authenticate(request, "write")
     ctx = request.app[CTX]
     body = await json_body(request)
     errs = check_fields(body, {"count", "style", "names", "domains", "per_domain_max"},

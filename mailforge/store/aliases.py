@@ -12,6 +12,7 @@ import asyncpg
 from .. import ids
 from ..errors import Conflict, NotFound
 from ..models import Alias, Domain, Job, from_record
+from . import scope
 from .mailboxes import _queue
 from .queries import Q
 from .store import Store
@@ -19,6 +20,7 @@ from .store import Store
 
 async def create_alias(store: Store, account_id: str, domain: Domain, address: str,
                        targets: Sequence[str]) -> tuple[Alias, Job]:
+    scope.check(domain.name)
     async with store._tx() as conn:
         await conn.fetchrow(Q.lock_account, account_id)
         if await conn.fetchval(Q.live_address_taken, address):
@@ -42,6 +44,7 @@ async def get_alias(store: Store, account_id: str, alias_id: str) -> tuple[Alias
         row = await conn.fetchrow(Q.get_alias, account_id, alias_id)
     if row is None:
         raise NotFound("alias")
+    scope.check(row["domain_name"], "alias")
     return from_record(Alias, row), row["domain_name"]
 
 
@@ -49,9 +52,11 @@ async def list_aliases(store: Store, account_id: str, domain: str | None,
                        search: str | None, limit: int,
                        offset: int) -> tuple[list[tuple[Alias, str]], int]:
     async with store.pool.acquire() as conn:
-        rows = await conn.fetch(Q.list_aliases, account_id, domain, search, limit, offset)
+        allowed = scope.names()
+        rows = await conn.fetch(Q.list_aliases, account_id, domain, search, limit, offset,
+                                allowed)
         total = rows[0]["total_count"] if rows else await conn.fetchval(
-            Q.count_aliases, account_id, domain, search)
+            Q.count_aliases, account_id, domain, search, allowed)
     return [(from_record(Alias, r), r["domain_name"]) for r in rows], int(total)
 
 
@@ -62,6 +67,7 @@ async def change_alias(store: Store, account_id: str, alias_id: str,
         cur = await conn.fetchrow(Q.lock_alias, account_id, alias_id)
         if cur is None:
             raise NotFound("alias")
+        scope.check(cur["domain_name"], "alias")
         if targets is None:
             row = await conn.fetchrow(Q.delete_alias, account_id, alias_id)
             kind = "alias_delete"
@@ -79,6 +85,9 @@ async def change_alias(store: Store, account_id: str, alias_id: str,
 async def set_alias_domain(store: Store, account_id: str, domain: Domain,
                            target: Domain | None) -> Job:
     """Make *domain* an alias of *target* (None: no longer an alias)."""
+    scope.check(domain.name)
+    if target is not None:
+        scope.check(target.name)
     async with store._tx() as conn:
         row = await conn.fetchrow(Q.get_domain, account_id, domain.id)
         if row is None:
@@ -104,6 +113,6 @@ async def set_alias_domain(store: Store, account_id: str, domain: Domain,
 
 async def list_alias_domains(store: Store, account_id: str) -> list[dict[str, str]]:
     async with store.pool.acquire() as conn:
-        rows = await conn.fetch(Q.list_alias_domains, account_id)
+        rows = await conn.fetch(Q.list_alias_domains, account_id, scope.names())
     return [{"domain_id": r["id"], "domain": r["name"], "target_id": r["target_id"],
              "target": r["target_name"]} for r in rows]

@@ -15,6 +15,7 @@ from typing import Any
 from .. import ids
 from ..errors import ApiError, Conflict, NotFound
 from ..models import Domain, Job, Mailbox, from_record
+from . import scope
 from .queries import Q
 from .store import CreatedMailbox, NewMailbox, Store
 
@@ -51,9 +52,12 @@ async def list_page(store: Store, account_id: str, domain: str | None, status: s
                     offset: int) -> tuple[list[tuple[Mailbox, str]], int]:
     query = Q.list_mailboxes_page.replace("{order}", SORTS[sort])
     async with store.pool.acquire() as conn:
-        rows = await conn.fetch(query, account_id, domain, status, search, limit, offset)
+        # A domain-restricted token sees only its domains' mailboxes.
+        allowed = scope.names()
+        rows = await conn.fetch(query, account_id, domain, status, search, limit, offset,
+                                allowed)
         total = rows[0]["total_count"] if rows else await conn.fetchval(
-            Q.count_mailboxes_page, account_id, domain, status, search)
+            Q.count_mailboxes_page, account_id, domain, status, search, allowed)
     return [(from_record(Mailbox, r), r["domain_name"]) for r in rows], int(total)
 
 
@@ -77,6 +81,7 @@ async def update_mailbox(store: Store, account_id: str, mailbox_id: str,
         row = await conn.fetchrow(Q.lock_mailbox, account_id, mailbox_id)
         if row is None:
             raise NotFound("email user")
+        scope.check(row["domain_name"], "email user")
         if row["deleted"]:
             raise Conflict("mailbox_deleted", "This email user is deleted; restore it first.")
         cur = from_record(Mailbox, row)
@@ -106,7 +111,8 @@ async def delete_mailboxes(store: Store, account_id: str, mailbox_ids: Sequence[
     """Mark mailboxes deleted (all or nothing); their mail is kept for the retention."""
     async with store._tx() as conn:
         found = {r["id"]: r for r in await conn.fetch(Q.mailboxes_by_ids, account_id,
-                                                      list(mailbox_ids))}
+                                                      list(mailbox_ids))
+                 if scope.allows(r["domain_name"])}
         single = len(mailbox_ids) == 1 and field == "id"
         missing = [f"{field}[{n}]: no such email user" for n, i in enumerate(mailbox_ids)
                    if i not in found]
@@ -137,6 +143,7 @@ async def restore_mailbox(store: Store, account_id: str, mailbox_id: str) -> tup
         row = await conn.fetchrow(Q.lock_mailbox, account_id, mailbox_id)
         if row is None:
             raise NotFound("email user")
+        scope.check(row["domain_name"], "email user")
         if not row["deleted"]:
             raise Conflict("not_deleted", "This email user is not deleted.")
         if await conn.fetchval(Q.live_address_taken, row["address"]):

@@ -33,6 +33,7 @@ WHERE a.account_id = $1 AND NOT a.deleted
   AND ($2::text IS NULL OR d.name = $2)
   AND ($3::text IS NULL OR a.address ILIKE '%' || $3 || '%'
        OR array_to_string(a.targets, ',') ILIKE '%' || $3 || '%')
+  AND ($6::text[] IS NULL OR d.name = ANY($6::text[]))
 ORDER BY a.address
 LIMIT $4 OFFSET $5;
 
@@ -42,7 +43,8 @@ FROM aliases a JOIN domains d ON d.id = a.domain_id
 WHERE a.account_id = $1 AND NOT a.deleted
   AND ($2::text IS NULL OR d.name = $2)
   AND ($3::text IS NULL OR a.address ILIKE '%' || $3 || '%'
-       OR array_to_string(a.targets, ',') ILIKE '%' || $3 || '%');
+       OR array_to_string(a.targets, ',') ILIKE '%' || $3 || '%')
+  AND ($4::text[] IS NULL OR d.name = ANY($4::text[]));
 
 -- name: set_alias_of
 -- Make domain $2 an alias of $3 (or none, NULL); both domains' states change, so both
@@ -65,4 +67,6 @@ WHERE alias_of = $1 AND NOT deleted AND backend_enabled ORDER BY name;
 -- name: list_alias_domains
 SELECT d.id, d.name, t.id AS target_id, t.name AS target_name
 FROM domains d JOIN domains t ON t.id = d.alias_of
-WHERE d.account_id = $1 ORDER BY d.name;
+WHERE d.account_id = $1
+  AND ($2::text[] IS NULL OR (d.name = ANY($2::text[]) AND t.name = ANY($2::text[])))
+ORDER BY d.name;

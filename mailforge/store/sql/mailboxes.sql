@@ -18,6 +18,7 @@ WHERE m.account_id = $1
   AND ($2::text IS NULL OR d.name = $2)
   AND (CASE WHEN $3::text IS NULL THEN m.status <> 'deleted' ELSE m.status = $3 END)
   AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%')
+  AND ($7::text[] IS NULL OR d.name = ANY($7::text[]))
 ORDER BY {order}
 LIMIT $5 OFFSET $6;
 
@@ -27,7 +28,8 @@ FROM mailboxes m JOIN domains d ON d.id = m.domain_id
 WHERE m.account_id = $1
   AND ($2::text IS NULL OR d.name = $2)
   AND (CASE WHEN $3::text IS NULL THEN m.status <> 'deleted' ELSE m.status = $3 END)
-  AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%');
+  AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%')
+  AND ($5::text[] IS NULL OR d.name = ANY($5::text[]));
 
 -- name: lock_mailbox
 SELECT m.*, d.name AS domain_name, d.mail_host
@@ -57,7 +59,7 @@ WHERE account_id = $1 AND id = ANY($2::text[]) AND NOT deleted
 RETURNING id, domain_id, address, generation;
 
 -- name: mailboxes_by_ids
-SELECT m.id, m.deleted, m.domain_id, d.mail_host
+SELECT m.id, m.deleted, m.domain_id, d.mail_host, d.name AS domain_name
 FROM mailboxes m JOIN domains d ON d.id = m.domain_id
 WHERE m.account_id = $1 AND m.id = ANY($2::text[]);
 
