@@ -264,6 +264,9 @@ class DkimConfig:
     retire_days: float = 7.0
     # Revoked records (empty p=) stay this long before they are deleted.
     revoked_days: float = 7.0
+
+
+@dataclass(frozen=True)
 class MailConfig:
     # Dovecot master user mailforge logs in as (IMAP ``user*master``, SMTP AUTH too) so it
     # never needs a mailbox's password. The secret comes from here or the environment
