@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
                                          "DNS, without applying them")
     dplan.add_argument("domain")
     dplan.add_argument("--json", action="store_true")
+    dallow = dnsp.add_parser("allow", help="let the next reconcile of DOMAIN apply a large "
+                                           "plan (--force) or replace the operator's own "
+                                           "SPF/DMARC (--overwrite); requeues the domain")
+    dallow.add_argument("domain")
+    dallow.add_argument("--force", action="store_true")
+    dallow.add_argument("--overwrite", action="store_true")
 
     sb = sub.add_parser("sandbox", help="a private mail stack on loopback, for trying and "
                                         "testing").add_subparsers(dest="sandbox_cmd",
@@ -133,8 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"unconverged": counts}))
         return 0
     if args.command == "dns":
-        from .dns.cli import plan_command
+        from .dns.cli import allow_command, plan_command
 
+        if args.dns_cmd == "allow":
+            return int(asyncio.run(_with_store(cfg, lambda s: allow_command(
+                s, args.domain, args.force, args.overwrite))))
         return int(asyncio.run(_with_store(cfg, lambda s: plan_command(s, cfg, args.domain,
                                                                        args.json))))
     if args.command == "token":

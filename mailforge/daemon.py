@@ -75,7 +75,8 @@ async def run(cfg: Config) -> None:
                  host=cfg.host.name, backend=backend.name)
         await mail.start(stop)
         sd_notify("READY=1")
-        revisits = asyncio.create_task(revisit_loop(dns_svc, stop), name="dns-revisits")
+        revisits = asyncio.create_task(revisit_loop(dns_svc, stop, cfg.worker.poll_interval),
+                                       name="dns-revisits")
         try:
             await engine.run(stop)
             await revisits

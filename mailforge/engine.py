@@ -34,6 +34,7 @@ from .errors import PermanentError, ReconcileError, TemporaryError
 from .log import get
 from .models import DomainState
 from .retention import RetentionPurger
+from .store.queries import Q
 from .store.store import WORK_CHANNEL, Store
 
 log = get(__name__)
@@ -162,7 +163,19 @@ class Engine:
         if not states:
             return 0
         with structlog.contextvars.bound_contextvars(pass_id=f"pass_{uuid.uuid4().hex[:12]}"):
-            return await self._converge(states, owner)
+            try:
+                return await self._converge(states, owner)
+            except asyncio.CancelledError:
+                # Shutting down mid-pass (domain steps can take a while): hand the
+                # domains back now rather than leaving them leased until expiry.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._release(states, owner))
+                raise
+
+    async def _release(self, states: list[DomainState], owner: str) -> None:
+        async with self.store.pool.acquire() as conn:
+            for st in states:
+                await conn.execute(Q.release_domain, st.domain.id, owner)
 
     async def _converge(self, states: list[DomainState], owner: str) -> int:
         started = time.monotonic()

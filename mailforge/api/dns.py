@@ -17,14 +17,12 @@ from ..dns.step import DnsService
 from ..dns.verify import verify
 from ..errors import NotFound, ReconcileError, ValidationFailed
 from ..store.dns import DnsStore
+from . import oas
 from .context import CTX
 from .domains import _resolve
 from .http import authenticate, check_fields, json_body
 
 routes = web.RouteTableDef()
-
-ERROR = {"$ref": "#/components/schemas/Error"}
-
 
 def _svc(request: web.Request) -> DnsService:
     ctx = request.app[CTX]
@@ -173,55 +171,60 @@ async def autoconfig(request: web.Request) -> web.Response:
     return web.Response(text=xml, content_type="application/xml")
 
 
-def _op(summary: str, op_id: str, ok: dict[str, Any], body: dict[str, Any] | None = None,
-        ok_status: str = "200") -> dict[str, Any]:
-    out: dict[str, Any] = {"summary": summary, "operationId": op_id, "responses": {
-        ok_status: {"description": "OK", "content": {"application/json": {"schema": ok}}},
-        "400": {"description": "Invalid request",
-                "content": {"application/json": {"schema": ERROR}}},
-        "404": {"description": "Not found",
-                "content": {"application/json": {"schema": ERROR}}}}}
-    if body is not None:
-        out["requestBody"] = {"required": True,
-                              "content": {"application/json": {"schema": body}}}
-    return out
-
-
-_JOB = {"type": "object", "required": ["job_id", "status"],
-        "properties": {"job_id": {"type": "string"}, "status": {"type": "string"},
-                       "domain_id": {"type": "string"}}}
-_REC = {"type": "object", "properties": {
+_JOB = oas.obj({"job_id": {"type": "string"}, "status": {"type": "string"},
+                "domain_id": {"type": "string"}}, ("job_id", "status"))
+_REC = oas.obj({
     "name": {"type": "string"}, "type": {"type": "string"}, "purpose": {"type": "string"},
     "required": {"type": "boolean"},
     "status": {"type": "string", "enum": ["ok", "missing", "mismatch"]},
     "expected": {"type": "string"}, "found": {"type": "array", "items": {"type": "string"}},
-    "error": {"type": "string"}, "conflict": {"type": "boolean"}}}
-_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    "error": {"type": "string"}, "conflict": {"type": "boolean"}},
+    ("name", "type", "status", "expected", "found", "required"))
+_TEXT = {"type": "string"}
 
 openapi_paths: dict[str, dict[str, Any]] = {
-    "/v1/domains/{id}/dns-status": {"parameters": _ID, "get": _op(
-        "Records expected for the domain, checked against its authoritative servers",
-        "getDnsStatus", {"type": "object", "required": ["domain", "verified", "records"],
-                         "properties": {"domain": {"type": "string"},
-                                        "domain_id": {"type": "string"},
-                                        "verified": {"type": "boolean"},
-                                        "provider": {"type": "string"},
-                                        "records": {"type": "array", "items": _REC},
-                                        "conflicts": {"type": "array",
-                                                      "items": {"type": "string"}}}})},
-    "/v1/domains/{id}/dkim/rotate": {"parameters": _ID, "post": _op(
-        "Rotate the domain's DKIM keys (new selectors sign once verified)", "rotateDkim",
-        _JOB, ok_status="202")},
-    "/v1/domains/{id}": {"parameters": _ID, "delete": _op(
-        "Delete the domain: mailboxes, keys, and the DNS records mailforge owns",
-        "deleteDomain", _JOB, ok_status="202")},
-    "/v1/domains/check-ns": {"post": _op(
-        "Check the domain's delegation to its provider's nameservers", "checkNs",
-        {"type": "object", "required": ["verified", "nameservers", "message"],
-         "properties": {"verified": {"type": "boolean"},
-                        "nameservers": {"type": "array", "items": {"type": "string"}},
-                        "expected": {"type": "array", "items": {"type": "string"}},
-                        "message": {"type": "string"}}},
-        {"type": "object", "additionalProperties": False, "required": ["domain"],
-         "properties": {"domain": {"type": "string"}}})},
+    "/v1/domains/{id}/dns-status": {"get": {
+        "summary": "Records expected for the domain, checked against its authoritative servers",
+        "operationId": "getDnsStatus", "parameters": [oas.PATH_ID],
+        "responses": oas.responses({"200": oas.ok("What was expected and found.", oas.obj({
+            "domain": {"type": "string"}, "domain_id": {"type": "string"},
+            "verified": {"type": "boolean"}, "provider": {"type": "string"},
+            "records": {"type": "array", "items": _REC},
+            "conflicts": {"type": "array", "items": {"type": "string"}}},
+            ("domain", "verified", "records")))})}},
+    "/v1/domains/{id}/dkim/rotate": {"post": {
+        "summary": "Rotate the domain's DKIM keys (new selectors sign once verified)",
+        "operationId": "rotateDkim", "parameters": [oas.PATH_ID],
+        "responses": oas.responses({"202": oas.ok("Rotation queued.", _JOB)})}},
+    "/v1/domains/{id}": {"delete": {
+        "summary": "Delete the domain: mailboxes, keys, and the DNS records mailforge owns",
+        "operationId": "deleteDomain", "parameters": [oas.PATH_ID],
+        "responses": oas.responses({"202": oas.ok("Deletion queued.", _JOB)})}},
+    "/v1/domains/check-ns": {"post": {
+        "summary": "Check the domain's delegation to its provider's nameservers",
+        "operationId": "checkNs",
+        "requestBody": oas.body(oas.obj({"domain": {"type": "string"}}, ("domain",),
+                                        closed=True)),
+        "responses": oas.responses({"200": oas.ok("The delegation as found.", oas.obj({
+            "verified": {"type": "boolean"},
+            "nameservers": {"type": "array", "items": {"type": "string"}},
+            "expected": {"type": "array", "items": {"type": "string"}},
+            "message": {"type": "string"}}, ("verified", "nameservers", "message")))},
+            oas.WRITE_ERRORS)}},
+    "/.well-known/mta-sts.txt": {"get": {
+        "summary": "MTA-STS policy of the domain named by the Host header (mta-sts.<domain>)",
+        "operationId": "getMtaStsPolicy", "security": [],
+        "parameters": [{"name": "domain", "in": "query", "required": False,
+                        "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "The policy (RFC 8461).",
+                              "content": {"text/plain": {"schema": _TEXT}}},
+                      "404": oas.error(404)}}},
+    "/mail/config-v1.1.xml": {"get": {
+        "summary": "Mail client autoconfiguration of the domain named by the Host header",
+        "operationId": "getAutoconfig", "security": [],
+        "parameters": [{"name": "domain", "in": "query", "required": False,
+                        "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "Thunderbird-style autoconfig XML.",
+                              "content": {"application/xml": {"schema": _TEXT}}},
+                      "404": oas.error(404)}}},
 }

@@ -13,6 +13,7 @@ from ..errors import ReconcileError, ValidationFailed
 from ..log import get
 from ..models import Domain
 from ..store.dns import DnsStore
+from . import oas
 from .context import CTX
 from .http import authenticate, check_fields, idempotent, json_body, paging, rfc3339
 
@@ -145,3 +146,49 @@ async def get_domain(request: web.Request) -> web.Response:
     body = domain_json(d)
     body["reputation"] = await reputation.domain_json(ctx.store.pool, d.id, ctx.cfg.reputation)
     return web.json_response(body)
+
+
+_DOMAIN = oas.obj({
+    "id": {"type": "string"}, "name": {"type": "string"}, "unicode_name": {"type": "string"},
+    "status": {"type": "string",
+               "enum": ["pending", "provisioning", "active", "failed", "deleting"]},
+    "dns_provider": {"type": "string"}, "mail_host": {"type": "string"},
+    "last_error": oas.NULLABLE_STR, "created_at": oas.TIME, "updated_at": oas.TIME},
+    ("id", "name", "status", "dns_provider"))
+
+_CONNECTED = {**_DOMAIN, "properties": {
+    **_DOMAIN["properties"], "nameservers": {"type": "array", "items": {"type": "string"}}}}
+
+openapi_paths: dict[str, dict[str, Any]] = {
+    "/v1/domains/connect": {"post": {
+        "summary": "Connect domains (creates the zone where the provider hosts zones)",
+        "operationId": "connectDomains", "parameters": [oas.IDEMPOTENCY],
+        "requestBody": oas.body(oas.obj({
+            "domains": {"type": "array", "minItems": 1, "maxItems": MAX_CONNECT,
+                        "items": {"type": "string"}},
+            "dns_provider": {"type": "string"},
+            "cloudflare_api_token": {"type": "string", "minLength": 1, "maxLength": 200}},
+            ("domains",), closed=True)),
+        "responses": oas.responses(
+            {"201": oas.ok("Connected; delegate to the nameservers.", oas.obj(
+                {"domains": {"type": "array", "items": _CONNECTED}}, ("domains",)))},
+            oas.WRITE_ERRORS)}},
+    "/v1/domains/setup": {"post": {
+        "summary": "Set the domain up: DKIM keys, DNS records, mail server; a job",
+        "operationId": "setupDomain", "parameters": [oas.IDEMPOTENCY],
+        "requestBody": oas.body(oas.obj({"domain": {"type": "string"}}, ("domain",),
+                                        closed=True)),
+        "responses": oas.responses({"202": oas.ok("Setup queued.", oas.obj({
+            "job_id": {"type": "string"}, "status": {"type": "string"},
+            "domain_id": {"type": "string"}}, ("job_id", "status")))}, oas.WRITE_ERRORS)}},
+    "/v1/domains": {"get": {
+        "summary": "List the account's domains", "operationId": "listDomains",
+        "parameters": [oas.LIMIT, oas.OFFSET],
+        "responses": oas.responses({"200": oas.ok("A page of domains.", oas.obj({
+            "domains": {"type": "array", "items": _DOMAIN}, "total": {"type": "integer"},
+            "limit": {"type": "integer"}, "offset": {"type": "integer"}},
+            ("domains", "total")))})}},
+    "/v1/domains/{id}": {"get": {
+        "summary": "One domain", "operationId": "getDomain", "parameters": [oas.PATH_ID],
+        "responses": oas.responses({"200": oas.ok("The domain.", _DOMAIN)})}},
+}

@@ -99,18 +99,28 @@ def needs_new_key(keys: list[KeyView], algorithm: str, now: datetime,
 
 
 def promotions(keys: list[KeyView], verified_selectors: set[str]) -> list[Transition]:
-    """Keys whose record verified become active; the key they replace starts retiring."""
+    """Pending keys whose record verified become published (the signer may load them)."""
+    return [Transition(k.id, "published") for k in keys
+            if k.state == "pending" and k.selector in verified_selectors]
+
+
+def activations(keys: list[KeyView]) -> list[Transition]:
+    """Once the signer loaded the newest published key of an algorithm, it is active
+    and the key it replaces starts retiring. The signer lists a domain only with a key
+    of each algorithm, so nothing is activated before both are there."""
+    if not all(any(k.algorithm == a and k.state in ("published", "active") for k in keys)
+               for a in ALGORITHMS):
+        return []
     out = []
     for alg in ALGORITHMS:
-        ready = [k for k in keys if k.algorithm == alg and k.state in ("pending", "published")
-                 and k.selector in verified_selectors]
+        ready = [k for k in keys if k.algorithm == alg and k.state == "published"]
         if not ready:
             continue
         newest = max(ready, key=lambda k: k.created_at)
         out.append(Transition(newest.id, "active"))
-        for k in keys:
-            if k.algorithm == alg and k.state == "active" and k.id != newest.id:
-                out.append(Transition(k.id, "retiring"))
+        out += [Transition(k.id, "retiring") for k in keys
+                if k.algorithm == alg and k.id != newest.id
+                and k.state in ("active", "published")]
     return out
 
 

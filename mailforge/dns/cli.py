@@ -56,3 +56,20 @@ async def plan_command(store: Store, cfg: Config, name: str, as_json: bool) -> i
     lines = p.lines()
     print("\n".join(lines) if lines else "# no changes")
     return 0
+
+
+async def allow_command(store: Store, name: str, force: bool, overwrite: bool) -> int:
+    """Record the operator's permission on the domain and queue it for reconcile."""
+    try:
+        ascii_name = validation.domain_name(name)
+    except ValueError as exc:
+        print(f"mailforge: domain: {exc}", file=sys.stderr)
+        return 2
+    async with store.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(Q.allow_dns_changes, ascii_name, force, overwrite)
+        if row is None:
+            print(f"mailforge: no domain {ascii_name}", file=sys.stderr)
+            return 1
+        await conn.execute(Q.notify_work, row["mail_host"])
+    print(f"{ascii_name}: force={row['dns_force']} overwrite={row['dns_overwrite']}; queued")
+    return 0

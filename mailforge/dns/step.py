@@ -176,6 +176,7 @@ class DnsStep:
                 await self.ds.add_owned(d.id, (r.key for r in p.creates))
             await provider.apply(zone, p.rrsets)
             await self.ds.set_owned(d.id, p.owned_after)
+            await self.ds.clear_force(d.id)
 
         # 3. Verify.
         servers = await provider.authoritative_servers(zone)
@@ -183,12 +184,17 @@ class DnsStep:
         ok_selectors = {c.expected.purpose.split(":", 1)[1] for c in checks
                         if c.status == "ok" and c.expected.purpose.startswith("dkim:")}
 
-        # 4. Promote verified keys, then the signer.
+        # 4. Keys whose record verified are published; the signer loads them; only then
+        # are they active (signing) and the keys they replace retiring.
         promo = dk.promotions(views(keys), ok_selectors)
         if promo:
             await self.ds.set_states((m.key_id, m.to) for m in promo)
             keys = await self.ds.keys(d.id)
         await self.svc.sync_signer()
+        acts = dk.activations(views(keys))
+        if acts:
+            await self.ds.set_states((m.key_id, m.to) for m in acts)
+            keys = await self.ds.keys(d.id)
 
         # 5. Report. A record left out because the operator has their own (SPF/DMARC
         # conflict) is reported, not waited for: their record stays theirs.

@@ -1,18 +1,20 @@
 """A private, real mail stack on loopback high ports: the sandbox tests and demos run on.
 
-``Sandbox(DIR).up()`` starts PostgreSQL, PowerDNS, an outbound SMTP sink, OpenDKIM,
-Dovecot, Postfix and (optionally) the mailforge daemon, each as a detached foreground
+``Sandbox(DIR).up()`` starts PostgreSQL, PowerDNS, an outbound SMTP sink, the DKIM
+signer (dkimpy-milter, service name ``opendkim``), Dovecot, Postfix and (optionally)
+the mailforge daemon, each as a detached foreground
 process in a new session, with its output in ``DIR/logs/<service>.log``. Ports,
 passwords and keys are chosen once and kept in ``DIR/sandbox.json``; running ``up()``
 again starts only what is not running. ``down()`` stops everything and checks that no
 process of any service is left.
 
 Every service runs in the foreground (``postfix start-fg``, ``dovecot -F``,
-``opendkim -f``, ``postgres`` itself, ``pdns_server daemon=no``), so the pid this
+``dkimpy-milter`` under a restart-on-SIGHUP supervisor, ``postgres`` itself,
+``pdns_server daemon=no``), so the pid this
 module records (``DIR/run/<service>.pid``) is the root of all the service's processes;
 a stop that leaves a straggler finishes it with SIGKILL.
 
-The Postfix, Dovecot and OpenDKIM settings mailforge depends on are rendered from the
+The Postfix, Dovecot and DKIM signer settings mailforge depends on are rendered from the
 same templates as the production snippets under ``deploy/`` (:func:`render_deploy`).
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -40,6 +43,9 @@ from string import Template
 from typing import Any
 
 from ..backends.postfix_dovecot.layout import Layout
+from ..config import DkimConfig
+from ..dkim.signer import render_conf as render_dkimpy_conf
+from ..dkim.signer import write_tables as write_dkim_tables
 from .ports import pick_ports
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -95,14 +101,6 @@ def render_dovecot_mailforge(layout: Layout, mail_root: str, mail_user: str,
                   lmtp_listener=lmtp_listener)
 
 
-def render_opendkim(socket_spec: str, key_table: str, signing_table: str, pid_file: str,
-                    require_safe_keys: bool, syslog: bool, extra: str = "") -> str:
-    return render("opendkim.conf", socket=socket_spec, key_table=key_table,
-                  signing_table=signing_table, pid_file=pid_file,
-                  require_safe_keys="true" if require_safe_keys else "false",
-                  syslog="yes" if syslog else "no", extra=extra).rstrip() + "\n"
-
-
 # Production values for deploy/: the defaults of mailforge/config.py and the Debian paths.
 DEPLOY_STATE_DIR = "/var/lib/mailforge/backend"
 DEPLOY_MAIL_ROOT = "/var/vmail"
@@ -111,7 +109,6 @@ DEPLOY_MAIL_ROOT = "/var/vmail"
 def render_deploy() -> dict[str, str]:
     """The production snippets under ``deploy/``, keyed by path relative to the repo."""
     layout = Layout(Path(DEPLOY_STATE_DIR), MAP_TYPE)
-    odk = Path(DEPLOY_STATE_DIR) / "opendkim"
     return {
         "deploy/postfix/main.cf.mailforge":
             "# Add to /etc/postfix/main.cf (e.g. with postconf -e), then: postfix reload\n"
@@ -130,10 +127,11 @@ def render_deploy() -> dict[str, str]:
                 lmtp_listener=("  unix_listener /var/spool/postfix/private/dovecot-lmtp {\n"
                                "    mode = 0600\n    user = postfix\n    group = postfix\n"
                                "  }")),
-        "deploy/opendkim/opendkim.conf":
-            render_opendkim("inet:8891@localhost", str(odk / "KeyTable"),
-                            str(odk / "SigningTable"), "/run/opendkim/opendkim.pid",
-                            require_safe_keys=True, syslog=True, extra="UserID opendkim"),
+        "deploy/dkimpy-milter/dkimpy-milter.conf":
+            "# Save as /etc/dkimpy-milter/dkimpy-milter.conf; mailforge writes the tables and\n"
+            "# keys (dkim.signer_dir) and restarts the milter (dkim.reload_command).\n"
+            + render_dkimpy_conf("inet:8891@[127.0.0.1]", "/var/lib/mailforge/dkim",
+                                 user="dkimpy-milter"),
     }
 
 
@@ -310,7 +308,6 @@ class Sandbox:
         d = self.dir
         h = "127.0.0.1"
         pw = secrets_["postgres_password"]
-        odk = self.state_dir / "opendkim"
         info.update({
             "dir": str(d),
             "ports": ports,
@@ -335,10 +332,11 @@ class Sandbox:
             "map_type": MAP_TYPE,
             "postfix_config_dir": str(self.postfix_config_dir),
             "dovecot_config": str(self.dovecot_config),
-            "opendkim": {"port": ports["opendkim"], "key_table": str(odk / "KeyTable"),
-                         "signing_table": str(odk / "SigningTable"),
-                         "keys_dir": str(odk / "keys"),
-                         "pid_file": str(self.run_dir / "opendkim-daemon.pid")},
+            "opendkim": {"port": ports["opendkim"], "signer": "dkimpy-milter",
+                         "signer_dir": str(self.state_dir / "dkim"),
+                         "key_table": str(self.state_dir / "dkim" / "KeyTable"),
+                         "signing_table": str(self.state_dir / "dkim" / "SigningTable"),
+                         "pid_file": str(self.run_dir / "dkim-signer.pid")},
             "mx_hostname": MYHOSTNAME,
             "logs": {k: str(v) for k, v in self.log_paths().items()},
         })
@@ -396,17 +394,11 @@ class Sandbox:
                        mailforge=mf)
         self._write_if_changed(self.dovecot_config, dconf)
 
-        # OpenDKIM: the daemon fills the tables; start with empty ones.
-        odk = self.info["opendkim"]
-        Path(odk["keys_dir"]).mkdir(parents=True, exist_ok=True)
-        os.chmod(Path(odk["keys_dir"]), 0o700)
-        for key in ("key_table", "signing_table"):
-            p = Path(odk[key])
-            if not p.exists():
-                p.write_text("")
-        self._write_if_changed(d / "opendkim" / "opendkim.conf", render_opendkim(
-            f"inet:{ports['opendkim']}@127.0.0.1", odk["key_table"], odk["signing_table"],
-            odk["pid_file"], require_safe_keys=False, syslog=False))
+        # The signer is dkimpy-milter (RSA + Ed25519; OpenDKIM 2.11 cannot sign Ed25519
+        # here), under a supervisor that restarts it on SIGHUP: it loads keys only at start.
+        write_dkim_tables([], self._dkim_cfg())
+        self._write_if_changed(d / "opendkim" / "dkimpy-milter.conf", render_dkimpy_conf(
+            f"inet:{ports['opendkim']}@[127.0.0.1]", str(self.state_dir / "dkim")))
 
         # PowerDNS
         db = d / "pdns" / "pdns.sqlite3"
@@ -434,6 +426,14 @@ class Sandbox:
         self._write_if_changed(d / "mailforge.yaml", self._daemon_yaml(key_file))
         self._register_postfix_config_dir()
 
+    def _dkim_cfg(self) -> DkimConfig:
+        pidfile = self.run_dir / "dkim-signer.pid"
+        return DkimConfig(
+            signer_dir=str(self.state_dir / "dkim"),
+            reload_command=("/bin/sh", "-c", f"kill -HUP $(head -n1 {pidfile})"),
+            signer_address=f"127.0.0.1:{self.info['ports']['opendkim']}",
+            signer_pid_file=str(pidfile))
+
     def _daemon_yaml(self, key_file: Path) -> str:
         import yaml
 
@@ -452,6 +452,14 @@ class Sandbox:
             "logging": {"format": "json", "level": "debug",
                         "file": str(self.log_dir / "daemon.log")},
             "worker": {"poll_interval": 1.0},
+            "dns": {"default_provider": "powerdns", "mx_hostname": MYHOSTNAME,
+                    "mx_ipv4": ["127.0.0.1"], "recheck_seconds": 0.3,
+                    "query_timeout": 1.0, "ns_resolver": f"127.0.0.1:{i['ports']['dns']}",
+                    "powerdns": {"api_url": i["pdns_api"]["url"],
+                                 "api_key": i["pdns_api"]["key"],
+                                 "nameservers": ["ns1.sandbox.test.", "ns2.sandbox.test."],
+                                 "dns_server": "127.0.0.1", "dns_port": i["ports"]["dns"]}},
+            "dkim": dataclasses.asdict(self._dkim_cfg()),
         }
         return ("# mailforge sandbox daemon config. Generated by mailforge.sandbox.\n"
                 + yaml.safe_dump(cfg, sort_keys=False))
@@ -651,8 +659,9 @@ class Sandbox:
         self._wait_ready("sink", lambda: self._ports_open("sink"))
 
     def _start_opendkim(self) -> None:
-        self._spawn("opendkim", ["/usr/sbin/opendkim", "-f", "-x",
-                                 str(self.dir / "opendkim" / "opendkim.conf")],
+        self._spawn("opendkim", [sys.executable, "-m", "mailforge.dkim.supervise",
+                                 str(self.dir / "opendkim" / "dkimpy-milter.conf"),
+                                 str(self.run_dir / "dkim-signer.pid")],
                     self.log_paths()["opendkim"])
         self._wait_ready("opendkim", lambda: self._ports_open("opendkim"))
 

@@ -99,6 +99,10 @@ class DnsStore:
         async with self.pool.acquire() as conn:
             await conn.execute(Q.set_dns_options, domain_id, overwrite, force)
 
+    async def clear_force(self, domain_id: str) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.clear_dns_force, domain_id)
+
     async def set_credentials(self, domain_id: str, sealed: bytes | None) -> None:
         async with self.pool.acquire() as conn:
             await conn.execute(Q.set_dns_credentials, domain_id, sealed)

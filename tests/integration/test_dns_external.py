@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from bindhelp import Bind, start_named
@@ -42,6 +43,18 @@ async def cloudflare() -> AsyncIterator[CloudflareFake]:
     await fake.start()
     yield fake
     await fake.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def api(daemon: Any) -> AsyncIterator[Any]:
+    """An API client of its own: the session client's pooled connections point at the
+    daemon this module restarted."""
+    from conftest import ApiClient
+
+    conn = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=conn,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as s:
+        yield ApiClient(s, daemon.info["api_url"], daemon.info["admin_token"])
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,10 @@ served MTA-STS policy / autoconfig XML."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +134,125 @@ async def test_mta_sts_policy_and_autoconfig_are_served(
     res = resolver(sandbox.info["dns"]["host"], sandbox.info["dns"]["port"])
     (sts,) = txts(res, f"_mta-sts.{unique_domain}")
     assert sts.startswith("v=STSv1; id=")
+
+
+async def test_retired_key_is_revoked_then_removed_when_due(
+        sandbox: Any, api: Any, unique_domain: str) -> None:
+    """Time-based moves are level-triggered from stored times: pretend the retirement
+    period passed (move the stored times back) and the daemon revokes, then deletes."""
+    import asyncpg
+
+    info = sandbox.info
+    res = resolver(info["dns"]["host"], info["dns"]["port"])
+    dom = await setup_active(api, unique_domain)
+    _, before = await api.get(f"/v1/domains/{dom['id']}/dns-status")
+    old = _dkim_selectors(before)
+    _, job = await api.post(f"/v1/domains/{dom['id']}/dkim/rotate")
+    assert (await wait_job(api, job["job_id"], timeout=30))["status"] == "completed"
+
+    async def age(state: str) -> None:
+        conn = await asyncpg.connect(info["postgres_dsn"])
+        try:
+            await conn.execute(
+                "UPDATE dkim_keys SET state_changed_at = now() - interval '8 days' "
+                "WHERE domain_id = $1 AND state = $2", dom["id"], state)
+            await conn.execute("UPDATE domains SET dns_revisit_at = now() WHERE id = $1",
+                               dom["id"])
+        finally:
+            await conn.close()
+
+    async def until(pred: Any, timeout: float = 20.0) -> None:
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(pred(txts(res, f"{s}._domainkey.{unique_domain}")) for s in old):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"old selectors {old} not in the expected state")
+
+    await age("retiring")
+    await until(lambda v: v and v[0].endswith("p="))  # revoked: empty p=
+    await age("revoked")
+    await until(lambda v: v == [])  # removed
+    _, after = await api.get(f"/v1/domains/{dom['id']}/dns-status")
+    assert after["verified"] is True and not (_dkim_selectors(after) & old)
+
+
+async def test_large_deletion_is_refused_until_the_operator_forces_it(
+        sandbox: Any, api: Any, unique_domain: str) -> None:
+    import subprocess
+    import sys
+
+    import asyncpg
+
+    z = unique_domain + "."
+    await _pdns(sandbox, "POST", "/zones", {"name": z, "kind": "Native",
+                                           "nameservers": ["ns1.sandbox.test."]})
+    hosts = [f"h{n}.{z}" for n in range(30)]
+    await _pdns(sandbox, "PATCH", f"/zones/{z}", {"rrsets": [
+        {"name": h, "type": "A", "ttl": 300, "changetype": "REPLACE",
+         "records": [{"content": "192.0.2.9", "disabled": False}]} for h in hosts]})
+    dom = await setup_active(api, unique_domain)
+    # An ownership table gone wrong (restored from elsewhere, say) claims 30 records
+    # mailforge does not want: the plan would delete most of the zone.
+    conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
+    try:
+        await conn.executemany(
+            "INSERT INTO dns_owned_records (domain_id, name, rtype, content) "
+            "VALUES ($1, $2, 'A', '192.0.2.9')", [(dom["id"], h) for h in hosts])
+    finally:
+        await conn.close()
+    status, job = await api.post(f"/v1/domains/{dom['id']}/dkim/rotate")
+    assert status == 202
+    job = await wait_job(api, job["job_id"], timeout=30)
+    assert job["status"] == "failed", job
+    assert "needs force" in job["failures"][0]["error"], job
+    zone = await _pdns(sandbox, "GET", f"/zones/{z}")
+    assert sum(1 for rr in zone["rrsets"] if rr["type"] == "A") == 30  # nothing deleted
+
+    out = subprocess.run([sys.executable, "-m", "mailforge", "-c",
+                          sandbox.info["config_path"], "dns", "allow", unique_domain,
+                          "--force"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + 20
+    while True:
+        _, d = await api.get(f"/v1/domains/{dom['id']}")
+        if d["status"] == "active":
+            break
+        assert time.monotonic() < deadline, d
+        await asyncio.sleep(0.05)
+    zone = await _pdns(sandbox, "GET", f"/zones/{z}")
+    assert not [rr for rr in zone["rrsets"] if rr["type"] == "A"]
+
+
+async def test_operator_may_let_mailforge_replace_their_spf(
+        sandbox: Any, api: Any, unique_domain: str) -> None:
+    z = unique_domain + "."
+    theirs = '"v=spf1 include:_spf.operator.example -all"'
+    await _pdns(sandbox, "POST", "/zones", {"name": z, "kind": "Native",
+                                           "nameservers": ["ns1.sandbox.test."]})
+    await _pdns(sandbox, "PATCH", f"/zones/{z}", {"rrsets": [
+        {"name": z, "type": "TXT", "ttl": 300, "changetype": "REPLACE",
+         "records": [{"content": theirs, "disabled": False},
+                     {"content": '"site-check=7"', "disabled": False}]}]})
+    dom = await setup_active(api, unique_domain)
+    res = resolver(sandbox.info["dns"]["host"], sandbox.info["dns"]["port"])
+    assert [t for t in txts(res, unique_domain) if t.startswith("v=spf1")] == \
+        [theirs.strip('"')]
+    out = subprocess.run([sys.executable, "-m", "mailforge", "-c",
+                          sandbox.info["config_path"], "dns", "allow", unique_domain,
+                          "--overwrite"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 20
+    while [t for t in txts(res, unique_domain) if t.startswith("v=spf1")] != \
+            ["v=spf1 mx ~all"]:
+        assert time.monotonic() < deadline, txts(res, unique_domain)
+        await asyncio.sleep(0.05)
+    assert "site-check=7" in txts(res, unique_domain)
+    _, report = await api.get(f"/v1/domains/{dom['id']}/dns-status")
+    assert report["conflicts"] == [] and report["verified"] is True

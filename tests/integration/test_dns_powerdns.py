@@ -94,3 +94,34 @@ async def test_cli_dns_plan_shows_changes_without_applying(
     assert "v=spf1 mx ~all" in out.stdout
     res = resolver(sandbox.info["dns"]["host"], sandbox.info["dns"]["port"])
     assert not [t for t in txts(res, unique_domain) if t.startswith("v=spf1")]  # not applied
+
+
+async def test_check_ns_verifies_delegation_and_queues_setup(
+        sandbox: Any, api: Any, unique_domain: str) -> None:
+
+    status, body = await api.post("/v1/domains/connect", {"domains": [unique_domain]})
+    assert status == 201
+    nameservers = body["domains"][0]["nameservers"]
+    assert nameservers == ["ns1.sandbox.test.", "ns2.sandbox.test."]
+    status, check = await api.post("/v1/domains/check-ns", {"domain": unique_domain})
+    assert status == 200, check
+    assert check["verified"] is True and sorted(check["nameservers"]) == nameservers
+    dom_id = body["domains"][0]["id"]
+
+    async def active() -> bool:
+        _, d = await api.get(f"/v1/domains/{dom_id}")
+        return bool(d["status"] == "active")
+
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + 20
+    while not await active():
+        assert time.monotonic() < deadline, "check-ns did not lead to an active domain"
+        await asyncio.sleep(0.05)
+    # A domain not delegated anywhere is reported, with what to delegate to.
+    status, body = await api.post("/v1/domains/connect",
+                                  {"domains": [f"x{unique_domain}"], "dns_provider": "manual"})
+    assert status == 201
+    status, check = await api.post("/v1/domains/check-ns", {"domain": f"x{unique_domain}"})
+    assert status == 200 and check["verified"] is False

@@ -133,11 +133,17 @@ def test_lifecycle_rules() -> None:
     old = [_view("rsa", "a", "active", 91)]
     assert dk.needs_new_key(old, "rsa", now, rot)
     assert not dk.needs_new_key([*old, _view("rsa", "b", "pending", 0)], "rsa", now, rot)
-    # A pending key is promoted only once its record verified; the old one retires.
+    # A pending key is published only once its record verified; it becomes active
+    # (and the old one retires) once the signer loaded it.
     keys = [*old, _view("rsa", "b", "pending", 0)]
     assert dk.promotions(keys, set()) == []
-    moves = {(m.key_id, m.to) for m in dk.promotions(keys, {"b"})}
-    assert moves == {("b", "active"), ("a", "retiring")}
+    assert [(m.key_id, m.to) for m in dk.promotions(keys, {"b"})] == [("b", "published")]
+    assert dk.activations(keys) == []
+    published = [*old, _view("rsa", "b", "published", 0)]
+    assert dk.activations(published) == []  # no Ed25519 key yet: not in the signer
+    published.append(_view("ed25519", "e", "published", 0))
+    moves = {(m.key_id, m.to) for m in dk.activations(published)}
+    assert moves == {("b", "active"), ("a", "retiring"), ("e", "active")}
     due = dk.due_transitions([_view("rsa", "a", "retiring", 30, 8),
                               _view("rsa", "c", "revoked", 40, 8),
                               _view("rsa", "d", "retiring", 30, 1)], now, ret, rev)

@@ -15,11 +15,13 @@ UPDATE dkim_keys SET state = $2, state_changed_at = now() WHERE id = $1 AND stat
 DELETE FROM dkim_keys WHERE id = $1;
 
 -- name: active_signing_keys
--- Every active key of this host's live domains: the signer's whole table.
-SELECT d.name AS domain, k.domain_id, k.id, k.algorithm, k.selector, k.sealed_private
+-- The signer's whole table: per live domain of this host and algorithm, the newest key
+-- whose record verified (published) or that already signs (active).
+SELECT DISTINCT ON (d.name, k.algorithm)
+       d.name AS domain, k.domain_id, k.id, k.algorithm, k.selector, k.sealed_private
 FROM dkim_keys k JOIN domains d ON d.id = k.domain_id
-WHERE d.mail_host = $1 AND NOT d.deleted AND k.state = 'active'
-ORDER BY d.name, k.algorithm;
+WHERE d.mail_host = $1 AND NOT d.deleted AND k.state IN ('published', 'active')
+ORDER BY d.name, k.algorithm, k.created_at DESC;
 
 -- name: owned_records
 SELECT name, rtype, content FROM dns_owned_records WHERE domain_id = $1;
@@ -71,3 +73,18 @@ RETURNING *;
 
 -- name: domain_by_name_any
 SELECT * FROM domains WHERE name = $1;
+
+-- name: allow_dns_changes
+-- The operator allows a large plan and/or replacing their own SPF/DMARC; a new
+-- generation (and a cleared permanent failure) makes the engine apply it.
+UPDATE domains
+SET dns_force = $2, dns_overwrite = $3, generation = generation + 1,
+    next_attempt_at = now(), attempts = 0, last_error = NULL,
+    status = CASE WHEN status = 'failed' THEN 'provisioning' ELSE status END,
+    updated_at = now()
+WHERE name = $1 AND NOT deleted
+RETURNING mail_host, dns_force, dns_overwrite;
+
+-- name: clear_dns_force
+-- Force covers one applied plan, not every later one.
+UPDATE domains SET dns_force = false WHERE id = $1 AND dns_force;
