@@ -132,6 +132,26 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class MailboxesConfig:
+    # Seconds a job keeps the generated passwords of the users it created readable
+    # (GET /v1/jobs/{id}); then they are erased.
+    secrets_ttl_seconds: float = 900.0
+    # Where a deleted mailbox's mail waits until it is purged; empty means
+    # <mail_root>/.retention (same file system, so moving it is a rename).
+    retention_dir: str = ""
+    # Days a deleted mailbox can be restored with its mail; then the mail is destroyed.
+    retention_days: float = 30.0
+    # Local parts every domain must accept (RFC 2142); unless a mailbox or alias of
+    # that name exists, they are routed to role_target.
+    role_addresses: tuple[str, ...] = ("postmaster", "abuse")
+    # Where role addresses go; empty means the domain's oldest mailbox (none yet: the
+    # address is not served).
+    role_target: str = ""
+    # generate-names with several domains: most names placed in one domain.
+    names_per_domain_max: int = 50
+
+
+@dataclass(frozen=True)
 class ApiLimitsConfig:
     # Per API token: sustained requests per second and the burst allowed above it
     # (token bucket, in memory per daemon). Over the limit: 429 with Retry-After.
@@ -315,6 +335,7 @@ class Config:
     passwords: PasswordConfig = field(default_factory=PasswordConfig)
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    mailboxes: MailboxesConfig = field(default_factory=MailboxesConfig)
     api_limits: ApiLimitsConfig = field(default_factory=ApiLimitsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
@@ -345,6 +366,8 @@ _POSITIVE: tuple[str, ...] = (
     "worker.lease_seconds",
     "worker.max_attempts",
     "passwords.generated_length",
+    "mailboxes.secrets_ttl_seconds",
+    "mailboxes.names_per_domain_max",
     "api_limits.requests_per_second",
     "api_limits.burst",
     "api_limits.auth_failures_per_minute",
@@ -472,6 +495,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(cfg.source, "database.pool_min", "must not exceed database.pool_max")
     if not 1 <= cfg.limits.bulk_max_items <= 500:
         raise ConfigError(cfg.source, "limits.bulk_max_items", "must be between 1 and 500")
+    if cfg.mailboxes.retention_days < 0:
+        raise ConfigError(cfg.source, "mailboxes.retention_days", "must be 0 or more")
+    if cfg.mailboxes.retention_dir and not Path(cfg.mailboxes.retention_dir).is_absolute():
+        raise ConfigError(cfg.source, "mailboxes.retention_dir", "must be an absolute path")
     if not Path(cfg.backend.postfix_dovecot.state_dir).is_absolute():
         raise ConfigError(cfg.source, "backend.postfix_dovecot.state_dir",
                           "must be an absolute path")

@@ -33,6 +33,7 @@ from .config import WorkerConfig
 from .errors import PermanentError, ReconcileError, TemporaryError
 from .log import get
 from .models import DomainState
+from .retention import RetentionPurger
 from .store.queries import Q
 from .store.store import WORK_CHANNEL, Store
 
@@ -82,6 +83,8 @@ class Engine:
         self._id = f"{self._node}:{os.getpid()}"
         self.passes = 0
         self.last_pass_at: float | None = None
+        # Deleted mailboxes past their retention: purged now and then, between passes.
+        self.retention = RetentionPurger(store, backend)
 
     # ------------------------------------------------------------------ running
 
@@ -156,6 +159,10 @@ class Engine:
         self.passes += 1
         self.last_pass_at = time.time()
         await self.store.expire_job_secrets()
+        try:
+            await self.retention.maybe_run()
+        except Exception:  # never let housekeeping stop converging
+            log.exception("purging deleted mailboxes failed")
         states = await self.store.claim_domains(owner, self.cfg.batch_domains,
                                                 self.cfg.lease_seconds)
         if not states:

@@ -97,6 +97,9 @@ class Mailbox:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    # Set on a deleted mailbox (a tombstone): when, and until when it can be restored.
+    deleted_at: datetime | None = None
+    purge_after: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ class DomainState:
     domain: Domain
     mailboxes: tuple[Mailbox, ...] = field(default_factory=tuple)
     aliases: tuple[Alias, ...] = field(default_factory=tuple)
+    # Names of the domains that are aliases of this one (their mail comes here).
+    alias_domains: tuple[str, ...] = field(default_factory=tuple)
     # The owning account is suspended: no mailbox of it may log in or send.
     account_suspended: bool = False
 

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import ratelimit, reputation
-from . import accounts, audit, dns, domains, email_users, inbox, jobs, oas, openapi, tokens
+from . import accounts, aliases, audit, dns, domains, email_users, inbox, jobs, oas, openapi, tokens
 from .context import CTX, ApiContext
 from .http import LIMITERS, envelope_middleware
 
@@ -56,6 +56,7 @@ MODULES: tuple[ModuleType, ...] = (
     domains,
     dns,
     email_users,
+    aliases,
     inbox,
     jobs,
     tokens,

@@ -223,7 +223,9 @@ class Store:
     async def create_mailboxes(self, account_id: str, domain: Domain,
                                items: Sequence[NewMailbox], job_type: str,
                                sealed_secrets: bytes | None = None,
-                               secrets_ttl: float = 0) -> tuple[Job, list[CreatedMailbox]]:
+                               secrets_ttl: float = 0,
+                               mailbox_ids: Sequence[str] | None = None,
+                               ) -> tuple[Job, list[CreatedMailbox]]:
         """Record mailboxes and their job in one transaction, within the account's limit."""
         scope.check(domain.name)
         addresses = [f"{i.local_part}@{domain.name}" for i in items]
@@ -247,7 +249,8 @@ class Store:
                                extra={"resource": "email_users", "used": used,
                                       "limit": acct["email_user_limit"],
                                       "requested": len(items)})
-            new_ids = [ids.new_id("usr") for _ in items]
+            # Ids may be chosen by the caller, e.g. to seal them with one-time passwords.
+            new_ids = list(mailbox_ids) if mailbox_ids else [ids.new_id("usr") for _ in items]
             try:
                 rows = await conn.fetch(
                     Q.insert_mailboxes, new_ids, [account_id] * len(items),
@@ -369,7 +372,9 @@ class Store:
                             for m in await conn.fetch(Q.domain_mailboxes, d.id))
                 als = tuple(from_record(Alias, a)
                             for a in await conn.fetch(Q.domain_aliases, d.id))
-                states.append(DomainState(d, mbs, als,
+                alias_domains = tuple(row["name"] for row in
+                                      await conn.fetch(Q.alias_domain_names, d.id))
+                states.append(DomainState(d, mbs, als, alias_domains,
                                           account_suspended=r["account_status"] != "active"))
                 object_ids.append(d.id)
                 object_ids.extend(m.id for m in mbs if m.observed_generation < m.generation)
@@ -396,7 +401,8 @@ class Store:
                 await conn.execute(Q.observe_mailboxes, [m.id for m in mb_ok],
                                    [m.generation for m in mb_ok])
             if mb_gone:
-                await conn.execute(Q.purge_deleted_mailboxes, [m.id for m in mb_gone],
+                # Kept as tombstones until their retention ends (store/mailboxes.py).
+                await conn.execute(Q.tombstone_mailboxes, [m.id for m in mb_gone],
                                    [m.generation for m in mb_gone])
             if mb_fail:
                 await conn.execute(Q.fail_mailboxes, [m.id for m in mb_fail],

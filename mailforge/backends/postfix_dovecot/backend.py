@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import grp
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -29,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from ... import atomic
-from ...config import Config, PostfixDovecotConfig
+from ...config import Config, MailboxesConfig, PostfixDovecotConfig
 from ...errors import PermanentError, TemporaryError
 from ...log import get
 from ...models import DomainState
 from ..base import ApplyResult
 from .layout import Layout
-from .render import AuthUser, DomainFiles, render
+from .render import AuthUser, DomainFiles, Routing, render
 
 log = get(__name__)
 
@@ -50,8 +51,14 @@ _FRAGMENT_MAPS = {"domains": "virtual_domains", "mailboxes": "virtual_mailboxes"
 class PostfixDovecotBackend:
     name = "postfix_dovecot"
 
-    def __init__(self, cfg: PostfixDovecotConfig) -> None:
+    def __init__(self, cfg: PostfixDovecotConfig,
+                 mailboxes: MailboxesConfig | None = None) -> None:
         self.cfg = cfg
+        mailboxes = mailboxes or MailboxesConfig()
+        self.routing = Routing(mailboxes.role_addresses, mailboxes.role_target)
+        self.mail_root = Path(cfg.mail_root)
+        # Deleted mailboxes' homes wait here: <retention>/<domain>/<local part>.<id>.
+        self.retention_dir = Path(mailboxes.retention_dir or self.mail_root / ".retention")
         self.layout = Layout(Path(cfg.state_dir), cfg.map_type)
         self.fragments = self.layout.state_dir / "fragments"
         self._auth_gid: int | None = None
@@ -62,7 +69,7 @@ class PostfixDovecotBackend:
 
     @classmethod
     def from_config(cls, cfg: Config) -> PostfixDovecotBackend:
-        return cls(cfg.backend.postfix_dovecot)
+        return cls(cfg.backend.postfix_dovecot, cfg.mailboxes)
 
     async def prepare(self) -> None:
         await asyncio.to_thread(self._prepare)
@@ -92,19 +99,80 @@ class PostfixDovecotBackend:
         rendered: list[tuple[DomainState, DomainFiles]] = []
         for st in states:
             try:
-                rendered.append((st, render(st, self.cfg.default_quota_mb)))
+                rendered.append((st, render(st, self.cfg.default_quota_mb, self.routing)))
             except PermanentError as exc:
                 errors[st.domain.id] = exc
         async with self._lock:
             try:
+                # Restored mail goes back before Dovecot may create a fresh home.
+                await asyncio.to_thread(self._restore_homes, [st for st, _ in rendered])
                 await asyncio.to_thread(self._write_domains, rendered)
                 await self._rebuild_maps()
+                # Deleted homes move only once neither Postfix nor Dovecot serve them.
+                await asyncio.to_thread(self._retire_homes, [st for st, _ in rendered])
             except (OSError, sqlite3.Error, TemporaryError) as exc:
                 err = (exc if isinstance(exc, TemporaryError) else
                        TemporaryError(f"writing mail server maps failed: {exc}"))
                 for st, _ in rendered:
                     errors[st.domain.id] = err
         return ApplyResult(domain_errors=errors)
+
+    # ------------------------------------------------------- deleted mail, retention
+
+    def home(self, domain: str, local_part: str) -> Path:
+        """A mailbox's home (Dovecot's ``home=<mail_root>/%Ld/%Ln``; Maildir inside)."""
+        return self.mail_root / domain / local_part
+
+    def retained_home(self, domain: str, local_part: str, mailbox_id: str) -> Path:
+        return self.retention_dir / domain / f"{local_part}.{mailbox_id}"
+
+    def _retire_homes(self, states: Sequence[DomainState]) -> None:
+        for st in states:
+            for m in st.mailboxes:
+                if not (m.deleted and m.observed_generation < m.generation):
+                    continue
+                home = self.home(st.domain.name, m.local_part)
+                kept = self.retained_home(st.domain.name, m.local_part, m.id)
+                if not home.exists():
+                    continue  # never received mail, or moved by an earlier pass
+                kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if kept.exists():
+                    # An earlier copy of the same mailbox: keep both, never overwrite mail.
+                    kept = kept.with_name(f"{kept.name}.{time.time_ns()}")
+                os.rename(home, kept)
+                log.info("mailbox mail moved to retention", mailbox_id=m.id,
+                         domain=st.domain.name)
+
+    def _restore_homes(self, states: Sequence[DomainState]) -> None:
+        for st in states:
+            if not st.present:
+                continue
+            for m in st.mailboxes:
+                if m.deleted or m.observed_generation >= m.generation:
+                    continue
+                kept = self.retained_home(st.domain.name, m.local_part, m.id)
+                home = self.home(st.domain.name, m.local_part)
+                if not kept.exists() or home.exists():
+                    continue
+                home.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(kept, home)
+                log.info("mailbox mail restored from retention", mailbox_id=m.id,
+                         domain=st.domain.name)
+
+    async def purge_retained(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """Destroy the retained mail of (domain, local part, mailbox id) tombstones."""
+        await asyncio.to_thread(self._purge_retained, list(items))
+
+    def _purge_retained(self, items: list[tuple[str, str, str]]) -> None:
+        for domain, local, mailbox_id in items:
+            kept = self.retained_home(domain, local, mailbox_id)
+            if not kept.parent.exists():
+                continue
+            for path in [kept, *kept.parent.glob(f"{kept.name}.*")]:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
 
     # ---------------------------------------------------------------- file handling
 

@@ -43,14 +43,18 @@ CREATE TABLE IF NOT EXISTS users (
 """
 
 # Dovecot's view of auth.sqlite. %Ld/%Ln are escaped by Dovecot's SQL driver (and limited
-# by auth_username_chars). A suspended mailbox gets "nologin": IMAP and SMTP AUTH are
-# refused while LMTP delivery, which uses only the userdb, goes on.
+# by auth_username_chars). A suspended mailbox gets "nologin", which stops IMAP logins
+# but which Dovecot's SASL answer to Postfix ignores (submission said "235 OK" in a
+# real-stack test): so its password is also replaced by a random one per lookup, and
+# SMTP AUTH fails too. LMTP delivery, which uses only the userdb, goes on.
 DOVECOT_SQL_CONF = """\
 # Written by mailforge; the database is mailforge's projection of its desired state.
 driver = sqlite
 connect = {db}
 default_pass_scheme = SHA512-CRYPT
-password_query = SELECT local_part || '@' || domain AS user, password, \\
+password_query = SELECT local_part || '@' || domain AS user, \\
+  CASE WHEN login_allowed = 1 THEN password \\
+       ELSE '{{PLAIN}}' || hex(randomblob(32)) END AS password, \\
   CASE WHEN login_allowed = 1 THEN NULL ELSE 'y' END AS nologin, \\
   CASE WHEN login_allowed = 1 THEN NULL ELSE 'mailbox suspended' END AS reason \\
   FROM users WHERE domain = '%Ld' AND local_part = '%Ln'

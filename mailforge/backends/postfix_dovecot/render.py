@@ -51,17 +51,29 @@ def _key(value: str) -> str:
 SUSPENDED_HASH = "{SHA512-CRYPT}$6$suspended$" + "x" * 86
 
 
-def render(state: DomainState, default_quota_mb: int = 1024) -> DomainFiles:
+@dataclass(frozen=True)
+class Routing:
+    """Per-server routing settings the rendering needs (config ``mailboxes``)."""
+
+    role_addresses: tuple[str, ...] = ("postmaster", "abuse")
+    # Empty: the domain's oldest mailbox.
+    role_target: str = ""
+
+
+DEFAULT_ROUTING = Routing()
+
+
+def render(state: DomainState, default_quota_mb: int = 1024,
+           routing: Routing = DEFAULT_ROUTING) -> DomainFiles:
     if not state.present:
         return DomainFiles((), "", "", "", "")
     domain = _key(state.domain.name)
     users: list[AuthUser] = []
     mailboxes: list[str] = []
-    senders: list[str] = []
+    senders: dict[str, list[str]] = {}
     identities: list[str] = []
-    for m in state.mailboxes:
-        if m.deleted:
-            continue
+    live = [m for m in state.mailboxes if not m.deleted]
+    for m in live:
         local = _key(m.local_part)
         address = f"{local}@{domain}"
         if not _SAFE_HASH.match(m.password_hash):
@@ -75,25 +87,47 @@ def render(state: DomainState, default_quota_mb: int = 1024) -> DomainFiles:
         users.append(AuthUser(local, SUSPENDED_HASH if suspended else m.password_hash,
                               int(m.quota_mb or default_quota_mb), not suspended))
         mailboxes.append(f"{address} OK")
-        senders.append(f"{address} {address}")
+        senders.setdefault(address, []).append(address)
         identities.append(address)
+        for alias_domain in state.alias_domains:
+            # Same name at an alias domain: delivered here, and the mailbox may send as it.
+            senders.setdefault(f"{local}@{_key(alias_domain)}", []).append(address)
     aliases: list[str] = []
     has_catch_all = False
+    taken = set(identities)
     for a in state.aliases:
         if a.deleted:
             continue
         source = _key(a.address)
         has_catch_all |= source.startswith("@")
-        targets = ",".join(_key(t) for t in a.targets)
-        aliases.append(f"{source} {targets}")
+        targets = [_key(t) for t in a.targets]
+        aliases.append(f"{source} {','.join(targets)}")
+        taken.add(source)
+        if not source.startswith("@"):
+            # A mailbox may send as the aliases that deliver to it (and only those).
+            owners = senders.setdefault(source, [])
+            owners.extend(t for t in targets if t in identities and t not in owners)
     if has_catch_all:
         # A catch-all in virtual_alias_maps would swallow mail for real mailboxes too;
         # identity entries make the mailbox win, as Postfix's documentation advises.
         aliases.extend(f"{addr} {addr}" for addr in identities)
+    else:
+        target = routing.role_target
+        if not target and live:
+            target = f"{min(live, key=lambda m: (m.created_at, m.id)).local_part}@{domain}"
+        if target:
+            # RFC 2142 role addresses must reach someone even when no mailbox has them.
+            aliases.extend(f"{role}@{domain} {_key(target)}"
+                           for role in routing.role_addresses
+                           if f"{role}@{domain}" not in taken)
+    for alias_domain in state.alias_domains:
+        other = _key(alias_domain)
+        aliases.extend(f"{addr.split('@')[0]}@{other} {addr}" for addr in identities)
     return DomainFiles(
         users=tuple(users),
         domains=f"{domain} OK\n",
         mailboxes="".join(line + "\n" for line in mailboxes),
         aliases="".join(line + "\n" for line in sorted(aliases)),
-        senders="".join(line + "\n" for line in senders),
+        senders="".join(f"{addr} {','.join(owners)}\n" for addr, owners in senders.items()
+                        if owners),
     )

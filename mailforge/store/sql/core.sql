@@ -68,7 +68,9 @@ WHERE id = $1 AND next_attempt_at > now();
 SELECT count(*) FROM mailboxes WHERE account_id = $1 AND NOT deleted;
 
 -- name: taken_addresses
+-- A deleted mailbox holds its address until the backend has moved its Maildir away.
 SELECT address FROM mailboxes WHERE address = ANY($1::text[])
+                                AND NOT (deleted AND status = 'deleted')
 UNION
 SELECT address FROM aliases WHERE address = ANY($1::text[]);
 
@@ -170,7 +172,10 @@ FROM candidates c WHERE d.id = c.id
 RETURNING d.*, (SELECT a.status FROM accounts a WHERE a.id = d.account_id) AS account_status;
 
 -- name: domain_mailboxes
-SELECT * FROM mailboxes WHERE domain_id = $1 ORDER BY local_part;
+-- Tombstones whose Maildir already went to retention are nothing the backend serves.
+SELECT * FROM mailboxes WHERE domain_id = $1
+                          AND NOT (deleted AND observed_generation >= generation)
+ORDER BY local_part;
 
 -- name: domain_aliases
 SELECT * FROM aliases WHERE domain_id = $1 ORDER BY address;
@@ -201,11 +206,6 @@ UPDATE mailboxes m
 SET observed_generation = u.gen, status = 'failed', last_error = u.err, updated_at = now()
 FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(id, gen, err)
 WHERE m.id = u.id AND m.generation = u.gen;
-
--- name: purge_deleted_mailboxes
-DELETE FROM mailboxes m
-USING unnest($1::text[], $2::bigint[]) AS u(id, gen)
-WHERE m.id = u.id AND m.deleted AND m.generation = u.gen;
 
 -- name: observe_aliases
 UPDATE aliases a

@@ -1,0 +1,214 @@
+"""Store functions for the mailbox lifecycle: listing with sort, updates, deletion into
+tombstones, restore, purge after retention, and account limits.
+
+Like ``Store``'s tenant methods, each takes the account id and every query filters on
+it. Writes that the backend must see bump the mailbox's ``generation``, record a job
+item for it and notify the workers, all in one short transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .. import ids
+from ..errors import ApiError, Conflict, NotFound
+from ..models import Domain, Job, Mailbox, from_record
+from . import scope
+from .queries import Q
+from .store import CreatedMailbox, NewMailbox, Store
+
+# ORDER BY clauses a client may choose (?sort=); never built from client text.
+SORTS = {
+    "created_at": "m.created_at, m.id",
+    "-created_at": "m.created_at DESC, m.id DESC",
+    "email": "m.address",
+    "-email": "m.address DESC",
+    "name": "m.name, m.address",
+    "-name": "m.name DESC, m.address DESC",
+    "status": "m.status, m.address",
+    "-status": "m.status DESC, m.address DESC",
+    "updated_at": "m.updated_at, m.id",
+    "-updated_at": "m.updated_at DESC, m.id DESC",
+}
+
+
+@dataclass(frozen=True)
+class MailboxChanges:
+    """A PATCH: None means unchanged (``daily_send_limit`` uses ``clear_send_limit``)."""
+
+    name: str | None = None
+    password_hash: str | None = None
+    quota_mb: int | None = None
+    daily_send_limit: int | None = None
+    clear_send_limit: bool = False
+    signature: str | None = None
+    suspended: bool | None = None
+
+
+async def list_page(store: Store, account_id: str, domain: str | None, status: str | None,
+                    search: str | None, sort: str, limit: int,
+                    offset: int) -> tuple[list[tuple[Mailbox, str]], int]:
+    query = Q.list_mailboxes_page.replace("{order}", SORTS[sort])
+    async with store.pool.acquire() as conn:
+        # A domain-restricted token sees only its domains' mailboxes.
+        allowed = scope.names()
+        rows = await conn.fetch(query, account_id, domain, status, search, limit, offset,
+                                allowed)
+        total = rows[0]["total_count"] if rows else await conn.fetchval(
+            Q.count_mailboxes_page, account_id, domain, status, search, allowed)
+    return [(from_record(Mailbox, r), r["domain_name"]) for r in rows], int(total)
+
+
+async def _queue(store: Store, conn: Any, account_id: str, job_type: str,
+                 resource_id: str | None, items: Sequence[tuple[str, int]],
+                 domains: Sequence[tuple[str, str]], kind: str = "mailbox") -> Job:
+    """Record a job waiting for *items* (id, generation) and wake the workers of the
+    touched (domain id, mail host) pairs."""
+    job = await store._insert_job(conn, account_id, job_type, resource_id,
+                                  [(kind, i, g) for i, g in items])
+    for domain_id, _host in sorted(set(domains)):
+        await conn.execute(Q.touch_domain_for_work, domain_id)
+    for host in sorted({h for _, h in domains}):
+        await conn.execute(Q.notify_work, host)
+    return job
+
+
+async def update_mailbox(store: Store, account_id: str, mailbox_id: str,
+                         ch: MailboxChanges) -> tuple[Mailbox, str, Job | None]:
+    async with store._tx() as conn:
+        row = await conn.fetchrow(Q.lock_mailbox, account_id, mailbox_id)
+        if row is None:
+            raise NotFound("email user")
+        scope.check(row["domain_name"], "email user")
+        if row["deleted"]:
+            raise Conflict("mailbox_deleted", "This email user is deleted; restore it first.")
+        cur = from_record(Mailbox, row)
+        new_hash = ch.password_hash or cur.password_hash
+        quota = ch.quota_mb or cur.quota_mb
+        suspended = cur.suspended if ch.suspended is None else ch.suspended
+        # Only what the mail server holds needs a new generation (and a job).
+        backend = (new_hash != cur.password_hash or quota != cur.quota_mb
+                   or suspended != cur.suspended)
+        send_limit = None if ch.clear_send_limit else (
+            ch.daily_send_limit if ch.daily_send_limit is not None else cur.daily_send_limit)
+        new = await conn.fetchrow(
+            Q.update_mailbox, account_id, mailbox_id,
+            cur.name if ch.name is None else ch.name, new_hash, quota, send_limit,
+            cur.signature if ch.signature is None else ch.signature, backend, suspended)
+        assert new is not None  # the row is locked and not deleted
+        job = None
+        if backend:
+            job = await _queue(store, conn, account_id, "email_user_update", mailbox_id,
+                               [(mailbox_id, new["generation"])],
+                               [(row["domain_id"], row["mail_host"])])
+    return from_record(Mailbox, new), row["domain_name"], job
+
+
+async def delete_mailboxes(store: Store, account_id: str, mailbox_ids: Sequence[str],
+                           retention_seconds: float, field: str = "ids") -> Job:
+    """Mark mailboxes deleted (all or nothing); their mail is kept for the retention."""
+    async with store._tx() as conn:
+        found = {r["id"]: r for r in await conn.fetch(Q.mailboxes_by_ids, account_id,
+                                                      list(mailbox_ids))
+                 if scope.allows(r["domain_name"])}
+        single = len(mailbox_ids) == 1 and field == "id"
+        missing = [f"{field}[{n}]: no such email user" for n, i in enumerate(mailbox_ids)
+                   if i not in found]
+        if missing:
+            raise NotFound("email user") if single else ApiError(
+                "not_found", "Some email users do not exist.", status=404, details=missing)
+        gone = [f"{field}[{n}]: already deleted" for n, i in enumerate(mailbox_ids)
+                if found[i]["deleted"]]
+        if gone:
+            raise Conflict("mailbox_deleted", "An email user is already deleted.",
+                           [] if single else gone)
+        rows = await conn.fetch(Q.delete_mailboxes, account_id, list(mailbox_ids),
+                                retention_seconds)
+        by_id = {r["id"]: r for r in rows}
+        return await _queue(
+            store, conn, account_id, "email_user_delete",
+            mailbox_ids[0] if len(mailbox_ids) == 1 else None,
+            [(i, by_id[i]["generation"]) for i in mailbox_ids],
+            [(found[i]["domain_id"], found[i]["mail_host"]) for i in mailbox_ids])
+
+
+async def restore_mailbox(store: Store, account_id: str, mailbox_id: str) -> tuple[Job, str]:
+    """Bring a deleted mailbox back with its retained mail, within the retention."""
+    async with store._tx() as conn:
+        acct = await conn.fetchrow(Q.lock_account, account_id)
+        if acct is None:
+            raise NotFound("account")
+        row = await conn.fetchrow(Q.lock_mailbox, account_id, mailbox_id)
+        if row is None:
+            raise NotFound("email user")
+        scope.check(row["domain_name"], "email user")
+        if not row["deleted"]:
+            raise Conflict("not_deleted", "This email user is not deleted.")
+        if await conn.fetchval(Q.live_address_taken, row["address"]):
+            raise Conflict("address_taken", "The address was given to another user since.",
+                           [f"email: {row['address']} is already taken"])
+        used = await conn.fetchval(Q.count_mailboxes, account_id)
+        if used + 1 > acct["email_user_limit"]:
+            raise ApiError("limit_exceeded", "The account's mailbox limit would be exceeded.",
+                           status=403, extra={"resource": "email_users", "used": used,
+                                              "limit": acct["email_user_limit"],
+                                              "requested": 1})
+        new = await conn.fetchrow(Q.restore_mailbox, account_id, mailbox_id)
+        if new is None:
+            raise Conflict("retention_expired",
+                           "The retention period is over; the mail has been destroyed.")
+        job = await _queue(store, conn, account_id, "email_user_restore", mailbox_id,
+                           [(mailbox_id, new["generation"])],
+                           [(row["domain_id"], row["mail_host"])])
+    return job, str(row["address"])
+
+
+async def expired_tombstones(store: Store, limit: int) -> list[tuple[str, str, str]]:
+    """(domain, local part, mailbox id) of this host's tombstones past retention."""
+    async with store.pool.acquire() as conn:
+        rows = await conn.fetch(Q.expired_tombstones, store.mail_host, limit)
+    return [(r["domain_name"], r["local_part"], r["id"]) for r in rows]
+
+
+async def purge_tombstones(store: Store, mailbox_ids: Sequence[str]) -> int:
+    async with store.pool.acquire() as conn:
+        status = await conn.execute(Q.purge_tombstones, list(mailbox_ids))
+    return int(status.split()[-1])
+
+
+async def taken_addresses(store: Store, domain_ids: Sequence[str]) -> set[str]:
+    async with store.pool.acquire() as conn:
+        rows = await conn.fetch(Q.taken_in_domains, list(domain_ids))
+    return {r["address"] for r in rows}
+
+
+async def precheck_taken(store: Store, addresses: Sequence[str]) -> set[str]:
+    """Addresses already taken (a fast check before hashing; the insert re-checks)."""
+    async with store.pool.acquire() as conn:
+        rows = await conn.fetch(Q.taken_addresses, list(addresses))
+    return {r["address"] for r in rows}
+
+
+async def create_account(store: Store, name: str, domain_limit: int,
+                         email_user_limit: int, parent_id: str | None = None) -> str:
+    """A (sub-)account with explicit limits (the reseller API builds on this)."""
+    acct = ids.new_id("acct")
+    async with store._tx() as conn:
+        await conn.execute(Q.insert_account, acct, name, None, parent_id, domain_limit,
+                           email_user_limit)
+    return acct
+
+
+async def create_with_secrets(store: Store, account_id: str, domain: Domain,
+                              items: Sequence[NewMailbox], mailbox_ids: Sequence[str],
+                              seal: Callable[[str], bytes],
+                              ttl_seconds: float) -> tuple[Job, list[CreatedMailbox]]:
+    """Create mailboxes in one job, then attach the sealed one-time secrets to the job
+    (sealed with the job id as context, known only once the job exists)."""
+    job, created = await store.create_mailboxes(account_id, domain, items,
+                                                "email_user_create", mailbox_ids=mailbox_ids)
+    async with store.pool.acquire() as conn:
+        await conn.execute(Q.set_job_secrets, job.id, seal(job.id), ttl_seconds)
+    return job, created

@@ -1,0 +1,105 @@
+-- Mailbox lifecycle queries (issue 4): tombstones and retention, updates, deletes,
+-- restores, listing with sort. Tenant queries take the account id as $1.
+
+-- name: tombstone_mailboxes
+-- The backend moved these deleted mailboxes' Maildirs to retention: keep the row as a
+-- tombstone (restorable until purge_after), its address free again.
+UPDATE mailboxes m
+SET observed_generation = u.gen, status = 'deleted', last_error = NULL, updated_at = now()
+FROM unnest($1::text[], $2::bigint[]) AS u(id, gen)
+WHERE m.id = u.id AND m.deleted AND m.generation = u.gen;
+
+-- name: list_mailboxes_page
+-- {order} is replaced by a whitelisted ORDER BY clause (api/email_users.py SORTS).
+-- Tombstones are listed only when asked for with status=deleted.
+SELECT m.*, d.name AS domain_name, count(*) OVER () AS total_count
+FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+WHERE m.account_id = $1
+  AND ($2::text IS NULL OR d.name = $2)
+  AND (CASE WHEN $3::text IS NULL THEN m.status <> 'deleted' ELSE m.status = $3 END)
+  AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%')
+  AND ($7::text[] IS NULL OR d.name = ANY($7::text[]))
+ORDER BY {order}
+LIMIT $5 OFFSET $6;
+
+-- name: count_mailboxes_page
+SELECT count(*)
+FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+WHERE m.account_id = $1
+  AND ($2::text IS NULL OR d.name = $2)
+  AND (CASE WHEN $3::text IS NULL THEN m.status <> 'deleted' ELSE m.status = $3 END)
+  AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%')
+  AND ($5::text[] IS NULL OR d.name = ANY($5::text[]));
+
+-- name: lock_mailbox
+SELECT m.*, d.name AS domain_name, d.mail_host
+FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+WHERE m.account_id = $1 AND m.id = $2
+FOR UPDATE OF m;
+
+-- name: update_mailbox
+-- $8: whether the backend must see the change (a new generation and a job).
+UPDATE mailboxes
+SET name = $3, password_hash = $4, quota_mb = $5, daily_send_limit = $6, signature = $7,
+    suspended = $9,
+    generation = generation + CASE WHEN $8 THEN 1 ELSE 0 END,
+    status = CASE WHEN $8 AND status = 'failed' THEN 'pending' ELSE status END,
+    updated_at = now()
+WHERE account_id = $1 AND id = $2 AND NOT deleted
+RETURNING *;
+
+-- name: delete_mailboxes
+-- Mark mailboxes deleted: the backend stops serving them and moves their Maildirs to
+-- retention; the rows stay as tombstones until purge_after ($3 seconds from now).
+UPDATE mailboxes
+SET deleted = true, deleted_at = now(),
+    purge_after = now() + make_interval(secs => $3::float8),
+    generation = generation + 1, status = 'deleting', updated_at = now()
+WHERE account_id = $1 AND id = ANY($2::text[]) AND NOT deleted
+RETURNING id, domain_id, address, generation;
+
+-- name: mailboxes_by_ids
+SELECT m.id, m.deleted, m.domain_id, d.mail_host, d.name AS domain_name
+FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+WHERE m.account_id = $1 AND m.id = ANY($2::text[]);
+
+-- name: restore_mailbox
+UPDATE mailboxes
+SET deleted = false, deleted_at = NULL, purge_after = NULL,
+    generation = generation + 1, status = 'pending', last_error = NULL, updated_at = now()
+WHERE account_id = $1 AND id = $2 AND deleted AND purge_after > now()
+RETURNING *;
+
+-- name: live_address_taken
+SELECT EXISTS (SELECT 1 FROM mailboxes WHERE address = $1 AND NOT deleted)
+    OR EXISTS (SELECT 1 FROM aliases WHERE address = $1);
+
+-- name: expired_tombstones
+-- Tombstones of host $1 whose retention is over and whose Maildir was moved (status
+-- 'deleted'): the retained data can be destroyed.
+SELECT m.id, m.local_part, d.name AS domain_name
+FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+WHERE m.deleted AND m.status = 'deleted' AND m.purge_after < now() AND d.mail_host = $1
+ORDER BY m.purge_after
+LIMIT $2;
+
+-- name: purge_tombstones
+DELETE FROM mailboxes
+WHERE id = ANY($1::text[]) AND deleted AND status = 'deleted' AND purge_after < now();
+
+-- name: taken_in_domains
+-- Every address taken (mailbox, alias, or held by a tombstone still being deleted) in
+-- the given domains: the name generator avoids them all.
+SELECT address FROM mailboxes WHERE domain_id = ANY($1::text[])
+                                AND NOT (deleted AND status = 'deleted')
+UNION
+SELECT address FROM aliases WHERE domain_id = ANY($1::text[]);
+
+-- name: set_account_limits
+UPDATE accounts SET domain_limit = $2, email_user_limit = $3, updated_at = now()
+WHERE id = $1;
+
+-- name: set_job_secrets
+UPDATE jobs SET sealed_secrets = $2,
+                secrets_expire_at = now() + make_interval(secs => $3::float8)
+WHERE id = $1;
