@@ -30,12 +30,17 @@ class Api:
         await self.session.close()
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One API call; a 429 (the per-token rate limit) is waited out and retried."""
         assert self.session is not None
-        async with self.session.request(method, self.url + path, json=body) as r:
-            return r.status, await r.json()
+        while True:
+            async with self.session.request(method, self.url + path, json=body) as r:
+                if r.status == 429:
+                    await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                    continue
+                return r.status, await r.json()
 
     async def wait_job(self, job_id: str, timeout: float = 120.0,
-                       interval: float = 0.005) -> dict[str, Any]:
+                       interval: float = 0.01) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             _, job = await self.call("GET", f"/v1/jobs/{job_id}")

@@ -56,8 +56,8 @@ async def list_page(store: Store, account_id: str, domain: str | None, status: s
         allowed = scope.names()
         rows = await conn.fetch(query, account_id, domain, status, search, limit, offset,
                                 allowed)
-        total = rows[0]["total_count"] if rows else await conn.fetchval(
-            Q.count_mailboxes_page, account_id, domain, status, search, allowed)
+        total = await conn.fetchval(Q.count_mailboxes_page, account_id, domain, status,
+                                    search, allowed)
     return [(from_record(Mailbox, r), r["domain_name"]) for r in rows], int(total)
 
 

@@ -11,8 +11,10 @@ WHERE m.id = u.id AND m.deleted AND m.generation = u.gen;
 
 -- name: list_mailboxes_page
 -- {order} is replaced by a whitelisted ORDER BY clause (api/email_users.py SORTS).
--- Tombstones are listed only when asked for with status=deleted.
-SELECT m.*, d.name AS domain_name, count(*) OVER () AS total_count
+-- Tombstones are listed only when asked for with status=deleted. The total comes from
+-- count_mailboxes_page: a count(*) OVER () here made PostgreSQL materialise every row of
+-- the account (20 ms at 10,000 mailboxes against 0.6 ms for the page and 2 ms for a count).
+SELECT m.*, d.name AS domain_name
 FROM mailboxes m JOIN domains d ON d.id = m.domain_id
 WHERE m.account_id = $1
   AND ($2::text IS NULL OR d.name = $2)
