@@ -16,7 +16,15 @@ from . import oas
 from .context import CTX
 from .domains import _resolve
 from .email_users import require_ready
-from .http import authenticate, check_fields, idempotent, json_body, paging, rfc3339
+from .http import (
+    authenticate,
+    check_fields,
+    idempotent,
+    json_body,
+    list_filters,
+    paging,
+    rfc3339,
+)
 
 routes = web.RouteTableDef()
 
@@ -95,17 +103,7 @@ async def create_alias(request: web.Request) -> web.Response:
 async def list_aliases(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
     limit, offset = paging(request)
-    q = request.query
-    errs = []
-    domain = None
-    if q.get("domain"):
-        try:
-            domain = validation.domain_name(q["domain"])
-        except ValueError as exc:
-            errs.append(f"domain: {exc}")
-    search = q.get("search") or None
-    if search is not None and len(search) > 200:
-        errs.append("search: must be at most 200 characters")
+    domain, search, errs = list_filters(request)
     if errs:
         raise ValidationFailed(errs)
     items, total = await alstore.list_aliases(request.app[CTX].store, principal.account_id,

@@ -18,7 +18,15 @@ from ..store.store import NewMailbox
 from . import oas
 from .context import CTX, ApiContext
 from .domains import _resolve
-from .http import authenticate, check_fields, idempotent, json_body, paging, rfc3339
+from .http import (
+    authenticate,
+    check_fields,
+    idempotent,
+    json_body,
+    list_filters,
+    paging,
+    rfc3339,
+)
 
 routes = web.RouteTableDef()
 
@@ -137,19 +145,10 @@ async def list_users(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     limit, offset = paging(request)
     q = request.query
-    errs = []
-    domain = None
-    if q.get("domain"):
-        try:
-            domain = validation.domain_name(q["domain"])
-        except ValueError as exc:
-            errs.append(f"domain: {exc}")
+    domain, search, errs = list_filters(request)
     status = q.get("status") or None
     if status is not None and status not in STATUSES:
         errs.append(f"status: must be one of {', '.join(STATUSES)}")
-    search = q.get("search") or None
-    if search is not None and len(search) > 200:
-        errs.append("search: must be at most 200 characters")
     sort = q.get("sort") or "created_at"
     if sort not in mbstore.SORTS:
         errs.append(f"sort: must be one of {', '.join(mbstore.SORTS)}")

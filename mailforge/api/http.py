@@ -258,6 +258,23 @@ def paging(request: web.Request, default: int = 50, maximum: int = 500) -> tuple
     return limit, offset
 
 
+def list_filters(request: web.Request) -> tuple[str | None, str | None, list[str]]:
+    """The ``domain`` and ``search`` filters every list endpoint takes, validated:
+    (ASCII domain or None, search text or None, error details)."""
+    q = request.query
+    errs: list[str] = []
+    domain = None
+    if q.get("domain"):
+        try:
+            domain = validation.domain_name(q["domain"])
+        except ValueError as exc:
+            errs.append(f"domain: {exc}")
+    search = q.get("search") or None
+    if search is not None and len(search) > 200:
+        errs.append("search: must be at most 200 characters")
+    return domain, search, errs
+
+
 def check_fields(data: dict[str, Any], allowed: set[str], required: set[str],
                  prefix: str = "") -> list[str]:
     """Unknown and missing fields, as error details naming each."""
