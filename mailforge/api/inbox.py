@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import ids, reputation, webhooks
+from .. import ids, netguard, reputation, webhooks
 from ..errors import ApiError, NotFound, ValidationFailed
 from ..mail import compose
 from ..mail.imap import check_folder
@@ -206,9 +206,11 @@ async def create_webhook(request: web.Request) -> web.Response:
     body = await json_body(request)
     errs = check_fields(body, {"url", "events"}, {"url"})
     url = body.get("url")
-    if "url" in body and (not isinstance(url, str) or len(url) > 2000
-                          or not re.match(r"^https?://[^\s/]+(/\S*)?$", url)):
-        errs.append("url: must be an http or https URL")
+    if "url" in body:
+        # The receiver is tenant-given: the outbound guard refuses an address mailforge
+        # may not connect to for a tenant (it checks every delivery again).
+        errs += netguard.validate_url(
+            url, netguard.Guard.from_config(ctx.cfg.outbound.allow_networks))
     events = body.get("events", list(webhooks.EVENTS))
     if not isinstance(events, list) or not events or \
             any(e not in webhooks.EVENTS for e in events):
