@@ -39,7 +39,16 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # anything) listens there.
 BLOCKED_TEXT = "blocked: destination not allowed"
 
-_CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+# Not the public internet, whatever the Python version thinks (its lists changed
+# between releases): the IANA special-purpose registries, spelled out.
+_V4_SPECIAL = tuple(ipaddress.IPv4Network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+    "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4"))
+# IPv6: only global unicast (2000::/3) is public, less these special ranges.
+_V6_GLOBAL = ipaddress.IPv6Network("2000::/3")
+_V6_SPECIAL = tuple(ipaddress.IPv6Network(n) for n in (
+    "2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20", "5f00::/16"))
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _URL_CHARS = re.compile(r"[\x21-\x7e]+")
@@ -73,11 +82,10 @@ def is_public(ip: IPAddress) -> bool:
         inner = embedded_ipv4(ip)
         if inner is not None:
             return is_public(inner)
-        if ip.is_site_local:
+        if ip not in _V6_GLOBAL or any(ip in n for n in _V6_SPECIAL):
             return False
-    else:
-        if ip in _CGNAT:
-            return False
+    elif any(ip in n for n in _V4_SPECIAL):
+        return False
     return bool(ip.is_global and not (
         ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
         or ip.is_reserved or ip.is_unspecified))
