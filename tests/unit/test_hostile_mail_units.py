@@ -464,7 +464,6 @@ async def test_scanner_isolates_a_failing_mailbox_and_a_broken_message() -> None
     await svc.scan_once()
     assert "usr_broken" not in svc._scan_failures and store.recorded["usr_broken"] == 3
     assert svc._scan_failures["usr_bad"][0] == 1
-    await svc.imap.close() if hasattr(svc.imap, "close") else None
     svc.submitter.close()
 
 
