@@ -1,8 +1,9 @@
 """Per-domain sending reputation over a sliding window: messages sent (counted by the
 policy service), bounces (DSNs that came back to the domain's mailboxes, seen by the
 inbound scanner, and Postfix's own bounce reports delivered to them) and complaints
-(ARF feedback reports received). The status follows configurable rate thresholds;
-a ``blocked`` domain refuses new mailboxes and API sends with 409
+(ARF feedback reports received), each counted only with evidence that it is about a
+message mailforge sent (see ``judge``). The status follows configurable rate
+thresholds; a ``blocked`` domain refuses new mailboxes and API sends with 409
 ``domain_reputation_blocked``."""
 
 from __future__ import annotations

@@ -17,7 +17,15 @@ from ..mail.imap import check_folder
 from ..mail.service import MailService
 from ..store.queries import Q
 from .context import CTX
-from .http import authenticate, check_fields, idempotent, json_body, paging, rfc3339
+from .http import (
+    authenticate,
+    check_fields,
+    idempotent,
+    json_body,
+    paging,
+    require_unrestricted,
+    rfc3339,
+)
 
 routes = web.RouteTableDef()
 MAIL = web.AppKey("mailforge_mail", MailService)
@@ -202,6 +210,9 @@ def _webhook_json(r: Any) -> dict[str, Any]:
 @routes.post("/v1/webhooks")
 async def create_webhook(request: web.Request) -> web.Response:
     principal = await authenticate(request, "write")
+    # Webhooks carry events of every domain of the account: not for a token restricted
+    # to some of its domains (it would read the others' mail through them).
+    require_unrestricted(principal)
     ctx = request.app[CTX]
     body = await json_body(request)
     errs = check_fields(body, {"url", "events"}, {"url"})
@@ -233,6 +244,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 @routes.get("/v1/webhooks")
 async def list_webhooks(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
+    require_unrestricted(principal)
     async with request.app[CTX].store.pool.acquire() as conn:
         rows = await conn.fetch(Q.webhook_list, principal.account_id)
     return web.json_response({"webhooks": [_webhook_json(r) for r in rows]})
@@ -241,6 +253,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 @routes.delete("/v1/webhooks/{id}")
 async def delete_webhook(request: web.Request) -> web.Response:
     principal = await authenticate(request, "write")
+    require_unrestricted(principal)
     async with request.app[CTX].store.pool.acquire() as conn:
         gone = await conn.fetchval(Q.webhook_delete, principal.account_id,
                                    request.match_info["id"])
@@ -252,6 +265,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
 @routes.get("/v1/webhooks/{id}/deliveries")
 async def webhook_deliveries(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
+    require_unrestricted(principal)
     limit, _offset = paging(request)
     async with request.app[CTX].store.pool.acquire() as conn:
         row = await conn.fetchrow(Q.webhook_get, principal.account_id,

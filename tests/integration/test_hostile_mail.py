@@ -31,6 +31,8 @@ import pytest_asyncio
 from aiohttp import web
 from support import ready_domain, wait_for, wait_job
 
+from mailforge import reputation
+
 pytestmark = pytest.mark.stack
 
 BLOCKED_TEXT = "blocked: destination not allowed"
@@ -118,6 +120,10 @@ async def test_restricted_token_reaches_no_message_of_another_domain(
     status, body = await r.post(f"/v1/email-users/{victim['id']}/inbox/send",
                                 {"to": "x@outside.example", "subject": "x", "body": "x"})
     assert status == 404, body
+    # Webhooks carry the events of every domain of the account: not for this token.
+    status, body = await r.post("/v1/webhooks", {"url": "https://hooks.example/x"})
+    assert status == 403, body
+    assert (await r.get("/v1/webhooks"))[0] == 403
     # Nothing changed: still unread, the limit untouched.
     again = await _wait_message(api, victim["id"], "for the victim")
     assert again["is_read"] is False
@@ -287,6 +293,47 @@ async def _bounced(api: Any, domain_id: str, n: int) -> dict[str, Any] | None:
 async def _complained(api: Any, domain_id: str, n: int) -> dict[str, Any] | None:
     rep = await _rep(api, domain_id)
     return rep if rep["complaints"] >= n else None
+
+
+async def test_smtp_submissions_recorded_by_the_milter_hook_count_as_evidence(
+        sandbox: Any, api: Any, make_domain: Any) -> None:
+    """``reputation.record_submitted`` (for the submission milter): a message
+    submitted over SMTP is evidence only for a From domain of the login's own account."""
+    name, foreign = make_domain(), make_domain()
+    dom = await ready_domain(api, name)
+    await ready_domain(api, foreign)
+    status, acct = await api.post("/v1/reseller/accounts", {
+        "email": f"foreign-{secrets.token_hex(3)}@customers.example",
+        "company_name": "Foreign Ltd", "domain_limit": 2, "email_user_limit": 2})
+    assert status == 201, acct
+    stranger = api.with_token(acct["token"])
+    other_dom = make_domain()
+    await ready_domain(stranger, other_dom)
+    m = await _mailbox(api, name, "smtp")
+    mid = f"<{secrets.token_hex(12)}@{name}>"
+    pool = await asyncpg.create_pool(sandbox.info["postgres_dsn"], min_size=1, max_size=2)
+    try:
+        rec = reputation.record_submitted
+        # Refused: unknown login, a From domain of another tenant, a domain that is not
+        # hosted, a malformed Message-ID.
+        assert not await rec(pool, f"nobody@{name}", m["email"], mid)
+        assert not await rec(pool, m["email"], f"ceo@{other_dom}", mid)
+        assert not await rec(pool, m["email"], "ceo@not-hosted.example", mid)
+        assert not await rec(pool, m["email"], m["email"], "no brackets@x")
+        # Recorded (the master-user login form stands for the address), once.
+        assert await rec(pool, m["email"].upper() + "*mailforge", m["email"], mid,
+                         ["RCPT@outside.example"])
+        assert not await rec(pool, m["email"], m["email"], mid)
+        async with pool.acquire() as conn:
+            assert await rec(conn, m["email"], f"sales@{foreign}",
+                             f"<{secrets.token_hex(12)}@{foreign}>")
+    finally:
+        await pool.close()
+    addr = m["email"]
+    await asyncio.to_thread(_port25, sandbox, "", addr, _dsn(
+        addr, "rcpt@outside.example", _original(addr, "rcpt@outside.example", mid)))
+    rep = await _poll(lambda: _bounced(api, dom["id"], 1))
+    assert rep["bounces"] == 1, rep
 
 
 # ------------------------------------------------------------------ scanner isolation
