@@ -494,3 +494,15 @@ async def test_scan_loop_survives_an_unexpected_error() -> None:
     await asyncio.wait_for(task, 2)
     assert calls >= 3  # the loop went on after each failure
     svc.submitter.close()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=80), st.text(max_size=60).map(lambda t: "http://" + t),
+                 st.text(max_size=60).map(lambda t: "https://[" + t)))
+def test_url_validation_never_raises_and_always_names_the_field(value: str) -> None:
+    errs = netguard.validate_url(value, netguard.Guard())
+    assert all(e.startswith("url: ") for e in errs)
+    if not errs:
+        # Whatever passes is an http(s) URL whose literal host, if any, is public.
+        assert value.startswith(("http://", "https://"))
+        netguard.Guard().check_url(value)
