@@ -21,6 +21,7 @@ Redirects are not followed by the callers (a redirect could lead anywhere).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import socket
@@ -147,6 +148,21 @@ class Guard:
 
     def resolver(self) -> GuardedResolver:
         return GuardedResolver(self)
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """The checked addresses of *host* for a client that is not aiohttp (SMTP, IMAP
+        of connected mailboxes): connect to one of these (``asyncio.open_connection(addr,
+        port, server_hostname=host)`` for TLS), never to the name again."""
+        ip = ip_literal(host)
+        if ip is not None:
+            if not self.allowed(ip):
+                raise Blocked(host)
+            return [str(ip)]
+        if is_local_name(host):
+            raise Blocked(host)
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        return self.check_resolved(host, list(dict.fromkeys(str(i[4][0]) for i in infos)))
 
 
 def ip_literal(host: str) -> IPAddress | None:

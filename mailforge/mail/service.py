@@ -322,6 +322,11 @@ class MailService:
     # message that cannot be processed is logged and passed over.
 
     def _backing_off(self, now: float) -> Sequence[str]:
+        # A mailbox not tried again long after its backoff (no longer watched, deleted)
+        # is forgotten, so that the table stays as small as what fails now.
+        for mid in [m for m, (_n, until) in self._scan_failures.items()
+                    if until < now - 2 * SCAN_BACKOFF_MAX]:
+            del self._scan_failures[mid]
         return [mid for mid, (_n, until) in self._scan_failures.items() if until > now]
 
     def _scan_failed(self, mailbox_id: str, now: float) -> float:

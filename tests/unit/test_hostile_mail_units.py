@@ -506,3 +506,26 @@ def test_url_validation_never_raises_and_always_names_the_field(value: str) -> N
         # Whatever passes is an http(s) URL whose literal host, if any, is public.
         assert value.startswith(("http://", "https://"))
         netguard.Guard().check_url(value)
+
+
+async def test_guard_resolve_for_other_clients() -> None:
+    g = netguard.Guard()
+    assert await g.resolve("93.184.216.34", 25) == ["93.184.216.34"]
+    for host in ("127.0.0.1", "[::1]", "localhost", "169.254.169.254"):
+        with pytest.raises(netguard.Blocked):
+            await g.resolve(host, 993)
+    # A name the hosts file maps to loopback: resolved locally, then refused.
+    with pytest.raises(netguard.Blocked):
+        await g.resolve(socket.gethostname(), 993) if _loopback_hostname() else \
+            await g.resolve("localhost", 993)
+    assert await netguard.Guard.from_config(["127.0.0.0/8"]).resolve("127.0.0.1", 1) == \
+        ["127.0.0.1"]
+
+
+def _loopback_hostname() -> bool:
+    try:
+        with open("/etc/hosts") as fh:
+            return any(line.split()[:1] and line.split()[0].startswith("127.")
+                       and socket.gethostname() in line.split()[1:] for line in fh)
+    except OSError:
+        return False
