@@ -29,6 +29,12 @@ def _b64(blob: bytes) -> str:
     return base64.urlsafe_b64encode(blob).decode().rstrip("=")
 
 
+def canonical_folder(name: str) -> str:
+    """INBOX is case-insensitive in IMAP (RFC 3501), every other name is not: one
+    spelling of INBOX, so that a message in it has one id."""
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
 @dataclass(frozen=True)
 class MessageRef:
     mailbox_id: str
@@ -68,6 +74,8 @@ class MessageIds:
             mailbox_id, folder, validity, uid = plain.decode().split("\0")
             ref = MessageRef(mailbox_id, folder, int(validity), int(uid))
         except (InvalidTag, ValueError, UnicodeDecodeError):
+            return None
+        if canonical_folder(ref.folder) != ref.folder:
             return None
         # Deterministic ids: the id of what we decoded must be the value we were given.
         return ref if hmac.compare_digest(self.encode(ref), value) else None

@@ -24,7 +24,7 @@ from ..store import scope
 from ..store.queries import Q
 from . import compose, limits, master, reports
 from .imap import ImapError, ImapPool
-from .msgid import MessageIds, MessageRef
+from .msgid import MessageIds, MessageRef, canonical_folder
 from .policy import PolicyService
 from .submit import Submitter
 
@@ -223,6 +223,7 @@ class MailService:
     async def list(self, s: Sender, folder: str, unread_only: bool, limit: int,
                    offset: int) -> dict[str, Any]:
         self._require_ready(s)
+        folder = canonical_folder(folder)
         async with self.imap.session(s.address) as c:
             try:
                 validity = await self.imap.select(c, folder)

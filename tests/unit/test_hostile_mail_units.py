@@ -249,7 +249,8 @@ _REFS = st.builds(
                        max_size=40),
     folder=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e,
                                           exclude_characters='"\\*%\0'),
-                   min_size=1, max_size=60),
+                   min_size=1, max_size=60).filter(lambda f: f.upper() != "INBOX")
+    | st.just("INBOX"),
     uidvalidity=st.integers(min_value=0, max_value=2**32 - 1),
     uid=st.integers(min_value=1, max_value=2**32 - 1))
 
@@ -529,3 +530,13 @@ def _loopback_hostname() -> bool:
                        and socket.gethostname() in line.split()[1:] for line in fh)
     except OSError:
         return False
+
+
+def test_inbox_has_one_spelling_in_message_ids() -> None:
+    from mailforge.mail.msgid import canonical_folder
+
+    ids = MessageIds(secretbox.SecretBox(b"k" * 32))
+    assert canonical_folder("inbox") == canonical_folder("InBoX") == "INBOX"
+    assert canonical_folder("Sent") == "Sent" and canonical_folder("sent") == "sent"
+    assert ids.decode(ids.encode(MessageRef("usr_a", "inbox", 1, 1))) is None
+    assert ids.decode(ids.encode(MessageRef("usr_a", "INBOX", 1, 1))) is not None
