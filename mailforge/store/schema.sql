@@ -300,8 +300,8 @@ CREATE TABLE mail_scan_state (
 );
 CREATE INDEX mail_scan_state_watch_idx ON mail_scan_state (watch_until);
 
--- Bounces and complaints per domain; ref (mailbox, UIDVALIDITY, UID or a Postfix queue
--- id) makes recording idempotent.
+-- Bounces and complaints per domain; ref makes recording idempotent (since 0008:
+-- 'complaint:<Message-ID>' or 'bounce:<Message-ID>[:<recipient>]' of the sent message).
 CREATE TABLE mail_reputation_events (
     id          bigserial PRIMARY KEY,
     domain_id   text NOT NULL REFERENCES domains (id) ON DELETE CASCADE,

@@ -174,6 +174,9 @@ async def test_message_ids_have_one_spelling(api: Any, unique_domain: str) -> No
     msg = await _wait_message(api, a["id"], "spell me")
     value = msg["id"]
     assert (await api.get(f"/v1/inbox/{value}/body"))[0] == 200
+    for spelling in ("inbox", "Inbox"):  # INBOX is case-insensitive: still one id
+        same = await _wait_message(api, a["id"], "spell me", folder=spelling)
+        assert same["id"] == value, (spelling, same["id"], value)
     text = value[4:]
     variants = {value + "=", value + "==", value.upper(), "MSG_" + text,
                 value + "%0A", value[:-1], value + "A"}
