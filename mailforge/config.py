@@ -13,6 +13,7 @@ and two short names are kept for the secrets operators set most often:
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -314,6 +315,12 @@ class ReputationConfig:
     block_bounce_rate: float = 0.08
     watch_complaint_rate: float = 0.001
     block_complaint_rate: float = 0.003
+    # A domain is blocked only with at least this many bounces (or complaints) in the
+    # window, whatever the rate: a single report never blocks a low-volume domain.
+    block_min_events: int = 3
+    # How long the Message-IDs of sent messages are kept: a DSN or ARF report counts
+    # only when it refers to a message sent in this time (its evidence).
+    evidence_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -323,6 +330,13 @@ class WebhookConfig:
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 3600.0
     poll_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    # Connections to tenant-given hosts (webhooks) go to public addresses only; these
+    # CIDR ranges are allowed too (e.g. a receiver on the operator's own network).
+    allow_networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -343,6 +357,7 @@ class Config:
     mail: MailConfig = field(default_factory=MailConfig)
     reputation: ReputationConfig = field(default_factory=ReputationConfig)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
     # Source file, for messages; not read from YAML.
     source: str = "<defaults>"
 
@@ -421,6 +436,9 @@ def _convert(source: str, key: str, tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
         (inner,) = typing.get_args(tp)[:1]
+        if isinstance(value, str):
+            # From the environment (MAILFORGE__SECTION__KEY): a comma-separated list.
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise ConfigError(source, key, "must be a list")
         items = [_convert(source, f"{key}[{i}]", inner, v) for i, v in enumerate(value)]
@@ -499,6 +517,16 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(cfg.source, "mailboxes.retention_days", "must be 0 or more")
     if cfg.mailboxes.retention_dir and not Path(cfg.mailboxes.retention_dir).is_absolute():
         raise ConfigError(cfg.source, "mailboxes.retention_dir", "must be an absolute path")
+    for i, net in enumerate(cfg.outbound.allow_networks):
+        try:
+            ipaddress.ip_network(net, strict=True)
+        except ValueError:
+            raise ConfigError(cfg.source, f"outbound.allow_networks[{i}]",
+                              f"must be a network in CIDR form (e.g. 10.1.0.0/16), "
+                              f"got {net!r}") from None
+    if cfg.reputation.block_min_events < 1 or cfg.reputation.evidence_days < 1:
+        raise ConfigError(cfg.source, "reputation", "block_min_events and evidence_days "
+                          "must be 1 or more")
     if not Path(cfg.backend.postfix_dovecot.state_dir).is_absolute():
         raise ConfigError(cfg.source, "backend.postfix_dovecot.state_dir",
                           "must be an absolute path")

@@ -1,13 +1,14 @@
 """Per-domain sending reputation over a sliding window: messages sent (counted by the
 policy service), bounces (DSNs that came back to the domain's mailboxes, seen by the
 inbound scanner, and Postfix's own bounce reports delivered to them) and complaints
-(ARF feedback reports received). The status follows configurable rate thresholds;
-a ``blocked`` domain refuses new mailboxes and API sends with 409
+(ARF feedback reports received), each counted only with evidence that it is about a
+message mailforge sent (see ``judge``). The status follows configurable rate
+thresholds; a ``blocked`` domain refuses new mailboxes and API sends with 409
 ``domain_reputation_blocked``."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,11 @@ from aiohttp import web
 
 from .config import ReputationConfig
 from .errors import Conflict
+from .log import get
+from .mail import reports
 from .store.queries import Q
+
+log = get(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,14 @@ class Reputation:
 
 
 def assess(sent: int, bounces: int, complaints: int, cfg: ReputationConfig) -> Reputation:
-    """Pure: the status for these counts. Rates are over max(sent, min_volume)."""
+    """Pure: the status for these counts. Rates are over max(sent, min_volume); a block
+    also needs at least ``block_min_events`` bounces (or complaints), so that one
+    report, even a true one, never blocks a domain."""
     base = max(sent, cfg.min_volume, 1)
     br, cr = bounces / base, complaints / base
-    if br >= cfg.block_bounce_rate or cr >= cfg.block_complaint_rate:
+    least = cfg.block_min_events
+    if (br >= cfg.block_bounce_rate and bounces >= least) or \
+            (cr >= cfg.block_complaint_rate and complaints >= least):
         status = "blocked"
     elif br >= cfg.watch_bounce_rate or cr >= cfg.watch_complaint_rate:
         status = "watch"
@@ -69,6 +78,109 @@ async def record(conn: Any, domain_id: str, mailbox_id: str | None, kind: str,
     """Record a bounce or complaint once per *ref*; True when it was new."""
     return await conn.fetchval(Q.mail_reputation_record, domain_id, mailbox_id, kind,
                                ref) is not None
+
+
+# ------------------------------------------------------------------ evidence
+#
+# A DSN or ARF report is a claim anyone can send to port 25. It counts only when it is
+# about a message mailforge sent: the Message-IDs of sent messages are recorded (API
+# sends here, SMTP submissions through record_submitted) and a report must name one of
+# them, sent from the domain (or by the mailbox) that received the report and, for a
+# bounce, to the recipient that failed. Message-IDs mailforge makes carry 128 random
+# bits, so they cannot be guessed; whoever received a message knows its id, which is
+# why each sent message counts once as a complaint and once per recipient as a bounce,
+# and a block needs several (ReputationConfig.block_min_events).
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A report judged against the sent messages: counted (True) with the domain and
+    mailbox charged, or ignored (False) with the reason."""
+
+    counted: bool
+    reason: str
+    domain_id: str | None = None
+    mailbox_id: str | None = None
+    refs: tuple[str, ...] = ()
+
+
+async def record_sent(conn: Any, domain_id: str, mailbox_id: str | None, message_id: str,
+                      recipients: Sequence[str] | None, days: int) -> bool:
+    """Keep *message_id* (with or without <>) as sent from the domain; True when new."""
+    mid = reports.normal_msgid(message_id if message_id.startswith("<")
+                               else f"<{message_id}>")
+    if mid is None:
+        return False
+    rcpts = None if recipients is None else sorted({r.strip().lower() for r in recipients})
+    return await conn.fetchval(Q.mail_sent_record, domain_id, mid, mailbox_id, rcpts,
+                               days) is not None
+
+
+async def forget_sent(conn: Any, domain_id: str, message_id: str) -> None:
+    mid = reports.normal_msgid(message_id)
+    if mid is not None:
+        await conn.execute(Q.mail_sent_forget, domain_id, mid)
+
+
+async def record_submitted(conn_or_pool: Any, login: str, from_addr: str, message_id: str,
+                           recipients: Sequence[str] | None = None,
+                           days: int = 30) -> bool:
+    """Record a message submitted over SMTP (for the submission milter): *login* is the
+    authenticated mailbox (a Dovecot master login ``address*master`` stands for the
+    address), *from_addr* the address of the From header, *message_id* its Message-ID.
+    Recorded only when the From domain is a live domain of the login's own account;
+    True when a record was made. *conn_or_pool*: an asyncpg connection or pool."""
+    address = login.partition("*")[0].strip().lower()
+    from_domain = from_addr.strip().strip("<>").rpartition("@")[2].lower().rstrip(".")
+    if not address or "@" not in address or not from_domain:
+        return False
+    if hasattr(conn_or_pool, "acquire"):
+        async with conn_or_pool.acquire() as conn:
+            return await record_submitted(conn, login, from_addr, message_id,
+                                          recipients, days)
+    row = await conn_or_pool.fetchrow(Q.mail_submitted_sender, address, from_domain)
+    if row is None:
+        return False
+    return await record_sent(conn_or_pool, row["domain_id"], row["mailbox_id"],
+                             message_id, recipients, days)
+
+
+async def judge(conn: Any, domain_id: str, mailbox_id: str,
+                report: reports.Report) -> Verdict:
+    """Whether *report*, received by *mailbox_id* of *domain_id*, is about a message
+    we sent; the refs to record (idempotent: one per message and kind, one per
+    recipient for bounces)."""
+    if report.message_id is None:
+        return Verdict(False, "no Message-ID of the original message")
+    row = await conn.fetchrow(Q.mail_sent_evidence, report.message_id, domain_id,
+                              mailbox_id)
+    if row is None:
+        return Verdict(False, "not about a message sent from this domain")
+    mid = report.message_id
+    if report.kind == "complaint":
+        refs: tuple[str, ...] = (f"complaint:{mid}",)
+    elif row["recipients"] is None:
+        refs = (f"bounce:{mid}",)
+    else:
+        sent_to = set(row["recipients"])
+        refs = tuple(f"bounce:{mid}:{r}" for r in report.recipients if r in sent_to)
+        if not refs:
+            return Verdict(False, "the failed recipient is not one the message was sent to")
+    return Verdict(True, "about a message we sent", row["domain_id"], row["mailbox_id"],
+                   refs)
+
+
+async def count_report(conn: Any, domain_id: str, mailbox_id: str,
+                       report: reports.Report, where: str) -> Verdict:
+    """Judge *report* and record what counts; an ignored report is logged (info)."""
+    verdict = await judge(conn, domain_id, mailbox_id, report)
+    if not verdict.counted or verdict.domain_id is None:
+        log.info("report ignored", kind=report.kind, reason=verdict.reason,
+                 mailbox_id=mailbox_id, at=where)
+        return verdict
+    for ref in verdict.refs:
+        await record(conn, verdict.domain_id, verdict.mailbox_id, report.kind, ref)
+    return verdict
 
 
 async def domain_json(pool: asyncpg.Pool, domain_id: str,

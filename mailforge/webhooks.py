@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from . import ids
+from . import ids, netguard
 from .config import WebhookConfig
 from .log import get
 from .secretbox import SecretBox
@@ -68,10 +68,13 @@ async def enqueue(conn: Any, account_id: str, event: str, data: dict[str, Any],
 
 
 class Dispatcher:
-    def __init__(self, pool: asyncpg.Pool, box: SecretBox, cfg: WebhookConfig) -> None:
+    def __init__(self, pool: asyncpg.Pool, box: SecretBox, cfg: WebhookConfig,
+                 guard: netguard.Guard | None = None) -> None:
         self.pool = pool
         self.box = box
         self.cfg = cfg
+        # Receivers are tenant-given: every delivery goes through the outbound guard.
+        self.guard = guard if guard is not None else netguard.Guard()
         self._wake = asyncio.Event()
         self.delivered = 0
 
@@ -91,8 +94,7 @@ class Dispatcher:
         self.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with self.session() as session:
             while not stop.is_set():
                 try:
                     n = await self.run_once(session)
@@ -104,6 +106,16 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval)
                 self._wake.clear()
+
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP client for deliveries: names resolved through the guard (the
+        connection goes to the checked address), no proxy from the environment, no
+        cookies kept between receivers."""
+        connector = aiohttp.TCPConnector(resolver=self.guard.resolver(),
+                                         limit_per_host=4)
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
+                                     connector=connector, trust_env=False,
+                                     cookie_jar=aiohttp.DummyCookieJar())
 
     async def run_once(self, session: aiohttp.ClientSession, batch: int = 20) -> int:
         async with self.pool.acquire() as conn:
@@ -119,15 +131,7 @@ class Dispatcher:
         headers = {"Content-Type": "application/json", "User-Agent": "mailforge-webhooks/1",
                    "X-Mailforge-Event": r["event"], "X-Mailforge-Event-Id": r["event_id"],
                    "X-Mailforge-Signature": sign(secret, body)}
-        status: int | None = None
-        error: str | None = None
-        try:
-            async with session.post(r["url"], data=body, headers=headers,
-                                    allow_redirects=False) as resp:
-                status = resp.status
-                await resp.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            error = type(exc).__name__
+        status, error = await self.post(session, r["url"], body, headers)
         async with self.pool.acquire() as conn:
             if status is not None and 200 <= status < 300:
                 await conn.execute(Q.webhook_delivered, r["id"], status)
@@ -138,3 +142,26 @@ class Dispatcher:
                                    backoff(r["attempts"], self.cfg), self.cfg.max_attempts)
                 log.info("webhook delivery failed", webhook_id=r["webhook_id"],
                          event_id=r["event_id"], attempts=r["attempts"], error=err)
+
+    async def post(self, session: aiohttp.ClientSession, url: str, body: bytes,
+                   headers: dict[str, str]) -> tuple[int | None, str | None]:
+        """POST one delivery: (HTTP status, None) or (None, error). A destination the
+        guard refuses gives only ``netguard.BLOCKED_TEXT``: the record a tenant reads
+        must not tell what answers (or not) on an address it may not reach. Redirects
+        are not followed (a 3xx is a failed delivery)."""
+        try:
+            self.guard.check_url(url)
+            async with session.post(url, data=body, headers=headers,
+                                    allow_redirects=False) as resp:
+                # Only the status matters; a receiver's body is never read in full.
+                await resp.content.read(4096)
+                return resp.status, None
+        except netguard.Blocked:
+            return None, netguard.BLOCKED_TEXT
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, netguard.Blocked) or \
+                    isinstance(exc.__cause__, netguard.Blocked):
+                return None, netguard.BLOCKED_TEXT
+            return None, type(exc).__name__
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            return None, type(exc).__name__

@@ -7,12 +7,13 @@ import base64
 import binascii
 import html
 import re
+import secrets
 from dataclasses import dataclass, field
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
-from email.utils import format_datetime, getaddresses, make_msgid
+from email.utils import format_datetime, getaddresses
 from html.parser import HTMLParser
 from typing import Any
 
@@ -233,7 +234,9 @@ def compose(req: SendRequest, sender: str, display_name: str, signature: str,
         msg["Cc"] = ", ".join(req.cc)
     msg["Subject"] = req.subject
     msg["Date"] = format_datetime(now or datetime.now(UTC))
-    msg["Message-ID"] = make_msgid(domain=domain)
+    # 128 random bits: a Message-ID is the evidence a bounce or complaint must name to
+    # count against the domain, so nobody who has not received the message can know it.
+    msg["Message-ID"] = f"<{secrets.token_urlsafe(16)}@{domain}>"
     if req.in_reply_to:
         msg["In-Reply-To"] = req.in_reply_to
     refs = list(req.references)

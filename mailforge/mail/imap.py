@@ -22,6 +22,8 @@ from ..log import get
 
 log = get(__name__)
 
+# Printable ASCII without space, quote or backslash (then quoted as an IMAP string).
+_LOGIN = re.compile(r'[\x21\x23-\x5b\x5d-\x7e]{1,400}')
 _FOLDER = re.compile(r'^[^"\\\r\n\x00-\x1f*%]{1,200}$')
 
 
@@ -119,9 +121,15 @@ class ImapPool:
             await asyncio.wait_for(c.client.logout(), 2)
 
     async def _connect(self, address: str) -> Conn:
+        login = self._login_for(address)
+        # aioimaplib sends the user name as it is: a name with a space, a quote or a line
+        # break (a mailbox created before names were validated strictly) would break the
+        # command or inject another one, as the master user. Refused before any I/O.
+        if not _LOGIN.fullmatch(login):
+            raise ImapError("IMAP login refused: the mailbox name is not a plain address")
         client = aioimaplib.IMAP4(host=self.host, port=self.port, timeout=self.timeout)
         await client.wait_hello_from_server()
-        resp = await client.login(self._login_for(address), self._password)
+        resp = await client.login(aioimaplib.quoted(login), self._password)
         if resp.result != "OK":
             with contextlib.suppress(Exception):
                 await client.logout()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -14,20 +15,27 @@ from typing import Any
 
 import asyncpg
 
-from .. import reputation, webhooks
+from .. import netguard, reputation, webhooks
 from ..config import Config
 from ..errors import ApiError, Conflict, NotFound
 from ..log import get
 from ..secretbox import SecretBox
+from ..store import scope
 from ..store.queries import Q
-from . import compose, limits, master
+from . import compose, limits, master, reports
 from .imap import ImapError, ImapPool
-from .msgid import MessageIds, MessageRef
+from .msgid import MessageIds, MessageRef, canonical_folder
 from .policy import PolicyService
 from .submit import Submitter
 
 log = get(__name__)
 
+# Backoff of a mailbox whose scans fail: 5 s, doubling, at most 15 minutes.
+SCAN_BACKOFF_BASE = 5.0
+SCAN_BACKOFF_MAX = 900.0
+# A report larger than this is read only this far (the original is at its end anyway
+# in the few cases where it is attached whole; its headers come first).
+MAX_REPORT_BYTES = 1_000_000
 LIST_HEADERS = "MESSAGE-ID FROM TO CC SUBJECT DATE IN-REPLY-TO REFERENCES"
 _ATTACHMENT = re.compile(r'"attachment"', re.IGNORECASE)
 
@@ -81,8 +89,11 @@ class MailService:
                              m.imap_pool_per_mailbox, m.imap_idle_seconds, m.imap_timeout)
         self.policy = PolicyService(pool, cfg)
         self.submitter = Submitter(m.submission_host, m.submission_port, m.master_password)
-        self.dispatcher = webhooks.Dispatcher(pool, box, cfg.webhooks)
+        self.dispatcher = webhooks.Dispatcher(
+            pool, box, cfg.webhooks, netguard.Guard.from_config(cfg.outbound.allow_networks))
         self._tasks: list[asyncio.Task[None]] = []
+        # mailbox id -> (consecutive failed scans, loop time before which it is skipped)
+        self._scan_failures: dict[str, tuple[int, float]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -106,13 +117,19 @@ class MailService:
 
     # ------------------------------------------------------------ lookups
 
-    async def sender(self, account_id: str, mailbox_id: str) -> Sender:
+    async def sender(self, account_id: str, mailbox_id: str,
+                     what: str = "email user") -> Sender:
+        """The live mailbox *mailbox_id* of the account, within the token's domain
+        restriction: everything reached through a mailbox id (or a message id, which
+        carries one) is found here, so the scope is applied once for all of them.
+        Another tenant's mailbox, a tombstone and a mailbox outside the restriction are
+        the same 404."""
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.mail_sender_by_id, mailbox_id)
-            if row is None or row["account_id"] != account_id:
-                raise NotFound("email user")
-            dom = await conn.fetchrow(Q.mail_domain_owner, row["domain_id"])
-        return Sender(row, "" if dom is None else str(dom["name"]))
+            row = await conn.fetchrow(Q.mail_sender_by_id, mailbox_id, account_id)
+        if row is None or row["account_id"] != account_id:
+            raise NotFound(what)
+        scope.check(str(row["domain_name"]), what)
+        return Sender(row, str(row["domain_name"]))
 
     def _require_ready(self, s: Sender) -> None:
         if not self.cfg.mail.master_password:
@@ -165,9 +182,17 @@ class MailService:
             raise self._over_limit(q)
         msg = compose.compose(req, s.address, s.row["name"], s.row["signature"], s.domain)
         m = self.cfg.mail
+        msgid = str(msg["Message-ID"])
+        # The evidence a later DSN or complaint must name, recorded before the message
+        # leaves: a bounce can come back within milliseconds.
+        async with self.pool.acquire() as conn:
+            await reputation.record_sent(conn, s.row["domain_id"], s.id, msgid,
+                                         req.recipients, self.cfg.reputation.evidence_days)
         result = await self.submitter.submit(master.login_name(s.address, self.cfg),
                                              s.address, req.recipients, msg)
         if not result.ok:
+            async with self.pool.acquire() as conn:
+                await reputation.forget_sent(conn, s.row["domain_id"], msgid)
             if "sending limit" in result.text.lower():
                 raise self._over_limit(await self.quota(s))
             log.warning("submission refused", mailbox_id=s.id, code=result.code,
@@ -198,6 +223,7 @@ class MailService:
     async def list(self, s: Sender, folder: str, unread_only: bool, limit: int,
                    offset: int) -> dict[str, Any]:
         self._require_ready(s)
+        folder = canonical_folder(folder)
         async with self.imap.session(s.address) as c:
             try:
                 validity = await self.imap.select(c, folder)
@@ -246,15 +272,17 @@ class MailService:
         return {"messages": [items[u] for u in page if u in items], "total": len(uids),
                 "limit": limit, "offset": offset, "folder": folder}
 
-    def ref(self, account_id: str, msg_id: str) -> MessageRef:
+    def ref(self, msg_id: str) -> MessageRef:
         ref = self.ids.decode(msg_id)
         if ref is None:
             raise NotFound("message")
         return ref
 
     async def _owned(self, account_id: str, msg_id: str) -> tuple[Sender, MessageRef]:
-        ref = self.ref(account_id, msg_id)
-        s = await self.sender(account_id, ref.mailbox_id)
+        """The mailbox a message id points into, checked like a mailbox id (account,
+        tombstone, domain restriction: all 404 "message"), and ready to be read."""
+        ref = self.ref(msg_id)
+        s = await self.sender(account_id, ref.mailbox_id, "message")
         self._require_ready(s)
         return s, ref
 
@@ -288,6 +316,25 @@ class MailService:
             await self.imap.uid_store(c, ref.uid, "+FLAGS" if read else "-FLAGS", r"(\Seen)")
 
     # ------------------------------------------------------------ inbound scanning
+    #
+    # One mailbox never stops the others: a mailbox whose scan fails (a name the IMAP
+    # server refuses, a login refused, a broken message) is logged and skipped, and
+    # waits out a backoff of its own while the scanner goes on with the rest; one
+    # message that cannot be processed is logged and passed over.
+
+    def _backing_off(self, now: float) -> Sequence[str]:
+        # A mailbox not tried again long after its backoff (no longer watched, deleted)
+        # is forgotten, so that the table stays as small as what fails now.
+        for mid in [m for m, (_n, until) in self._scan_failures.items()
+                    if until < now - 2 * SCAN_BACKOFF_MAX]:
+            del self._scan_failures[mid]
+        return [mid for mid, (_n, until) in self._scan_failures.items() if until > now]
+
+    def _scan_failed(self, mailbox_id: str, now: float) -> float:
+        n = self._scan_failures.get(mailbox_id, (0, 0.0))[0] + 1
+        delay = min(SCAN_BACKOFF_MAX, SCAN_BACKOFF_BASE * 2.0 ** (n - 1))
+        self._scan_failures[mailbox_id] = (n, now + delay)
+        return delay
 
     async def _scan_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -302,26 +349,39 @@ class MailService:
                     last_sweep = loop.time()
                     async with self.pool.acquire() as conn:
                         await conn.execute(Q.mail_sweep_enroll, self.mail_host)
+                        await conn.execute(Q.mail_sent_expire)
                 await self.scan_once()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("inbound scan failed", error=str(exc))
+            except Exception:  # the scanner must outlive any one bug
+                log.exception("inbound scan pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.cfg.mail.scan_interval)
 
     async def scan_once(self, limit: int = 200) -> int:
         if not self.cfg.mail.master_password:
             return 0
+        loop = asyncio.get_running_loop()
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.mail_watched, self.mail_host, limit)
+            rows = await conn.fetch(Q.mail_watched, self.mail_host, limit,
+                                    self._backing_off(loop.time()))
         sem = asyncio.Semaphore(8)
 
         async def one(r: Any) -> None:
+            mailbox_id = str(r["mailbox_id"])
             async with sem:
                 try:
                     await self._scan_mailbox(r)
-                except (ImapError, OSError, TimeoutError) as exc:
-                    log.info("scan of a mailbox failed", mailbox_id=r["mailbox_id"],
-                             error=str(exc))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # isolate one mailbox
+                    delay = self._scan_failed(mailbox_id, loop.time())
+                    log.warning("scan of a mailbox failed; skipped", mailbox_id=mailbox_id,
+                                error=f"{type(exc).__name__}: {exc}"[:300],
+                                failures=self._scan_failures[mailbox_id][0],
+                                retry_in=round(delay, 1))
+                else:
+                    self._scan_failures.pop(mailbox_id, None)
 
         await asyncio.gather(*(one(r) for r in rows))
         return len(rows)
@@ -344,44 +404,64 @@ class MailService:
             if new:
                 fetched = await self.imap.uid_fetch(c, ",".join(map(str, new)),
                                                     "(UID BODY.PEEK[HEADER])")
-            reports: dict[int, bytes] = {}
+            reports_raw: dict[int, bytes] = {}
             headers: dict[int, Any] = {}  # uid -> parsed header block
             for text, lits in fetched:
                 m = re.search(r"\bUID (\d+)", text)
                 if not m or not lits:
                     continue
                 uid = int(m.group(1))
-                h = compose.parse(lits[-1][1])
+                try:
+                    h = compose.parse(lits[-1][1])
+                    is_report = h.get_content_type() == "multipart/report"
+                except Exception as exc:  # one broken message is skipped
+                    log.warning("unreadable message header; skipped", mailbox_id=mailbox_id,
+                                uid=uid, error=f"{type(exc).__name__}: {exc}"[:300])
+                    continue
                 headers[uid] = h
-                if h.get_content_type() == "multipart/report":
+                if is_report:
                     body = await self.imap.uid_fetch(c, str(uid), "(UID BODY.PEEK[])")
                     for _t, blits in body:
                         if blits:
-                            reports[uid] = blits[-1][1]
+                            reports_raw[uid] = blits[-1][1][:MAX_REPORT_BYTES]
         async with self.pool.acquire() as conn:
             for uid in new:
                 hdr = headers.get(uid)
                 if hdr is None:
                     continue
                 ref = f"{mailbox_id}:{validity}:{uid}"
-                mid = self.ids.encode(MessageRef(mailbox_id, "INBOX", validity, uid))
-                data = {"email_user_id": mailbox_id, "email": address, "id": mid,
-                        "uid": uid, "message_id": compose.header_text(hdr.get("Message-ID")),
-                        "from": compose.header_text(hdr.get("From")),
-                        "subject": compose.header_text(hdr.get("Subject")) or "",
-                        "date": _date(compose.header_text(hdr.get("Date")))}
+                try:
+                    data = self._event_data(r, validity, uid, hdr)
+                    report = reports.parse(compose.parse(reports_raw[uid])) \
+                        if uid in reports_raw else None
+                except Exception as exc:  # one broken message is skipped
+                    log.warning("unreadable message; skipped", mailbox_id=mailbox_id,
+                                uid=uid, error=f"{type(exc).__name__}: {exc}"[:300])
+                    continue
                 async with conn.transaction():
                     await webhooks.enqueue(conn, r["account_id"], "message.received", data,
                                            event_id=f"evt_in_{ref}")
-                    kind = compose.classify_report(compose.parse(reports[uid])) \
-                        if uid in reports else None
-                    if kind is not None:
-                        await reputation.record(conn, r["domain_id"], mailbox_id, kind, ref)
-                        event = "message.bounced" if kind == "bounce" \
+                    if report is None:
+                        continue
+                    verdict = await reputation.count_report(
+                        conn, r["domain_id"], mailbox_id, report, ref)
+                    if verdict.counted:
+                        event = "message.bounced" if report.kind == "bounce" \
                             else "message.complained"
-                        await webhooks.enqueue(conn, r["account_id"], event, data,
-                                               event_id=f"evt_{kind}_{ref}")
+                        await webhooks.enqueue(
+                            conn, r["account_id"], event,
+                            {**data, "original_message_id": f"<{report.message_id}>"},
+                            event_id=f"evt_{report.kind}_{ref}")
             await conn.execute(Q.mail_scan_record, mailbox_id, validity,
                                max([last, *uids]) if uids else last)
         if new:
             self.dispatcher.wake()
+
+    def _event_data(self, r: Any, validity: int, uid: int, hdr: Any) -> dict[str, Any]:
+        mailbox_id = r["mailbox_id"]
+        return {"email_user_id": mailbox_id, "email": r["address"],
+                "id": self.ids.encode(MessageRef(mailbox_id, "INBOX", validity, uid)),
+                "uid": uid, "message_id": compose.header_text(hdr.get("Message-ID")),
+                "from": compose.header_text(hdr.get("From")),
+                "subject": compose.header_text(hdr.get("Subject")) or "",
+                "date": _date(compose.header_text(hdr.get("Date")))}

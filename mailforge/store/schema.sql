@@ -300,8 +300,8 @@ CREATE TABLE mail_scan_state (
 );
 CREATE INDEX mail_scan_state_watch_idx ON mail_scan_state (watch_until);
 
--- Bounces and complaints per domain; ref (mailbox, UIDVALIDITY, UID or a Postfix queue
--- id) makes recording idempotent.
+-- Bounces and complaints per domain; ref makes recording idempotent (since 0008:
+-- 'complaint:<Message-ID>' or 'bounce:<Message-ID>[:<recipient>]' of the sent message).
 CREATE TABLE mail_reputation_events (
     id          bigserial PRIMARY KEY,
     domain_id   text NOT NULL REFERENCES domains (id) ON DELETE CASCADE,
@@ -312,6 +312,23 @@ CREATE TABLE mail_reputation_events (
 );
 CREATE UNIQUE INDEX mail_reputation_events_ref_key ON mail_reputation_events (domain_id, ref);
 CREATE INDEX mail_reputation_events_domain_idx ON mail_reputation_events (domain_id, occurred_at);
+
+-- Evidence for reputation (0008): Message-IDs of the messages mailforge sent; a DSN or
+-- ARF report counts only when it is about one of them.
+CREATE TABLE mail_sent_messages (
+    domain_id   text NOT NULL REFERENCES domains (id) ON DELETE CASCADE,
+    -- The Message-ID without its angle brackets.
+    message_id  text NOT NULL CHECK (length(message_id) BETWEEN 1 AND 250),
+    mailbox_id  text REFERENCES mailboxes (id) ON DELETE SET NULL,
+    -- Envelope recipients in lower case; NULL when not known (then a bounce counts once
+    -- per message, whatever recipient it names).
+    recipients  text[],
+    sent_at     timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL,
+    PRIMARY KEY (domain_id, message_id)
+);
+CREATE INDEX mail_sent_messages_message_idx ON mail_sent_messages (message_id);
+CREATE INDEX mail_sent_messages_expires_idx ON mail_sent_messages (expires_at);
 
 CREATE TABLE webhooks (
     id            text PRIMARY KEY,

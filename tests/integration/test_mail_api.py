@@ -278,22 +278,36 @@ async def test_dsn_and_arf_move_reputation_until_the_domain_is_blocked(
     rep = await _reputation(api, dom["id"])
     assert rep["status"] == "healthy" and rep["bounces"] == rep["complaints"] == 0
     smtp = sandbox.info["smtp"]
-    original = f"From: {a['email']}\r\nTo: nobody@outside.example\r\nSubject: hello"
+    # Reports count only about messages the domain really sent: send three.
+    sent = []
+    for n in range(3):
+        status, out = await api.post(f"/v1/email-users/{a['id']}/inbox/send", {
+            "to": f"nobody{n}@outside.example", "subject": f"hello {n}", "body": "x"})
+        assert status == 200, out
+        sent.append((out["message_id"], f"nobody{n}@outside.example"))
+
+    def original(n: int) -> str:
+        return (f"From: {a['email']}\r\nTo: {sent[n][1]}\r\nSubject: hello {n}\r\n"
+                f"Message-ID: {sent[n][0]}")
+
     dsn = _report("MAILER-DAEMON@mx.outside.example", a["email"],
                   "Undelivered Mail Returned to Sender", "delivery-status",
                   "message/delivery-status",
                   "Reporting-MTA: dns; mx.outside.example\r\n\r\n"
-                  "Final-Recipient: rfc822; nobody@outside.example\r\n"
-                  "Action: failed\r\nStatus: 5.1.1", original)
+                  f"Final-Recipient: rfc822; {sent[0][1]}\r\n"
+                  "Action: failed\r\nStatus: 5.1.1", original(0))
     await asyncio.to_thread(_send_raw, smtp, "", a["email"], dsn)
     rep = await wait_rep(api, dom["id"], lambda r: r["bounces"] == 1)
     assert rep["status"] == "watch", rep  # 1 / max(sent, 20) = 5 % >= 3 %
-    arf = _report("fbl@isp.example", a["email"], "Complaint about message",
-                  "feedback-report", "message/feedback-report",
-                  "Feedback-Type: abuse\r\nUser-Agent: isp-fbl/1.0\r\nVersion: 1", original)
-    await asyncio.to_thread(_send_raw, smtp, "fbl@isp.example", a["email"], arf)
-    rep = await wait_rep(api, dom["id"], lambda r: r["complaints"] == 1)
-    assert rep["status"] == "blocked", rep
+    for n in range(3):
+        arf = _report("fbl@isp.example", a["email"], "Complaint about message",
+                      "feedback-report", "message/feedback-report",
+                      "Feedback-Type: abuse\r\nUser-Agent: isp-fbl/1.0\r\nVersion: 1",
+                      original(n))
+        await asyncio.to_thread(_send_raw, smtp, "fbl@isp.example", a["email"], arf)
+        rep = await wait_rep(api, dom["id"], lambda r, n=n: r["complaints"] == n + 1)
+        # Blocked only from the third complaint on (reputation.block_min_events).
+        assert rep["status"] == ("blocked" if n == 2 else "watch"), rep
 
     status, err = await api.post("/v1/email-users", {"domain": unique_domain,
                                                      "username": "another"})

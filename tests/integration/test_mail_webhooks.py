@@ -8,13 +8,39 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
+import pytest_asyncio
 from aiohttp import web
+from dnshelp import daemon_overlay
 from support import message, ready_domain, smtp_send, wait_job
 
 pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def loopback_receivers(sandbox: Any) -> Iterator[Any]:
+    """The daemon with loopback allowed for outbound connections
+    (``outbound.allow_networks``): this module's receivers listen on 127.0.0.1, which
+    the outbound guard refuses by default."""
+    with daemon_overlay(sandbox, {"outbound": {"allow_networks": ["127.0.0.0/8"]}}):
+        yield sandbox
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def api(loopback_receivers: Any) -> AsyncIterator[Any]:
+    """A client of its own: the session client's pooled connections point at the
+    daemon this module restarted."""
+    from conftest import ApiClient
+
+    conn = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=conn,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as s:
+        yield ApiClient(s, loopback_receivers.info["api_url"],
+                        loopback_receivers.info["admin_token"])
 
 
 async def test_webhooks_signed_for_inbound_mail_and_job_completion(

@@ -9,11 +9,16 @@ FROM mailboxes m LEFT JOIN mail_warmup w ON w.mailbox_id = m.id
 WHERE m.address = $1 AND NOT m.deleted;
 
 -- name: mail_sender_by_id
+-- A live mailbox of the account ($2) with its domain's name, for the token's domain
+-- restriction; tombstones (deleted mailboxes or domains) are never found.
 SELECT m.id, m.account_id, m.domain_id, m.address, m.name, m.signature, m.daily_send_limit,
        m.suspended, m.deleted, m.status, w.start_limit AS warmup_start, w.days AS warmup_days,
-       w.started_on AS warmup_started_on
-FROM mailboxes m LEFT JOIN mail_warmup w ON w.mailbox_id = m.id
-WHERE m.id = $1 AND NOT m.deleted;
+       w.started_on AS warmup_started_on, d.name AS domain_name
+FROM mailboxes m
+JOIN domains d ON d.id = m.domain_id
+LEFT JOIN mail_warmup w ON w.mailbox_id = m.id
+WHERE m.id = $1 AND m.account_id = $2 AND NOT m.deleted AND NOT d.deleted
+  AND d.account_id = $2;
 
 -- name: mail_sent_on_day
 SELECT coalesce((SELECT count FROM mail_send_counts WHERE mailbox_id = $1 AND day = $2), 0);
@@ -65,6 +70,8 @@ FROM mail_scan_state s
 JOIN mailboxes m ON m.id = s.mailbox_id
 JOIN domains d ON d.id = m.domain_id
 WHERE s.watch_until > now() AND m.status = 'active' AND NOT m.deleted AND d.mail_host = $1
+  -- Mailboxes whose last scans failed wait out their backoff without taking a slot.
+  AND NOT (s.mailbox_id = ANY ($3::text[]))
 -- Recipients just seen by the policy service (watched longest) first, sweeps after.
 ORDER BY s.watch_until DESC
 LIMIT $2;
@@ -89,9 +96,6 @@ SELECT
   (SELECT count(*) FROM mail_reputation_events
    WHERE domain_id = $1 AND kind = 'complaint'
      AND occurred_at > now() - make_interval(days => $2::int)) AS complaints;
-
--- name: mail_domain_owner
-SELECT id, account_id, name FROM domains WHERE id = $1;
 
 -- name: webhook_insert
 INSERT INTO webhooks (id, account_id, url, events, sealed_secret)
@@ -154,3 +158,35 @@ FROM jobs WHERE id = ANY ($1::text[]);
 
 -- name: mail_domain_for_account
 SELECT id, name FROM domains WHERE account_id = $1 AND (id = $2 OR name = $3);
+
+-- name: mail_sent_record
+-- Evidence: a message mailforge sent ($5 days kept). The first record of a Message-ID
+-- for a domain stands (a later copy cannot take it over).
+INSERT INTO mail_sent_messages (domain_id, message_id, mailbox_id, recipients, expires_at)
+VALUES ($1, $2, $3, $4::text[], now() + make_interval(days => $5::int))
+ON CONFLICT (domain_id, message_id) DO NOTHING
+RETURNING message_id;
+
+-- name: mail_sent_forget
+-- The submission was refused: the message never left.
+DELETE FROM mail_sent_messages WHERE domain_id = $1 AND message_id = $2;
+
+-- name: mail_submitted_sender
+-- For an SMTP submission: the live mailbox of login $1 and the live domain $2 of its
+-- own account the From header names.
+SELECT m.id AS mailbox_id, d.id AS domain_id
+FROM mailboxes m
+JOIN domains d ON d.account_id = m.account_id
+WHERE m.address = $1 AND NOT m.deleted AND d.name = $2 AND NOT d.deleted;
+
+-- name: mail_sent_evidence
+-- The sent message a report received by mailbox $3 (of domain $2) is about: sent from
+-- that domain or by that mailbox, and not expired.
+SELECT domain_id, mailbox_id, recipients
+FROM mail_sent_messages
+WHERE message_id = $1 AND expires_at > now() AND (domain_id = $2 OR mailbox_id = $3)
+ORDER BY (domain_id = $2) DESC
+LIMIT 1;
+
+-- name: mail_sent_expire
+DELETE FROM mail_sent_messages WHERE expires_at <= now();
