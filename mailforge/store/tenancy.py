@@ -156,7 +156,9 @@ async def create_sub_account(store: Store, parent_id: str,
                                   item.email_user_limit, item.reseller, item.first_name,
                                   item.last_name, item.company_name)
         assert row is not None
-    tid, token, _ = await store.create_token(row["id"], "initial admin token", ["admin"])
+        # In the same transaction: never an account without its first token.
+        tid, token, _ = await store._insert_token(conn, row["id"], "initial admin token",
+                                                  ["admin"], None, None)
     return dict(row), tid, token
 
 
@@ -260,6 +262,8 @@ async def reseller_usage(store: Store, parent_id: str) -> list[dict[str, Any]]:
 async def create_token(store: Store, account_id: str, name: str, permissions: Sequence[str],
                        domains: Sequence[str] | None,
                        expires_at: Any) -> tuple[dict[str, Any], str]:
-    tid, token, _ = await store.create_token(account_id, name, permissions, domains,
-                                             expires_at)
+    """A token of the account; a domain restriction may name only the account's own
+    domains (400 naming ``domains[i]``, checked in the insert's transaction)."""
+    tid, token, _ = await store.create_owned_token(account_id, name, permissions, domains,
+                                                   expires_at)
     return await get_token(store, account_id, tid), token
