@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from .. import ids, validation
+from .. import ids, publicsuffix, validation
 from ..errors import ApiError, Conflict, NotFound, ValidationFailed
 from ..models import Alias, Domain, DomainState, Job, Mailbox, Principal, from_record
 from . import scope
@@ -227,7 +227,8 @@ class Store:
         or above a name of another account (``mail.`` or ``mta-sts.`` of its domain, a
         sub-domain, its parent) is 409 ``domain_name_owned``; the same name is 409
         ``domain_exists``; names at, under or above the account's own domains are
-        allowed (its sub-domains, alias domains). Names are canonicalised here again,
+        allowed (its sub-domains, alias domains). A public suffix (``co.uk``) is no
+        one's: 400. Names are canonicalised here again,
         so no caller can store a second spelling. *credentials* (domain id -> sealed
         DNS credentials) are stored in the same transaction.
         """
@@ -241,6 +242,10 @@ class Store:
                 continue
             if n in (c for c, _ in canon):
                 errs.append(f"domains[{i}]: {n} is listed twice")
+            elif publicsuffix.is_public_suffix(n):
+                # Owning it would lock every other account out of every name under it.
+                errs.append(f"domains[{i}]: {n} is a public suffix (like co.uk); connect "
+                            "a name registered under it")
             canon.append((n, validation.unicode_domain(n)))
         if errs:
             raise ValidationFailed(errs)

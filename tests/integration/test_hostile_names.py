@@ -281,6 +281,10 @@ async def test_names_at_under_or_above_another_tenants_domain_are_refused(
                                           {"domains": [f"mail.{x.domain}{suffix}"]})
         assert status in (400, 409), (repr(suffix), status, err)
         assert "domains[0]" in _details(err), err
+    # A public suffix is no one's: owning it would claim every name under it.
+    for name in ("co.uk", "github.io", "CO\u3002UK.", "foo.ck"):
+        status, err = await y.client.post("/v1/domains/connect", {"domains": [name]})
+        assert status == 400 and "public suffix" in _details(err), (name, status, err)
     # All or nothing: a free name next to a claimed one is not connected either.
     free = _name()
     status, err = await y.client.post("/v1/domains/connect",
