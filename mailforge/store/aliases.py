@@ -15,7 +15,7 @@ from ..models import Alias, Domain, Job, from_record
 from . import scope
 from .mailboxes import _queue
 from .queries import Q
-from .store import Store
+from .store import Store, canonical_domain
 
 
 def check_targets(address: str, targets: Sequence[str]) -> None:
@@ -64,6 +64,8 @@ async def create_alias(store: Store, account_id: str, domain: Domain, address: s
 
 
 async def get_alias(store: Store, account_id: str, alias_id: str) -> tuple[Alias, str]:
+    if not ids.has_prefix(alias_id, "ali"):
+        raise NotFound("alias")
     async with store.pool.acquire() as conn:
         row = await conn.fetchrow(Q.get_alias, account_id, alias_id)
     if row is None:
@@ -75,6 +77,7 @@ async def get_alias(store: Store, account_id: str, alias_id: str) -> tuple[Alias
 async def list_aliases(store: Store, account_id: str, domain: str | None,
                        search: str | None, limit: int,
                        offset: int) -> tuple[list[tuple[Alias, str]], int]:
+    domain = canonical_domain(domain) if domain is not None else None
     async with store.pool.acquire() as conn:
         allowed = scope.names()
         rows = await conn.fetch(Q.list_aliases, account_id, domain, search, limit, offset,
@@ -87,6 +90,8 @@ async def list_aliases(store: Store, account_id: str, domain: str | None,
 async def change_alias(store: Store, account_id: str, alias_id: str,
                        targets: Sequence[str] | None) -> tuple[Alias, str, Job]:
     """New targets, or (``targets`` None) deletion."""
+    if not ids.has_prefix(alias_id, "ali"):
+        raise NotFound("alias")
     async with store._tx() as conn:
         cur = await conn.fetchrow(Q.lock_alias, account_id, alias_id)
         if cur is None:

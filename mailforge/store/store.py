@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -80,12 +81,15 @@ def _related(a: str, b: str) -> bool:
     return a == b or a.endswith("." + b) or b.endswith("." + a)
 
 
+_SECRET = re.compile(r"[A-Za-z0-9_-]{1,128}")  # token_urlsafe output, matched in full
+
+
 def split_token(token: str) -> tuple[str, str] | None:
     """``mf_<token id>.<secret>`` -> (token id, secret)."""
     if not token.startswith(TOKEN_PREFIX) or "." not in token or len(token) > 200:
         return None
     tid, _, secret = token[len(TOKEN_PREFIX):].partition(".")
-    if not ids.has_prefix(tid, "tok") or not secret:
+    if not ids.has_prefix(tid, "tok") or not _SECRET.fullmatch(secret):
         return None
     return tid, secret
 
@@ -297,6 +301,8 @@ class Store:
             return out
 
     async def get_domain(self, account_id: str, domain_id: str) -> Domain:
+        if not ids.has_prefix(domain_id, "dom"):
+            raise NotFound("domain")  # no such id can exist (and NUL never reaches SQL)
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(Q.get_domain, account_id, domain_id)
         if row is None:
@@ -390,6 +396,8 @@ class Store:
         return job, created
 
     async def get_mailbox(self, account_id: str, mailbox_id: str) -> tuple[Mailbox, str]:
+        if not ids.has_prefix(mailbox_id, "usr"):
+            raise NotFound("email user")
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(Q.get_mailbox, account_id, mailbox_id)
         if row is None:
@@ -400,6 +408,7 @@ class Store:
     async def list_mailboxes(self, account_id: str, domain: str | None, status: str | None,
                              search: str | None, limit: int,
                              offset: int) -> tuple[list[tuple[Mailbox, str]], int]:
+        domain = canonical_domain(domain) if domain is not None else None
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(Q.list_mailboxes, account_id, domain, status, search,
                                     limit, offset, scope.names())
@@ -430,6 +439,8 @@ class Store:
     async def get_job(self, account_id: str, job_id: str) -> tuple[Job, list[dict[str, Any]],
                                                                    bytes | None]:
         """The job, its failed items, and its sealed one-time secrets if not yet expired."""
+        if not ids.has_prefix(job_id, "job"):
+            raise NotFound("job")
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(Q.get_job, account_id, job_id)
             if row is None:

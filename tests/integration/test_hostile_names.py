@@ -401,3 +401,25 @@ async def test_domain_ids_are_matched_in_full(pair: tuple[Tenant, Tenant]) -> No
     status, alias = await x.client.post("/v1/aliases", {
         "domain": x.domain_id, "username": "byid", "targets": [f"bob@{x.domain}"]})
     assert status == 202, alias
+
+
+async def test_malformed_ids_in_paths_are_404_never_500(
+        api: Any, pair: tuple[Tenant, Tenant]) -> None:
+    x, _ = pair
+    tails = ["%00", "%0A", "%0D%0A", "%E2%80%A8", "%20", "X"]
+    status, users = await x.client.get("/v1/email-users")
+    status, aliases = await x.client.get("/v1/aliases")
+    status, jobs = await x.client.get("/v1/jobs")
+    real = {"domains": x.domain_id, "email-users": users["users"][0]["id"],
+            "aliases": aliases["aliases"][0]["id"], "jobs": jobs["jobs"][0]["id"]}
+    for kind, rid in real.items():
+        assert (await x.client.get(f"/v1/{kind}/{rid}"))[0] == 200
+        for tail in tails:
+            url = f"/v1/{kind}/{rid}{tail}"
+            status, err = await x.client.get(url)
+            assert status in (400, 404), (url, status, err)
+    for tail in tails:
+        status, err = await api.get(f"/v1/reseller/accounts/{x.account_id}{tail}")
+        assert status in (400, 404), (tail, status, err)
+        status, err = await x.client.delete(f"/v1/auth/tokens/tok_abc{tail}")
+        assert status in (400, 404), (tail, status, err)
