@@ -232,9 +232,9 @@ class Store:
         sub-domain, its parent) is 409 ``domain_name_owned``; the same name is 409
         ``domain_exists``; names at, under or above the account's own domains are
         allowed (its sub-domains, alias domains). A public suffix (``co.uk``) is no
-        one's: 400. Names are canonicalised here again,
-        so no caller can store a second spelling. *credentials* (domain id -> sealed
-        DNS credentials) are stored in the same transaction.
+        one's: 400. Names are canonicalised here again, so no caller can store a second
+        spelling. *credentials* (domain id -> sealed DNS credentials) are stored in the
+        same transaction. See docs/names.md.
         """
         canon: list[tuple[str, str]] = []
         errs: list[str] = []
