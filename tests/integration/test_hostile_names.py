@@ -423,3 +423,20 @@ async def test_malformed_ids_in_paths_are_404_never_500(
         assert status in (400, 404), (tail, status, err)
         status, err = await x.client.delete(f"/v1/auth/tokens/tok_abc{tail}")
         assert status in (400, 404), (tail, status, err)
+
+
+async def test_the_name_search_can_use_its_indexes(sandbox: Any) -> None:
+    """The ownership check stays an index lookup however many domains there are."""
+    from mailforge.store.queries import Q
+    from mailforge.store.store import _relatives_params
+
+    conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(r[0] for r in await conn.fetch(
+                "EXPLAIN " + Q.domain_name_relatives,
+                *_relatives_params(["mail.example.test", "example.org"])))
+    finally:
+        await conn.close()
+    assert "domains_name_reversed_idx" in plan and "domains_name_key" in plan, plan

@@ -7,6 +7,7 @@ Postfix backend's safe-key rule in full, and holds no whitespace or control char
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 
@@ -29,7 +30,7 @@ ODD = ["\u3002", "\uff0e", "\uff61", ".", "..", "-", "_", "@", "+", "/", "[", "]
 PIECES = st.sampled_from(HOSTILE + ODD) | st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABCXYZ0123456789.-", min_size=1, max_size=12)
 NAMEISH = st.lists(PIECES, min_size=1, max_size=8).map("".join) | st.text(max_size=40)
-SETTINGS = settings(max_examples=1500, deadline=None,
+SETTINGS = settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "1500")), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
