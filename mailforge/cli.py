@@ -155,7 +155,7 @@ def _token_command(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     from datetime import UTC, datetime, timedelta
 
     from . import validation
-    from .errors import NotFound
+    from .errors import NotFound, ValidationFailed
     from .store import tenancy
 
     if args.token_cmd == "create":  # noqa: S105
@@ -182,11 +182,16 @@ def _token_command(args: argparse.Namespace, cfg: config_mod.Config) -> int:
 
         async def create(store: Any) -> tuple[str, str]:
             account = args.account or await store.ensure_root_account()
-            tid, token, _ = await store.create_token(account, args.name, perms, domains,
-                                                     expires)
+            # Refuses domains the account does not own.
+            tid, token, _ = await store.create_owned_token(account, args.name, perms,
+                                                           domains, expires)
             return tid, token
 
-        tid, token = asyncio.run(_with_store(cfg, create))
+        try:
+            tid, token = asyncio.run(_with_store(cfg, create))
+        except ValidationFailed as exc:
+            print(f"mailforge: --domains: {'; '.join(exc.details)}", file=sys.stderr)
+            return 2
         if args.json:
             print(json.dumps({"id": tid, "token": token}))
         else:

@@ -12,6 +12,8 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 
+from . import validation
+
 FIRST_NAMES = (
     "james mary john patricia robert jennifer michael linda david elizabeth william "
     "barbara richard susan joseph jessica thomas sarah charles karen daniel lisa matthew "
@@ -82,6 +84,14 @@ def parse_person(item: object) -> tuple[str, str]:
     return f[:30], la[:30]
 
 
+def _canonical(user: str) -> bool:
+    """Only names the mailbox endpoints accept as they are (no second spelling)."""
+    try:
+        return validation.local_part(user) == user
+    except ValueError:
+        return False
+
+
 def _candidates(first: str, last: str, style: str, n: int) -> list[str]:
     """Usernames for one person, preferred first: the chosen pattern, then the others,
     then the preferred one with a number."""
@@ -127,7 +137,7 @@ def generate(count: int, style: str, given: Sequence[tuple[str, str]],
             if domain is None:
                 break
         for user in _candidates(first, last, style, n):
-            if len(user) > 64 or not user[0].isalnum() or not user[-1].isalnum():
+            if not _canonical(user):
                 continue
             key = f"{user}@{domain}" if domain else user
             if key in used:

@@ -7,11 +7,11 @@ id); it acts inside a child with ``X-Mailforge-Account`` (resolved in ``http.py`
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
 
+from .. import validation
 from ..errors import ApiError, ValidationFailed
 from ..models import Principal
 from ..store import tenancy
@@ -29,7 +29,6 @@ from .http import (
 
 routes = web.RouteTableDef()
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
 MAX_LIMIT = 10_000_000
 
 
@@ -95,11 +94,12 @@ def _parse(body: dict[str, Any], creating: bool) -> tuple[dict[str, Any], list[s
                         {"email", "domain_limit", "email_user_limit"} if creating else set())
     out: dict[str, Any] = {}
     if "email" in body:
-        v = body["email"]
-        if not isinstance(v, str) or not _EMAIL.match(v) or len(v) > 254:
-            errs.append("email: must be an email address")
-        else:
-            out["email"] = v
+        try:
+            # A real address: unquoted local part, a host name (no IP literal), the
+            # domain in canonical form.
+            out["email"] = validation.contact_address(body["email"])
+        except ValueError as exc:
+            errs.append(f"email: {exc}")
     for f in _TEXT_FIELDS:
         if f in body:
             v = body[f]

@@ -86,8 +86,7 @@ async def create_alias(request: web.Request) -> web.Response:
     domain = await _resolve(request, principal.account_id, body["domain"])
     require_ready(domain)
     address = f"{local}@{domain.name}"
-    if address in targets:
-        raise ValidationFailed(["targets: an alias cannot forward to itself"])
+    alstore.check_targets(address, targets)  # the store checks again, in its transaction
 
     async def produce() -> tuple[int, dict[str, Any]]:
         alias, job = await alstore.create_alias(ctx.store, principal.account_id, domain,
@@ -128,10 +127,10 @@ async def update_alias(request: web.Request) -> web.Response:
     targets = parse_targets(body.get("targets"), errs) if "targets" in body else []
     if errs:
         raise ValidationFailed(errs)
+    # Every check (including "not forwarding to itself") runs in the store before the
+    # row changes: a refused update changes nothing.
     a, d, job = await alstore.change_alias(request.app[CTX].store, principal.account_id,
                                            request.match_info["id"], targets)
-    if a.address in targets:
-        raise ValidationFailed(["targets: an alias cannot forward to itself"])
     out = alias_json(a, d)
     out["job_id"] = job.id
     return web.json_response(out, status=202)

@@ -124,16 +124,13 @@ async def check_ns(request: web.Request) -> web.Response:
 
 
 async def _domain_from_host(request: web.Request, prefix: str) -> str:
-    host = request.headers.get("Host", "").split(":")[0].lower().rstrip(".")
+    host = request.headers.get("Host", "").split(":")[0].lower()
     name = host[len(prefix):] if host.startswith(prefix) else request.query.get("domain", "")
     try:
         name = validation.domain_name(name)
     except ValueError:
         raise NotFound("domain") from None
-    async with request.app[CTX].store.pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT 1 FROM domains WHERE name = $1 AND NOT deleted "
-                                  "AND backend_enabled", name)
-    if row is None:
+    if not await DnsStore(request.app[CTX].store).is_served(name):
         raise NotFound("domain")
     return name
 

@@ -6,13 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import reputation, validation
+from .. import ids, reputation, validation
 from ..dns.providers.base import load_provider
 from ..dns.step import DnsService
 from ..errors import ReconcileError, ValidationFailed
 from ..log import get
 from ..models import Domain
-from ..store.dns import DnsStore
 from . import oas
 from .context import CTX
 from .http import authenticate, check_fields, idempotent, json_body, paging, rfc3339
@@ -73,14 +72,16 @@ async def connect(request: web.Request) -> web.Response:
     if errs:
         raise ValidationFailed(errs)
 
+    def seal(domain_id: str) -> bytes:
+        assert isinstance(token, str)
+        return ctx.box.seal(token.encode(), f"dns-credentials:{domain_id}")
+
     async def produce() -> tuple[int, dict[str, Any]]:
-        created = await ctx.store.connect_domains(principal.account_id, names, provider)
-        out = []
-        for d in created:
-            if isinstance(token, str):
-                await DnsStore(ctx.store).set_credentials(
-                    d.id, ctx.box.seal(token.encode(), f"dns-credentials:{d.id}"))
-            out.append({**domain_json(d), "nameservers": await _zone(request, d)})
+        # Names, ownership and credentials are all stored in one transaction (or none).
+        created = await ctx.store.connect_domains(
+            principal.account_id, names, provider,
+            credentials=seal if isinstance(token, str) else None)
+        out = [{**domain_json(d), "nameservers": await _zone(request, d)} for d in created]
         return 201, {"domains": out}
 
     return await idempotent(request, principal, body, produce)
@@ -120,12 +121,11 @@ async def _resolve(request: web.Request, account_id: str, ref: object) -> Domain
     """A domain given by id (``dom_…``) or by name."""
     store = request.app[CTX].store
     if isinstance(ref, str) and ref.startswith("dom_"):
+        if not ids.has_prefix(ref, "dom"):
+            raise ValidationFailed(["domain: is not a domain id (dom_...) or name"])
         return await store.get_domain(account_id, ref)
-    try:
-        name = validation.domain_name(ref)
-    except ValueError as exc:
-        raise ValidationFailed([f"domain: {exc}"]) from None
-    return await store.find_domain(account_id, name)
+    # find_domain canonicalises the name (400 naming the field if it is none).
+    return await store.find_domain(account_id, ref, "domain")
 
 
 @routes.get("/v1/domains")

@@ -1,9 +1,9 @@
 """API token endpoints: create (the secret shown once), list, revoke.
 
 Tokens carry permissions (``read``, ``write``, ``admin``), an optional expiry and an
-optional restriction to a list of domains. A token cannot mint a token with more
-reach than its own: a domain-restricted token creates only tokens restricted to a
-subset of its domains.
+optional restriction to a list of domains, which must be domains the account owns. A
+token cannot mint a token with more reach than its own: a domain-restricted token
+creates only tokens restricted to a subset of its domains.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ async def create_token(request: web.Request) -> web.Response:
         else:
             expires = now + timedelta(seconds=secs)
     domains: list[str] | None = None
+    names: list[str] | None = None  # canonical, in request order (errors name domains[i])
     if body.get("domains") is not None:
         raw = body["domains"]
         if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_TOKEN_DOMAINS:
@@ -113,8 +114,9 @@ async def create_token(request: web.Request) -> web.Response:
     assert isinstance(name, str) and isinstance(perms, list)
 
     async def produce() -> tuple[int, dict[str, Any]]:
+        # The store refuses domains the account does not own, in the insert's transaction.
         row, secret = await tenancy.create_token(request.app[CTX].store, principal.account_id,
-                                                 name.strip(), perms, domains, expires)
+                                                 name.strip(), perms, names, expires)
         return 201, {**token_json(row), "token": secret}
 
     return await idempotent(request, principal, body, produce)

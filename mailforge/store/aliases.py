@@ -9,18 +9,42 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from .. import ids
-from ..errors import Conflict, NotFound
+from .. import ids, validation
+from ..errors import Conflict, NotFound, ValidationFailed
 from ..models import Alias, Domain, Job, from_record
 from . import scope
 from .mailboxes import _queue
 from .queries import Q
-from .store import Store
+from .store import Store, canonical_domain
+
+
+def check_targets(address: str, targets: Sequence[str]) -> None:
+    """Every target canonical (what the backend writes into its maps, as it is), none
+    twice, none the alias itself: checked before anything is written, so a refused
+    request changes nothing and the backend never meets a target it must refuse."""
+    errs = []
+    if not 1 <= len(targets):
+        errs.append("targets: must name at least one address")
+    for n, t in enumerate(targets):
+        try:
+            local, dom = validation.email_address(t)
+        except ValueError as exc:
+            errs.append(f"targets[{n}]: {exc}")
+            continue
+        if f"{local}@{dom}" != t:
+            errs.append(f"targets[{n}]: must be written {local}@{dom}")
+        elif t == address:
+            errs.append(f"targets[{n}]: an alias cannot forward to itself")
+        elif t in targets[:n]:
+            errs.append(f"targets[{n}]: {t} is given twice")
+    if errs:
+        raise ValidationFailed(errs)
 
 
 async def create_alias(store: Store, account_id: str, domain: Domain, address: str,
                        targets: Sequence[str]) -> tuple[Alias, Job]:
     scope.check(domain.name)
+    check_targets(address, targets)
     async with store._tx() as conn:
         await conn.fetchrow(Q.lock_account, account_id)
         if await conn.fetchval(Q.live_address_taken, address):
@@ -40,6 +64,8 @@ async def create_alias(store: Store, account_id: str, domain: Domain, address: s
 
 
 async def get_alias(store: Store, account_id: str, alias_id: str) -> tuple[Alias, str]:
+    if not ids.has_prefix(alias_id, "ali"):
+        raise NotFound("alias")
     async with store.pool.acquire() as conn:
         row = await conn.fetchrow(Q.get_alias, account_id, alias_id)
     if row is None:
@@ -51,6 +77,7 @@ async def get_alias(store: Store, account_id: str, alias_id: str) -> tuple[Alias
 async def list_aliases(store: Store, account_id: str, domain: str | None,
                        search: str | None, limit: int,
                        offset: int) -> tuple[list[tuple[Alias, str]], int]:
+    domain = canonical_domain(domain) if domain is not None else None
     async with store.pool.acquire() as conn:
         allowed = scope.names()
         rows = await conn.fetch(Q.list_aliases, account_id, domain, search, limit, offset,
@@ -63,11 +90,16 @@ async def list_aliases(store: Store, account_id: str, domain: str | None,
 async def change_alias(store: Store, account_id: str, alias_id: str,
                        targets: Sequence[str] | None) -> tuple[Alias, str, Job]:
     """New targets, or (``targets`` None) deletion."""
+    if not ids.has_prefix(alias_id, "ali"):
+        raise NotFound("alias")
     async with store._tx() as conn:
         cur = await conn.fetchrow(Q.lock_alias, account_id, alias_id)
         if cur is None:
             raise NotFound("alias")
         scope.check(cur["domain_name"], "alias")
+        if targets is not None:
+            # Before the write: raising here rolls back nothing because nothing changed.
+            check_targets(cur["address"], targets)
         if targets is None:
             row = await conn.fetchrow(Q.delete_alias, account_id, alias_id)
             kind = "alias_delete"

@@ -107,6 +107,12 @@ class DnsStore:
         async with self.pool.acquire() as conn:
             await conn.execute(Q.set_dns_credentials, domain_id, sealed)
 
+    async def is_served(self, name: str) -> bool:
+        """Is *name* (canonical) a set-up, not deleted domain (any account)? For the
+        public MTA-STS and autoconfig answers, which name no account."""
+        async with self.pool.acquire() as conn:
+            return bool(await conn.fetchval(Q.domain_served, name))
+
     async def requeue_due(self) -> int:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(Q.requeue_dns_due, self.store.mail_host)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -20,14 +21,18 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from .. import ids
-from ..errors import ApiError, Conflict, NotFound
+from .. import ids, publicsuffix, validation
+from ..errors import ApiError, Conflict, NotFound, ValidationFailed
 from ..models import Alias, Domain, DomainState, Job, Mailbox, Principal, from_record
 from . import scope
 from .queries import Q
 
 TOKEN_PREFIX = "mf_"  # noqa: S105 - a prefix, not a secret
 WORK_CHANNEL = "mailforge_work"
+# pg_advisory_xact_lock(DOMAIN_NAMES_LOCK, hashtext(top-level label)) serialises the
+# connects of names that could be at, above or under one another (such names always
+# share their last label), so the ownership check cannot be raced.
+DOMAIN_NAMES_LOCK = 7270002
 
 # A connection, whether taken from the pool or opened on its own.
 if TYPE_CHECKING:
@@ -52,12 +57,39 @@ def hash_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+def canonical_domain(value: object, field: str = "domain") -> str:
+    """The canonical name (``validation.domain_name``), or 400 naming *field*."""
+    try:
+        return validation.domain_name(value)
+    except ValueError as exc:
+        raise ValidationFailed([f"{field}: {exc}"]) from None
+
+
+def _relatives_params(names: Sequence[str]) -> tuple[list[str], list[str], list[str],
+                                                      list[str]]:
+    """Parameters of ``Q.domain_name_relatives`` for *names*: the names, all their
+    proper parents, and for their descendants a byte range over ``reverse(name)``
+    (every descendant of n reversed starts with reverse("." + n), which ends in ".";
+    "/" is the next byte)."""
+    parents = sorted({n.split(".", k)[k] for n in names for k in range(1, n.count(".") + 1)})
+    lows = [("." + n)[::-1] for n in names]
+    return list(names), parents, lows, [lo[:-1] + "/" for lo in lows]
+
+
+def _related(a: str, b: str) -> bool:
+    """Is *a* the same name as *b*, a parent of it or under it?"""
+    return a == b or a.endswith("." + b) or b.endswith("." + a)
+
+
+_SECRET = re.compile(r"[A-Za-z0-9_-]{1,128}")  # token_urlsafe output, matched in full
+
+
 def split_token(token: str) -> tuple[str, str] | None:
     """``mf_<token id>.<secret>`` -> (token id, secret)."""
     if not token.startswith(TOKEN_PREFIX) or "." not in token or len(token) > 200:
         return None
     tid, _, secret = token[len(TOKEN_PREFIX):].partition(".")
-    if not ids.has_prefix(tid, "tok") or not secret:
+    if not ids.has_prefix(tid, "tok") or not _SECRET.fullmatch(secret):
         return None
     return tid, secret
 
@@ -112,14 +144,49 @@ class Store:
     async def create_token(self, account_id: str, name: str, permissions: Sequence[str],
                            domains: Sequence[str] | None = None,
                            expires_at: datetime | None = None) -> tuple[str, str, datetime]:
-        """Create a token; returns (id, secret token string shown once, created_at)."""
+        """Create a token; returns (id, secret token string shown once, created_at).
+
+        Low level: the domain restriction is stored as given. Tenant-facing paths (the
+        API, the CLI) use ``create_owned_token``, which refuses domains the account
+        does not own."""
+        async with self._tx() as conn:
+            return await self._insert_token(conn, account_id, name, permissions, domains,
+                                            expires_at)
+
+    async def create_owned_token(self, account_id: str, name: str,
+                                 permissions: Sequence[str], domains: Sequence[str] | None,
+                                 expires_at: datetime | None = None
+                                 ) -> tuple[str, str, datetime]:
+        """Create a token whose domain restriction names only domains the account owns
+        (checked in the same transaction as the insert). *domains* in request order:
+        a refused one is reported as ``domains[i]``."""
+        restriction = None
+        async with self._tx() as conn:
+            if domains is not None:
+                canon = [canonical_domain(d, f"domains[{i}]") for i, d in enumerate(domains)]
+                # Shares the account row lock with connect, so a domain being connected
+                # or deleted right now is seen in its final state.
+                if await conn.fetchrow(Q.lock_account, account_id) is None:
+                    raise NotFound("account")
+                owned = {r["name"] for r in await conn.fetch(Q.owned_domain_names,
+                                                             account_id, canon)}
+                errs = [f"domains[{i}]: {n} is not a domain of this account"
+                        for i, n in enumerate(canon) if n not in owned]
+                if errs:
+                    raise ValidationFailed(errs)
+                restriction = sorted(set(canon))
+            return await self._insert_token(conn, account_id, name, permissions,
+                                            restriction, expires_at)
+
+    async def _insert_token(self, conn: Conn, account_id: str, name: str,
+                            permissions: Sequence[str], domains: Sequence[str] | None,
+                            expires_at: datetime | None) -> tuple[str, str, datetime]:
         tid = ids.new_id("tok")
         secret = secrets.token_urlsafe(32)
-        async with self._tx() as conn:
-            created = await conn.fetchval(Q.insert_token, tid, account_id, name,
-                                          hash_secret(secret), list(permissions),
-                                          list(domains) if domains is not None else None,
-                                          expires_at)
+        created = await conn.fetchval(Q.insert_token, tid, account_id, name,
+                                      hash_secret(secret), list(permissions),
+                                      list(domains) if domains is not None else None,
+                                      expires_at)
         return tid, f"{TOKEN_PREFIX}{tid}.{secret}", created
 
     async def authenticate(self, token: str) -> Principal | None:
@@ -155,35 +222,87 @@ class Store:
     # ------------------------------------------------------------------------ domains
 
     async def connect_domains(self, account_id: str, names: Sequence[tuple[str, str]],
-                              dns_provider: str) -> list[Domain]:
-        """Record domains (ascii name, unicode name); 409 if any is already connected."""
-        scope.check_new(n for n, _ in names)
+                              dns_provider: str,
+                              credentials: Callable[[str], bytes] | None = None
+                              ) -> list[Domain]:
+        """Record domains (ascii name, unicode name), all or none.
+
+        Ownership of names: a name belongs to one account. Connecting a name at, under
+        or above a name of another account (``mail.`` or ``mta-sts.`` of its domain, a
+        sub-domain, its parent) is 409 ``domain_name_owned``; the same name is 409
+        ``domain_exists``; names at, under or above the account's own domains are
+        allowed (its sub-domains, alias domains). A public suffix (``co.uk``) is no
+        one's: 400. Names are canonicalised here again, so no caller can store a second
+        spelling. *credentials* (domain id -> sealed DNS credentials) are stored in the
+        same transaction. See docs/names.md.
+        """
+        canon: list[tuple[str, str]] = []
+        errs: list[str] = []
+        for i, (raw, _) in enumerate(names):
+            try:
+                n = validation.domain_name(raw)
+            except ValueError as exc:
+                errs.append(f"domains[{i}]: {exc}")
+                continue
+            if n in (c for c, _ in canon):
+                errs.append(f"domains[{i}]: {n} is listed twice")
+            elif publicsuffix.is_public_suffix(n):
+                # Owning it would lock every other account out of every name under it.
+                errs.append(f"domains[{i}]: {n} is a public suffix (like co.uk); connect "
+                            "a name registered under it")
+            canon.append((n, validation.unicode_domain(n)))
+        if errs:
+            raise ValidationFailed(errs)
+        scope.check_new(n for n, _ in canon)
+        wanted = [n for n, _ in canon]
         async with self._tx() as conn:
             acct = await conn.fetchrow(Q.lock_account, account_id)
             if acct is None:
                 raise NotFound("account")
-            existing = await conn.fetch(Q.domains_by_names, [n for n, _ in names])
-            if existing:
-                details = [f"domains: {r['name']} is already connected" for r in existing]
-                raise Conflict("domain_exists", "A domain is already connected.", details)
+            # Names that could be related share their last label: one lock per top-level
+            # label, taken in order (no deadlock), held until commit.
+            for tld in sorted({n.rsplit(".", 1)[-1] for n in wanted}):
+                await conn.execute(Q.lock_domain_namespace, DOMAIN_NAMES_LOCK, tld)
+            rows = await conn.fetch(Q.domain_name_relatives, *_relatives_params(wanted))
+            taken, owned = [], []
+            for i, n in enumerate(wanted):
+                if any(r["name"] == n for r in rows):
+                    taken.append(f"domains[{i}]: {n} is already connected")
+                elif any(r["account_id"] != account_id and _related(r["name"], n)
+                         for r in rows):
+                    owned.append(f"domains[{i}]: {n} is at, under or above a domain "
+                                 "of another account")
+            if taken:
+                raise Conflict("domain_exists", "A domain is already connected.",
+                               taken + owned)
+            if owned:
+                raise Conflict("domain_name_owned", "A name at, under or above a domain "
+                               "of another account cannot be connected.", owned)
             used = await conn.fetchval(Q.count_domains, account_id)
-            if used + len(names) > acct["domain_limit"]:
+            if used + len(canon) > acct["domain_limit"]:
                 raise ApiError("limit_exceeded", "The account's domain limit would be exceeded.",
                                status=403, extra={"resource": "domains", "used": used,
                                                   "limit": acct["domain_limit"],
-                                                  "requested": len(names)})
+                                                  "requested": len(canon)})
             out: list[Domain] = []
-            for ascii_name, uname in names:
+            for i, (ascii_name, uname) in enumerate(canon):
                 try:
                     row = await conn.fetchrow(Q.insert_domain, ids.new_id("dom"), account_id,
                                               ascii_name, uname, self.mail_host, dns_provider)
                 except asyncpg.UniqueViolationError:
                     raise Conflict("domain_exists", "A domain is already connected.",
-                                   [f"domains: {ascii_name} is already connected"]) from None
+                                   [f"domains[{i}]: {ascii_name} is already connected"]
+                                   ) from None
+                assert row is not None
+                if credentials is not None:
+                    await conn.execute(Q.set_dns_credentials, row["id"],
+                                       credentials(row["id"]))
                 out.append(from_record(Domain, row))
             return out
 
     async def get_domain(self, account_id: str, domain_id: str) -> Domain:
+        if not ids.has_prefix(domain_id, "dom"):
+            raise NotFound("domain")  # no such id can exist (and NUL never reaches SQL)
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(Q.get_domain, account_id, domain_id)
         if row is None:
@@ -191,9 +310,12 @@ class Store:
         scope.check(row["name"])
         return from_record(Domain, row)
 
-    async def find_domain(self, account_id: str, name: str) -> Domain:
+    async def find_domain(self, account_id: str, name: object, field: str = "domain") -> Domain:
+        """The account's domain of that name, in any spelling (case, trailing dot,
+        Unicode or A-labels, Unicode full stops); 400 naming *field* if it is no name."""
+        canon = canonical_domain(name, field)
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.get_domain_by_name, account_id, name)
+            row = await conn.fetchrow(Q.get_domain_by_name, account_id, canon)
         if row is None:
             raise NotFound("domain")
         scope.check(row["name"])
@@ -274,6 +396,8 @@ class Store:
         return job, created
 
     async def get_mailbox(self, account_id: str, mailbox_id: str) -> tuple[Mailbox, str]:
+        if not ids.has_prefix(mailbox_id, "usr"):
+            raise NotFound("email user")
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(Q.get_mailbox, account_id, mailbox_id)
         if row is None:
@@ -284,6 +408,7 @@ class Store:
     async def list_mailboxes(self, account_id: str, domain: str | None, status: str | None,
                              search: str | None, limit: int,
                              offset: int) -> tuple[list[tuple[Mailbox, str]], int]:
+        domain = canonical_domain(domain) if domain is not None else None
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(Q.list_mailboxes, account_id, domain, status, search,
                                     limit, offset, scope.names())
@@ -314,6 +439,8 @@ class Store:
     async def get_job(self, account_id: str, job_id: str) -> tuple[Job, list[dict[str, Any]],
                                                                    bytes | None]:
         """The job, its failed items, and its sealed one-time secrets if not yet expired."""
+        if not ids.has_prefix(job_id, "job"):
+            raise NotFound("job")
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(Q.get_job, account_id, job_id)
             if row is None:

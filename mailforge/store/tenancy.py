@@ -68,6 +68,9 @@ async def object_allowed(store: Store, account_id: str, object_id: str,
                          domains: frozenset[str]) -> bool:
     """Is the domain, mailbox, alias or job *object_id* of the account within *domains*?
     Ids of other kinds are not domain objects: allowed here (their handlers decide)."""
+    kind = object_id.split("_", 1)[0]
+    if kind in ("dom", "usr", "ali", "job") and not ids.has_prefix(object_id, kind):
+        return False  # malformed: no such object (and NUL never reaches SQL)
     async with store.pool.acquire() as conn:
         if object_id.startswith(("dom_", "usr_", "ali_")):
             name = await conn.fetchval(Q.domain_of_object, object_id, account_id)
@@ -85,6 +88,8 @@ async def list_tokens(store: Store, account_id: str) -> list[dict[str, Any]]:
 
 
 async def get_token(store: Store, account_id: str, token_id: str) -> dict[str, Any]:
+    if not ids.has_prefix(token_id, "tok"):
+        raise NotFound("token")
     async with store.pool.acquire() as conn:
         row = await conn.fetchrow(Q.get_token_meta, account_id, token_id)
     if row is None:
@@ -93,6 +98,8 @@ async def get_token(store: Store, account_id: str, token_id: str) -> dict[str, A
 
 
 async def revoke_token(store: Store, account_id: str, token_id: str) -> None:
+    if not ids.has_prefix(token_id, "tok"):
+        raise NotFound("token")
     async with store.pool.acquire() as conn:
         if await conn.fetchval(Q.revoke_token, account_id, token_id) is None:
             raise NotFound("token")
@@ -156,7 +163,9 @@ async def create_sub_account(store: Store, parent_id: str,
                                   item.email_user_limit, item.reseller, item.first_name,
                                   item.last_name, item.company_name)
         assert row is not None
-    tid, token, _ = await store.create_token(row["id"], "initial admin token", ["admin"])
+        # In the same transaction: never an account without its first token.
+        tid, token, _ = await store._insert_token(conn, row["id"], "initial admin token",
+                                                  ["admin"], None, None)
     return dict(row), tid, token
 
 
@@ -171,6 +180,8 @@ async def list_sub_accounts(store: Store, parent_id: str, limit: int,
 
 
 async def get_sub_account(store: Store, parent_id: str, account_id: str) -> dict[str, Any]:
+    if not ids.has_prefix(account_id, "acct"):
+        raise NotFound("account")
     async with store.pool.acquire() as conn:
         await conn.execute(Q.finish_deleted_accounts, parent_id)
         row = await conn.fetchrow(Q.get_sub_account, parent_id, account_id)
@@ -181,6 +192,8 @@ async def get_sub_account(store: Store, parent_id: str, account_id: str) -> dict
 
 async def update_sub_account(store: Store, parent_id: str, account_id: str,
                              changes: dict[str, Any]) -> dict[str, Any]:
+    if not ids.has_prefix(account_id, "acct"):
+        raise NotFound("account")
     async with store.pool.acquire() as conn, conn.transaction():
         cur = await conn.fetchrow(Q.lock_sub_account, parent_id, account_id)
         if cur is None or cur["status"] == "deleting":
@@ -207,6 +220,8 @@ async def set_suspended(store: Store, parent_id: str, account_id: str,
     """Suspend or unsuspend a sub-account. Every mailbox of it is re-rendered (login
     refused or allowed again); nothing is deleted. The job (in the parent's account)
     completes when the backend holds the new state."""
+    if not ids.has_prefix(account_id, "acct"):
+        raise NotFound("account")
     async with store.pool.acquire() as conn, conn.transaction():
         cur = await conn.fetchrow(Q.lock_sub_account, parent_id, account_id)
         if cur is None or cur["status"] == "deleting":
@@ -230,6 +245,8 @@ async def set_suspended(store: Store, parent_id: str, account_id: str,
 async def delete_sub_account(store: Store, parent_id: str, account_id: str) -> Job:
     """Start deleting a sub-account: its tokens stop at once; its domains, mailboxes and
     aliases are converged away by the engine; the account row goes when they are gone."""
+    if not ids.has_prefix(account_id, "acct"):
+        raise NotFound("account")
     async with store.pool.acquire() as conn, conn.transaction():
         cur = await conn.fetchrow(Q.lock_sub_account, parent_id, account_id)
         if cur is None or cur["status"] == "deleting":
@@ -260,6 +277,8 @@ async def reseller_usage(store: Store, parent_id: str) -> list[dict[str, Any]]:
 async def create_token(store: Store, account_id: str, name: str, permissions: Sequence[str],
                        domains: Sequence[str] | None,
                        expires_at: Any) -> tuple[dict[str, Any], str]:
-    tid, token, _ = await store.create_token(account_id, name, permissions, domains,
-                                             expires_at)
+    """A token of the account; a domain restriction may name only the account's own
+    domains (400 naming ``domains[i]``, checked in the insert's transaction)."""
+    tid, token, _ = await store.create_owned_token(account_id, name, permissions, domains,
+                                                   expires_at)
     return await get_token(store, account_id, tid), token

@@ -20,6 +20,11 @@ def _cli(sandbox: Any, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_token_cli_create_list_revoke(sandbox: Any, api: Any, unique_domain: str) -> None:
+    # A restriction may name only the account's own domains (issue 9).
+    r = _cli(sandbox, "create", "--name", "cli-made", "--permissions", "read",
+             "--domains", unique_domain, "--json")
+    assert r.returncode == 2 and "domains[0]" in r.stderr, r.stderr
+    assert (await api.post("/v1/domains/connect", {"domains": [unique_domain]}))[0] == 201
     r = _cli(sandbox, "create", "--name", "cli-made", "--permissions", "read",
              "--domains", unique_domain, "--expires-in", "3600", "--json")
     assert r.returncode == 0, r.stderr

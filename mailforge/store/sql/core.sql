@@ -30,8 +30,23 @@ WHERE t.id = $1;
 -- name: touch_token
 UPDATE api_tokens SET last_used_at = now() WHERE id = $1;
 
--- name: domains_by_names
-SELECT name, account_id FROM domains WHERE name = ANY($1::text[]);
+-- name: lock_domain_namespace
+-- Held until commit: serialises connects of names under one top-level label ($2).
+SELECT pg_advisory_xact_lock($1::int, hashtext($2::text));
+
+-- name: domain_name_relatives
+-- Domains (any account, deleted ones too until purged) at, above or under the names $1:
+-- the same name, a parent ($2: every proper parent of the names), or a descendant
+-- (reverse(name) in [$3[i], $4[i]): a byte range served by domains_name_reversed_idx).
+SELECT d.name, d.account_id FROM domains d
+WHERE d.name = ANY($1::text[]) OR d.name = ANY($2::text[])
+UNION
+SELECT d.name, d.account_id
+FROM unnest($3::text[], $4::text[]) AS r(lo, hi)
+JOIN domains d ON reverse(d.name) ~>=~ r.lo AND reverse(d.name) ~<~ r.hi;
+
+-- name: owned_domain_names
+SELECT name FROM domains WHERE account_id = $1 AND name = ANY($2::text[]) AND NOT deleted;
 
 -- name: count_domains
 SELECT count(*) FROM domains WHERE account_id = $1 AND NOT deleted;

@@ -88,3 +88,6 @@ RETURNING mail_host, dns_force, dns_overwrite;
 -- name: clear_dns_force
 -- Force covers one applied plan, not every later one.
 UPDATE domains SET dns_force = false WHERE id = $1 AND dns_force;
+
+-- name: domain_served
+SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1 AND NOT deleted AND backend_enabled);
