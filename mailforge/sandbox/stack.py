@@ -45,8 +45,8 @@ from typing import Any
 
 from ..backends.postfix_dovecot.layout import Layout
 from ..config import DkimConfig
-from ..dkim.signer import render_conf as render_dkimpy_conf
 from ..dkim.signer import ensure_tables as ensure_dkim_tables
+from ..dkim.signer import render_conf as render_dkimpy_conf
 from .ports import pick_ports
 
 TEMPLATES = Path(__file__).parent / "templates"

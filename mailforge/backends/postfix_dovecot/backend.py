@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import grp
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -42,6 +43,10 @@ log = get(__name__)
 
 # Maps read by Postfix's long-lived processes: a change needs `postfix reload`.
 _RELOAD_MAPS = frozenset({"virtual_domains", "virtual_aliases"})
+
+# A domain name used as a directory under mail_root (validated long before; checked
+# again here because it is about to be removed recursively).
+_SAFE_DIR = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
 
 # Fragment kind -> Postfix map it is concatenated into.
 _FRAGMENT_MAPS = {"domains": "virtual_domains", "mailboxes": "virtual_mailboxes",
@@ -191,6 +196,9 @@ class PostfixDovecotBackend:
             if not st.domain.deleted:
                 continue
             name = st.domain.name
+            if not _SAFE_DIR.fullmatch(name):
+                # Never rmtree a path built from a name that could leave mail_root.
+                raise TemporaryError(f"refusing to remove the mail of domain {name!r}")
             for root in (self.mail_root, self.retention_dir):
                 path = root / name
                 if path.is_dir() and not path.is_symlink():

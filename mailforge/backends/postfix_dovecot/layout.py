@@ -56,11 +56,12 @@ AUTH_ADDED_COLUMNS = (("mailbox_id", "TEXT"), ("home", "TEXT"))
 # a row keeps the legacy default home of userdb default_fields (<mail_root>/%Ld/%Ln)
 # until the backend next converges its domain, which moves the Maildir to the id path
 # and writes the home. Every row written since has a home, so a leftover legacy
-# directory is never attached to a new mailbox. %Ld/%Ln are escaped by Dovecot's SQL driver (and limited
-# by auth_username_chars). A suspended mailbox gets "nologin", which stops IMAP logins
-# but which Dovecot's SASL answer to Postfix ignores (submission said "235 OK" in a
-# real-stack test): so its password is also replaced by a random one per lookup, and
-# SMTP AUTH fails too. LMTP delivery, which uses only the userdb, goes on.
+# directory is never attached to a new mailbox. %Ld/%Ln are escaped by Dovecot's SQL
+# driver (and limited by auth_username_chars). A suspended mailbox gets "nologin",
+# which stops IMAP logins but which Dovecot's SASL answer to Postfix ignores
+# (submission said "235 OK" in a real-stack test): so its password is also replaced by
+# a random one per lookup, and SMTP AUTH fails too. LMTP delivery, which uses only the
+# userdb, goes on.
 DOVECOT_SQL_CONF = """\
 # Written by mailforge; the database is mailforge's projection of its desired state.
 driver = sqlite
