@@ -67,6 +67,10 @@ class PostfixDovecotBackend:
         self.layout = Layout(Path(cfg.state_dir), cfg.map_type)
         self.fragments = self.layout.state_dir / "fragments"
         self._auth_gid: int | None = None
+        # Could auth.sqlite still hold rows without a home (written before homes were
+        # stored)? Rows written now always have one, so once none is left this stays
+        # False and the legacy migration costs nothing more.
+        self._legacy_rows = True
         # One apply at a time per process: the global maps are shared.
         self._lock = asyncio.Lock()
         self.map_rebuilds = 0
@@ -218,11 +222,14 @@ class PostfixDovecotBackend:
         written now has a home), until its domain is deleted. Returns the (legacy, id)
         pairs moved, for _merge_legacy_leftovers."""
         present = [st for st in states if st.present]
-        if not present or not self.layout.auth_db.exists():
+        if not present or not self._legacy_rows or not self.layout.auth_db.exists():
             return []
         moved: list[tuple[Path, Path]] = []
         db = sqlite3.connect(self.layout.auth_db, timeout=10)
         try:
+            if db.execute("SELECT 1 FROM users WHERE home IS NULL LIMIT 1").fetchone() is None:
+                self._legacy_rows = False
+                return []
             for st in present:
                 domain = st.domain.name
                 legacy = {r[0] for r in db.execute(
