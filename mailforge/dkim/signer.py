@@ -44,8 +44,11 @@ def render_conf(socket_spec: str, signer_dir: str, user: str = "") -> str:
         "# does not own: in mode s, dkimpy-milter 1.2.3 signs every message it is given",
         "# whose From domain has a key, whatever InternalHosts says (that and MacroList",
         "# only decide what it would verify), so which mail reaches it is the control.",
-        "# MacroList marks submission (milter_macro_daemon_name=ORIGINATING) as internal;",
-        "# InternalHosts is loopback only (it was 0.0.0.0/0: every client internal).",
+        "# MacroListVerify makes mail not from submission (Postfix main.cf sets",
+        "# milter_macro_daemon_name = INBOUND, submission ORIGINATING) external, and",
+        "# dkimpy-milter never signs external mail: unsigned even if it reaches the signer.",
+        "# MacroList marks submission as internal; InternalHosts is loopback only (it was",
+        "# 0.0.0.0/0: every client internal).",
         "Mode s",
         f"Socket {socket_spec}",
         f"KeyTable file:{d / 'KeyTable'}",
@@ -54,6 +57,7 @@ def render_conf(socket_spec: str, signer_dir: str, user: str = "") -> str:
         "Canonicalization relaxed/simple",
         "InternalHosts 127.0.0.1",
         "MacroList daemon_name|ORIGINATING",
+        "MacroListVerify daemon_name|INBOUND",
     ]
     if user:
         lines.append(f"UserID {user}")

@@ -278,6 +278,53 @@ async def test_port25_mail_with_a_hosted_from_is_delivered_unsigned(
         assert b"dkim-signature" not in raw.lower(), raw[:2000]
 
 
+def _signer_adds(sandbox: Sandbox, daemon_name: str, author: str) -> list[bytes]:
+    """Speak the milter protocol to the sandbox's dkimpy-milter as Postfix does, with
+    the given ``{daemon_name}``; return the headers it asks to add."""
+    import socket
+    import struct
+
+    def pkt(cmd: bytes, data: bytes = b"") -> bytes:
+        return struct.pack(">I", 1 + len(data)) + cmd + data
+
+    with socket.create_connection(("127.0.0.1", sandbox.info["opendkim"]["port"]),
+                                  timeout=10) as s:
+        def recv() -> tuple[bytes, bytes]:
+            (n,) = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))
+            body = s.recv(n, socket.MSG_WAITALL)
+            return body[:1], body[1:]
+
+        s.sendall(pkt(b"O", struct.pack(">III", 6, 0x1FF, 0x1FFFFF)))
+        assert recv()[0] == b"O"
+        s.sendall(pkt(b"D", b"Cj\0mail.sandbox.test\0{daemon_name}\0"
+                      + daemon_name.encode() + b"\0"))
+        s.sendall(pkt(b"C", b"unknown\x004" + struct.pack(">H", 1234) + b"127.0.0.1\0"))
+        s.sendall(pkt(b"M", b"<a@outside.example>\0"))
+        for name, value in ((b"From", author.encode()), (b"Subject", b"x")):
+            s.sendall(pkt(b"L", name + b"\0" + value + b"\0"))
+        s.sendall(pkt(b"N") + pkt(b"B", b"hi\r\n") + pkt(b"E"))
+        added = []
+        while True:
+            cmd, data = recv()
+            if cmd in (b"c", b"a", b"t", b"r", b"y"):
+                break
+            if cmd in (b"h", b"i"):
+                added.append(data)
+        s.sendall(pkt(b"Q"))
+    return added
+
+
+async def test_signer_never_signs_mail_marked_inbound(
+        sandbox: Sandbox, two_tenants: dict[str, Any]) -> None:
+    """The second line of defence: Postfix marks everything but submission INBOUND
+    (milter_macro_daemon_name), and the signer treats INBOUND as external, so even a
+    milter list that wrongly names the signer elsewhere gets no signature."""
+    author = f"ceo@{two_tenants['dx']}"
+    signed = await asyncio.to_thread(_signer_adds, sandbox, "ORIGINATING", author)
+    assert len([h for h in signed if b"DKIM-Signature" in h]) == 2, signed
+    assert await asyncio.to_thread(_signer_adds, sandbox, "INBOUND", author) == []
+
+
 async def test_submission_defers_while_the_guard_is_down(sandbox: Sandbox,
                                                          two_tenants: dict[str, Any]) -> None:
     alice = two_tenants["alice"]["email"]
