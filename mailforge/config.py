@@ -79,7 +79,7 @@ class PostfixDovecotConfig:
     postfix: str = "/usr/sbin/postfix"
     # Postfix config dir passed to postmap -c (a private instance needs its own).
     postfix_config_dir: str = "/etc/postfix"
-    # Root of the Maildirs: <mail_root>/<domain>/<local part>/Maildir
+    # Root of the Maildirs: <mail_root>/<domain>/<mailbox id>/Maildir
     mail_root: str = "/var/vmail"
     # Owner of the Maildirs (the Dovecot mail user).
     mail_user: str = "vmail"

@@ -4,6 +4,11 @@ A deleted mailbox is a tombstone row plus its mail kept by the backend in a rete
 area, restorable until ``purge_after``. Once that passes, the engine destroys the
 retained mail through the backend (if it keeps any) and then the row, in that order:
 a crash in between leaves the row, and the next run repeats the idempotent purge.
+
+Retained mail is found by the mailbox id, never by its address (a later mailbox of the
+same name must never see it). A tombstone whose domain is deleted goes with the domain
+row; the backend destroys that domain's retained mail, with its live mail, when it
+converges the deletion, before the row (and so the name) is released.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ class RetainingBackend(Protocol):
     """A backend that keeps deleted mailboxes' mail for a while."""
 
     async def purge_retained(self, items: Sequence[tuple[str, str, str]]) -> None:
-        """Destroy the retained mail of (domain, local part, mailbox id)."""
+        """Destroy the retained mail of (domain, local part, mailbox id): found by the id
+        (the local part only names retention written before homes were keyed by id)."""
 
 
 class RetentionPurger:

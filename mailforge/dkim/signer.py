@@ -39,13 +39,25 @@ def render_conf(socket_spec: str, signer_dir: str, user: str = "") -> str:
     d = Path(signer_dir)
     lines = [
         "# mailforge: dkimpy-milter signs outgoing mail with the keys mailforge writes.",
+        "# Only Postfix's submission service passes mail to it (smtpd_milters there, none",
+        "# global), after mailforge's From guard refused any From header the SASL login",
+        "# does not own: in mode s, dkimpy-milter 1.2.3 signs every message it is given",
+        "# whose From domain has a key, whatever InternalHosts says (that and MacroList",
+        "# only decide what it would verify), so which mail reaches it is the control.",
+        "# MacroListVerify makes mail not from submission (Postfix main.cf sets",
+        "# milter_macro_daemon_name = INBOUND, submission ORIGINATING) external, and",
+        "# dkimpy-milter never signs external mail: unsigned even if it reaches the signer.",
+        "# MacroList marks submission as internal; InternalHosts is loopback only (it was",
+        "# 0.0.0.0/0: every client internal).",
         "Mode s",
         f"Socket {socket_spec}",
         f"KeyTable file:{d / 'KeyTable'}",
         f"KeyTableEd25519 file:{d / 'KeyTableEd25519'}",
         f"SigningTable refile:{d / 'SigningTable'}",
         "Canonicalization relaxed/simple",
-        "InternalHosts 0.0.0.0/0",
+        "InternalHosts 127.0.0.1",
+        "MacroList daemon_name|ORIGINATING",
+        "MacroListVerify daemon_name|INBOUND",
     ]
     if user:
         lines.append(f"UserID {user}")
@@ -109,6 +121,24 @@ def ensure_placeholders(signer_dir: str, user: str = "") -> None:
         if not p.exists():
             atomic.write_bytes(p, generate(alg, "none", 1024 if alg == "rsa" else 0)
                                .private_key, mode=0o600, owner=uid, group=gid)
+
+
+def ensure_tables(cfg: DkimConfig) -> bool:
+    """Make the signer startable before mailforge first writes its tables: placeholder
+    keys, and tables listing only the placeholder, but only for a table that does not
+    exist. Tables already there are mailforge's (write_tables) and stay as they are:
+    rewriting them empty here (as ``sandbox up`` once did on every run) dropped every
+    domain's signing until the next domain change. Returns whether anything was written."""
+    ensure_placeholders(cfg.signer_dir, cfg.signer_user)
+    uid, gid = _owner(cfg.signer_user)
+    d = Path(cfg.signer_dir)
+    files = render_tables([], cfg.signer_dir)
+    written = False
+    for name in ("KeyTable", "KeyTableEd25519", "SigningTable"):
+        if not (d / name).exists():
+            atomic.write_bytes(d / name, files[name], mode=0o644, owner=uid, group=gid)
+            written = True
+    return written
 
 
 def write_tables(keys: Sequence[SigningKey], cfg: DkimConfig) -> bool:

@@ -9,7 +9,8 @@ again starts only what is not running. ``down()`` stops everything and checks th
 process of any service is left.
 
 Every service runs in the foreground (``postfix start-fg``, ``dovecot -F``,
-``dkimpy-milter`` under a restart-on-SIGHUP supervisor, ``postgres`` itself,
+``dkimpy-milter`` under a restart-on-SIGHUP supervisor, the From header guard
+(``mailforge.milter.fromguard``), ``postgres`` itself,
 ``pdns_server daemon=no``), so the pid this
 module records (``DIR/run/<service>.pid``) is the root of all the service's processes;
 a stop that leaves a straggler finishes it with SIGKILL.
@@ -44,8 +45,8 @@ from typing import Any
 
 from ..backends.postfix_dovecot.layout import Layout
 from ..config import DkimConfig
+from ..dkim.signer import ensure_tables as ensure_dkim_tables
 from ..dkim.signer import render_conf as render_dkimpy_conf
-from ..dkim.signer import write_tables as write_dkim_tables
 from .ports import pick_ports
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -54,9 +55,10 @@ PDNS_SCHEMA = Path("/usr/share/doc/pdns-backend-sqlite3/schema.sqlite3.sql")
 POSTMAP = "/usr/sbin/postmap"
 POSTFIX_MAIN_CF = Path("/etc/postfix/main.cf")
 
-SERVICES = ("postgres", "pdns", "sink", "opendkim", "dovecot", "postfix", "daemon")
+SERVICES = ("postgres", "pdns", "sink", "opendkim", "from_guard", "dovecot", "postfix",
+            "daemon")
 PORT_NAMES = ("postgres", "smtp", "submission", "imap", "lmtp", "dovecot_auth",
-              "opendkim", "dns", "pdns_api", "sink", "api", "policy")
+              "opendkim", "dns", "pdns_api", "sink", "api", "policy", "from_guard")
 MYHOSTNAME = "mail.sandbox.test"
 AUTH_GROUP = "dovecot"
 MAIL_USER = "vmail"
@@ -79,8 +81,8 @@ def render(name: str, **values: Any) -> str:
 
 
 def render_postfix_main_mailforge(layout: Layout, virtual_transport: str, milter: str,
-                                  policy: str) -> str:
-    return render("postfix-main-mailforge.cf", policy=policy,
+                                  policy: str, from_guard: str) -> str:
+    return render("postfix-main-mailforge.cf", policy=policy, from_guard=from_guard,
                   virtual_domains=layout.postfix_ref("virtual_domains"),
                   virtual_mailboxes=layout.postfix_ref("virtual_mailboxes"),
                   virtual_aliases=layout.postfix_ref("virtual_aliases"),
@@ -106,6 +108,7 @@ def render_dovecot_mailforge(layout: Layout, mail_root: str, mail_user: str,
 # Production values for deploy/: the defaults of mailforge/config.py and the Debian paths.
 DEPLOY_STATE_DIR = "/var/lib/mailforge/backend"
 DEPLOY_MAIL_ROOT = "/var/vmail"
+DEPLOY_FROM_GUARD = "127.0.0.1:8892"
 
 
 def render_deploy() -> dict[str, str]:
@@ -115,7 +118,8 @@ def render_deploy() -> dict[str, str]:
         "deploy/postfix/main.cf.mailforge":
             "# Add to /etc/postfix/main.cf (e.g. with postconf -e), then: postfix reload\n"
             + render_postfix_main_mailforge(layout, "lmtp:unix:private/dovecot-lmtp",
-                                            "inet:localhost:8891", "inet:127.0.0.1:10040"),
+                                            "inet:localhost:8891", "inet:127.0.0.1:10040",
+                                            f"inet:{DEPLOY_FROM_GUARD}"),
         "deploy/postfix/master.cf.mailforge":
             "# Add to /etc/postfix/master.cf: the submission service for mailbox users.\n"
             + render_postfix_submission("submission", "y", "encrypt", "private/auth"),
@@ -335,6 +339,7 @@ class Sandbox:
             "map_type": MAP_TYPE,
             "postfix_config_dir": str(self.postfix_config_dir),
             "dovecot_config": str(self.dovecot_config),
+            "from_guard": {"host": h, "port": ports["from_guard"]},
             "opendkim": {"port": ports["opendkim"], "signer": "dkimpy-milter",
                          "signer_dir": str(self.state_dir / "dkim"),
                          "key_table": str(self.state_dir / "dkim" / "KeyTable"),
@@ -369,7 +374,7 @@ class Sandbox:
                       log_dir=self.log_dir, myhostname=MYHOSTNAME, sink_port=ports["sink"])
         main += "\n" + render_postfix_main_mailforge(
             layout, f"lmtp:inet:127.0.0.1:{ports['lmtp']}", milter,
-            f"inet:127.0.0.1:{ports['policy']}")
+            f"inet:127.0.0.1:{ports['policy']}", f"inet:127.0.0.1:{ports['from_guard']}")
         submission = render_postfix_submission(
             str(ports["submission"]), "n", "none",
             f"inet:127.0.0.1:{ports['dovecot_auth']}").rstrip("\n")
@@ -407,7 +412,9 @@ class Sandbox:
 
         # The signer is dkimpy-milter (RSA + Ed25519; OpenDKIM 2.11 cannot sign Ed25519
         # here), under a supervisor that restarts it on SIGHUP: it loads keys only at start.
-        write_dkim_tables([], self._dkim_cfg())
+        # Only where no table exists yet: on a live sandbox the tables are the daemon's
+        # (every domain's keys), and rewriting them empty dropped all signing.
+        ensure_dkim_tables(self._dkim_cfg())
         self._write_if_changed(d / "opendkim" / "dkimpy-milter.conf", render_dkimpy_conf(
             f"inet:{ports['opendkim']}@[127.0.0.1]", str(self.state_dir / "dkim")))
 
@@ -680,6 +687,15 @@ class Sandbox:
                                  str(self.run_dir / "dkim-signer.pid")],
                     self.log_paths()["opendkim"])
         self._wait_ready("opendkim", lambda: self._ports_open("opendkim"))
+
+    def _start_from_guard(self) -> None:
+        # Its own process, not the daemon's: submission must work while the daemon is
+        # stopped, and Postfix defers submissions while the guard is down.
+        self._spawn("from_guard", [sys.executable, "-m", "mailforge.milter.fromguard",
+                                   "--listen", f"127.0.0.1:{self.info['ports']['from_guard']}",
+                                   "--map", str(self.layout.map_source("sender_logins"))],
+                    self.log_paths()["from_guard"])
+        self._wait_ready("from_guard", lambda: self._ports_open("from_guard"))
 
     def _start_dovecot(self) -> None:
         self._spawn("dovecot", ["/usr/sbin/dovecot", "-F", "-c", str(self.dovecot_config)],

@@ -64,10 +64,22 @@ class Mailbox:
     domain: str
     local: str
     password: str
+    # A row as the first release wrote it: no mailbox id, no home (served at the
+    # legacy <mail_root>/<domain>/<local part>).
+    legacy: bool = False
 
     @property
     def address(self) -> str:
         return f"{self.local}@{self.domain}"
+
+    @property
+    def mailbox_id(self) -> str:
+        return f"usr_{self.local}"
+
+    def home(self, mail_root: str) -> Path:
+        """Where Dovecot keeps its mail: keyed by the mailbox id (the backend's layout)."""
+        return Path(mail_root) / self.domain / (self.local if self.legacy
+                                                else self.mailbox_id)
 
 
 def _write_atomic(path: Path, text: str, mode: int = 0o644, group: str | None = None) -> None:
@@ -96,9 +108,11 @@ def provision(sb: Sandbox, boxes: list[Mailbox]) -> None:
     with sqlite3.connect(layout.auth_db) as db:
         db.executemany(
             "INSERT OR REPLACE INTO users (domain, local_part, password, quota_mb,"
-            " login_allowed) VALUES (?, ?, ?, ?, 1)",
+            " login_allowed, mailbox_id, home) VALUES (?, ?, ?, ?, 1, ?, ?)",
             [(b.domain, b.local, "{SHA512-CRYPT}"
-              + crypt.crypt(b.password, crypt.mksalt(crypt.METHOD_SHA512)), 1024)
+              + crypt.crypt(b.password, crypt.mksalt(crypt.METHOD_SHA512)), 1024,
+              None if b.legacy else b.mailbox_id,
+              None if b.legacy else str(b.home(sb.info["mail_root"])))
              for b in boxes])
     db.close()
 
@@ -134,7 +148,7 @@ def make_message(sender: str, to: str, token: str) -> EmailMessage:
 
 
 def maildir_find(sb: Sandbox, box: Mailbox, token: str) -> Path | None:
-    maildir = Path(sb.info["mail_root"]) / box.domain / box.local / "Maildir"
+    maildir = box.home(sb.info["mail_root"]) / "Maildir"
     for sub in ("new", "cur"):
         d = maildir / sub
         if d.is_dir():
@@ -210,6 +224,21 @@ def test_smtp_delivers_to_maildir_over_lmtp(stack: Sandbox, mailbox: Mailbox) ->
     # The milter (OpenDKIM with empty tables) answered: no fallback to the default action.
     milter_warnings = [ln for ln in log.splitlines() if "warning" in ln and "ilter" in ln]
     assert not milter_warnings
+
+
+def test_home_is_keyed_by_mailbox_id_and_a_legacy_row_keeps_its_old_home(
+        stack: Sandbox, mailbox: Mailbox) -> None:
+    _, path = deliver(stack, mailbox)
+    root = Path(stack.info["mail_root"])
+    assert path.is_relative_to(root / mailbox.domain / mailbox.mailbox_id)
+    assert not (root / mailbox.domain / mailbox.local).exists()
+    # A row without a home (written before homes were stored): Dovecot skips the NULL
+    # field and serves the default home of userdb default_fields, as before.
+    old = Mailbox(mailbox.domain, "lee", secrets.token_urlsafe(16), legacy=True)
+    provision(stack, [mailbox, Mailbox(mailbox.domain, "bob", secrets.token_urlsafe(16)),
+                      old])
+    _, path = deliver(stack, old)
+    assert path.is_relative_to(root / old.domain / "lee")
 
 
 def test_imap_login_reads_the_message(stack: Sandbox, mailbox: Mailbox) -> None:

@@ -103,12 +103,13 @@ def test_retention_moves_mail_away_back_and_purges(tmp_path: Path) -> None:
     backend = PostfixDovecotBackend(
         PostfixDovecotConfig(state_dir=str(tmp_path / "state"), mail_root=str(root)),
         MailboxesConfig())
-    home = root / "ex.test" / "ann"
+    home = root / "ex.test" / "usr_ann"  # keyed by the mailbox id, not the name
+    assert backend.home("ex.test", "usr_ann") == home
     (home / "Maildir" / "cur").mkdir(parents=True)
     (home / "Maildir" / "cur" / "1.msg").write_text("old mail")
     deleted = _mb("ann", deleted=True, generation=2, observed_generation=1)
     backend._retire_homes([DomainState(_domain(), (deleted,))])
-    kept = backend.retained_home("ex.test", "ann", "usr_ann")
+    kept = backend.retained_home("ex.test", "usr_ann")
     assert not home.exists() and (kept / "Maildir" / "cur" / "1.msg").exists()
     backend._retire_homes([DomainState(_domain(), (deleted,))])  # idempotent
     assert kept.exists()

@@ -44,13 +44,13 @@ def test_mailboxes_render_to_every_map() -> None:
     assert files.mailboxes == "alice@example.test OK\nbob@example.test OK\n"
     assert files.senders.splitlines() == ["alice@example.test alice@example.test",
                                           "bob@example.test bob@example.test"]
-    assert files.users[0] == AuthUser("alice", HASH, 512, True)
+    assert files.users[0] == AuthUser("alice", HASH, 512, True, "usr_alice")
 
 
 def test_suspended_mailbox_cannot_log_in_but_still_receives() -> None:
     files = render(DomainState(domain(), (mailbox("alice", suspended=True),)))
     # nologin stops IMAP; the replaced hash stops SMTP AUTH (Dovecot SASL ignores nologin).
-    assert files.users == (AuthUser("alice", SUSPENDED_HASH, 512, False),)
+    assert files.users == (AuthUser("alice", SUSPENDED_HASH, 512, False, "usr_alice"),)
     assert "alice@example.test OK" in files.mailboxes
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import grp
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -43,6 +44,10 @@ log = get(__name__)
 # Maps read by Postfix's long-lived processes: a change needs `postfix reload`.
 _RELOAD_MAPS = frozenset({"virtual_domains", "virtual_aliases"})
 
+# A domain name used as a directory under mail_root (validated long before; checked
+# again here because it is about to be removed recursively).
+_SAFE_DIR = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
+
 # Fragment kind -> Postfix map it is concatenated into.
 _FRAGMENT_MAPS = {"domains": "virtual_domains", "mailboxes": "virtual_mailboxes",
                   "aliases": "virtual_aliases", "senders": "sender_logins"}
@@ -57,11 +62,15 @@ class PostfixDovecotBackend:
         mailboxes = mailboxes or MailboxesConfig()
         self.routing = Routing(mailboxes.role_addresses, mailboxes.role_target)
         self.mail_root = Path(cfg.mail_root)
-        # Deleted mailboxes' homes wait here: <retention>/<domain>/<local part>.<id>.
+        # Deleted mailboxes' homes wait here: <retention>/<domain>/<mailbox id>.
         self.retention_dir = Path(mailboxes.retention_dir or self.mail_root / ".retention")
         self.layout = Layout(Path(cfg.state_dir), cfg.map_type)
         self.fragments = self.layout.state_dir / "fragments"
         self._auth_gid: int | None = None
+        # Could auth.sqlite still hold rows without a home (written before homes were
+        # stored)? Rows written now always have one, so once none is left this stays
+        # False and the legacy migration costs nothing more.
+        self._legacy_rows = True
         # One apply at a time per process: the global maps are shared.
         self._lock = asyncio.Lock()
         self.map_rebuilds = 0
@@ -104,12 +113,20 @@ class PostfixDovecotBackend:
                 errors[st.domain.id] = exc
         async with self._lock:
             try:
+                applied = [st for st, _ in rendered]
                 # Restored mail goes back before Dovecot may create a fresh home.
-                await asyncio.to_thread(self._restore_homes, [st for st, _ in rendered])
+                await asyncio.to_thread(self._restore_homes, applied)
+                # Homes of a database written before homes were stored move to the id path
+                # before their rows name it.
+                legacy = await asyncio.to_thread(self._migrate_legacy_homes, applied)
                 await asyncio.to_thread(self._write_domains, rendered)
+                await asyncio.to_thread(self._merge_legacy_leftovers, legacy)
                 await self._rebuild_maps()
                 # Deleted homes move only once neither Postfix nor Dovecot serve them.
-                await asyncio.to_thread(self._retire_homes, [st for st, _ in rendered])
+                await asyncio.to_thread(self._retire_homes, applied)
+                # A deleted domain's mail, live and retained, is destroyed here, before
+                # the engine purges the domain row and its name can be connected again.
+                await asyncio.to_thread(self._destroy_deleted_domains, applied)
             except (OSError, sqlite3.Error, TemporaryError) as exc:
                 err = (exc if isinstance(exc, TemporaryError) else
                        TemporaryError(f"writing mail server maps failed: {exc}"))
@@ -119,20 +136,32 @@ class PostfixDovecotBackend:
 
     # ------------------------------------------------------- deleted mail, retention
 
-    def home(self, domain: str, local_part: str) -> Path:
-        """A mailbox's home (Dovecot's ``home=<mail_root>/%Ld/%Ln``; Maildir inside)."""
+    def home(self, domain: str, mailbox_id: str) -> Path:
+        """A mailbox's home (its auth row's ``home``; Maildir inside). Keyed by the mailbox
+        id, never by the address: a later mailbox of the same name (or the same name in a
+        domain deleted and connected again) never finds this one's mail."""
+        return self.mail_root / domain / mailbox_id
+
+    def legacy_home(self, domain: str, local_part: str) -> Path:
+        """Where a row without a home is served (Dovecot's default ``%Ld/%Ln``)."""
         return self.mail_root / domain / local_part
 
-    def retained_home(self, domain: str, local_part: str, mailbox_id: str) -> Path:
+    def retained_home(self, domain: str, mailbox_id: str) -> Path:
+        return self.retention_dir / domain / mailbox_id
+
+    def _legacy_retained(self, domain: str, local_part: str, mailbox_id: str) -> Path:
+        # Retention layout before homes were keyed by id: <domain>/<local part>.<id>.
         return self.retention_dir / domain / f"{local_part}.{mailbox_id}"
 
     def _retire_homes(self, states: Sequence[DomainState]) -> None:
         for st in states:
+            if st.domain.deleted:
+                continue  # the whole domain's mail goes in _destroy_deleted_domains
             for m in st.mailboxes:
                 if not (m.deleted and m.observed_generation < m.generation):
                     continue
-                home = self.home(st.domain.name, m.local_part)
-                kept = self.retained_home(st.domain.name, m.local_part, m.id)
+                home = self.home(st.domain.name, m.id)
+                kept = self.retained_home(st.domain.name, m.id)
                 if not home.exists():
                     continue  # never received mail, or moved by an earlier pass
                 kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -150,14 +179,124 @@ class PostfixDovecotBackend:
             for m in st.mailboxes:
                 if m.deleted or m.observed_generation >= m.generation:
                     continue
-                kept = self.retained_home(st.domain.name, m.local_part, m.id)
-                home = self.home(st.domain.name, m.local_part)
-                if not kept.exists() or home.exists():
+                home = self.home(st.domain.name, m.id)
+                if home.exists():
                     continue
-                home.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(kept, home)
-                log.info("mailbox mail restored from retention", mailbox_id=m.id,
-                         domain=st.domain.name)
+                for kept in (self.retained_home(st.domain.name, m.id),
+                             self._legacy_retained(st.domain.name, m.local_part, m.id)):
+                    if kept.exists():
+                        self._mkdir_as_mail_root(home.parent)
+                        os.rename(kept, home)
+                        log.info("mailbox mail restored from retention", mailbox_id=m.id,
+                                 domain=st.domain.name)
+                        break
+
+    def _destroy_deleted_domains(self, states: Sequence[DomainState]) -> None:
+        """Remove every home and retained home under a deleted domain's name. Its rows are
+        gone from Dovecot's database and its name from Postfix's maps by now, so nothing
+        delivers there any more; a session still open writes into an id-keyed directory
+        that no later mailbox can reach."""
+        for st in states:
+            if not st.domain.deleted:
+                continue
+            name = st.domain.name
+            if not _SAFE_DIR.fullmatch(name):
+                # Never rmtree a path built from a name that could leave mail_root.
+                raise TemporaryError(f"refusing to remove the mail of domain {name!r}")
+            for root in (self.mail_root, self.retention_dir):
+                path = root / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                    log.info("deleted domain's mail destroyed", domain=name,
+                             domain_id=st.domain.id, area=str(root))
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
+
+    def _migrate_legacy_homes(self, states: Sequence[DomainState]
+                              ) -> list[tuple[Path, Path]]:
+        """Move the Maildirs of rows written before homes were stored (home NULL, served
+        at <domain>/<local part>) to their mailbox's id path. A legacy directory is given
+        only to the mailbox its row served: the one mailbox of that name in the state that
+        the backend had converged before (observed_generation >= 1). Without such a row
+        or such a mailbox the directory stays where it is, reachable by nobody (every row
+        written now has a home), until its domain is deleted. Returns the (legacy, id)
+        pairs moved, for _merge_legacy_leftovers."""
+        present = [st for st in states if st.present]
+        if not present or not self._legacy_rows or not self.layout.auth_db.exists():
+            return []
+        moved: list[tuple[Path, Path]] = []
+        db = sqlite3.connect(self.layout.auth_db, timeout=10)
+        try:
+            if db.execute("SELECT 1 FROM users WHERE home IS NULL LIMIT 1").fetchone() is None:
+                self._legacy_rows = False
+                return []
+            for st in present:
+                domain = st.domain.name
+                legacy = {r[0] for r in db.execute(
+                    "SELECT local_part FROM users WHERE domain = ? AND home IS NULL",
+                    (domain,))}
+                if not legacy:
+                    continue
+                for local in legacy:
+                    owners = [m for m in st.mailboxes
+                              if m.local_part == local and m.observed_generation >= 1]
+                    src = self.legacy_home(domain, local)
+                    if len(owners) != 1 or not src.is_dir():
+                        continue
+                    dst = self.home(domain, owners[0].id)
+                    if dst.exists():
+                        self._merge_maildirs(src, dst)
+                    else:
+                        os.rename(src, dst)
+                    moved.append((src, dst))
+                    log.info("legacy mailbox home moved to its id path",
+                             mailbox_id=owners[0].id, domain=domain)
+        finally:
+            db.close()
+        return moved
+
+    def _merge_legacy_leftovers(self, moved: Sequence[tuple[Path, Path]]) -> None:
+        # A delivery between the move and the row update went to the legacy path again.
+        for src, dst in moved:
+            if src.is_dir():
+                self._merge_maildirs(src, dst)
+
+    @staticmethod
+    def _merge_maildirs(src: Path, dst: Path) -> None:
+        """Move the message files of home *src* into home *dst* (Maildir file names are
+        unique, so nothing is overwritten; Dovecot rebuilds its indexes), then drop src."""
+        for path in sorted(src.rglob("*")):
+            if not path.is_file() or path.parent.name not in ("new", "cur"):
+                continue
+            target = dst / path.relative_to(src)
+            if target.exists():
+                continue
+            if not target.parent.is_dir():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                st = dst.stat()
+                for d in [target.parent, *target.parent.parents]:
+                    if d == dst:
+                        break
+                    os.chown(d, st.st_uid, st.st_gid)
+            os.rename(path, target)
+        shutil.rmtree(src)
+
+    def _mkdir_as_mail_root(self, path: Path) -> None:
+        """mkdir -p, the new directories owned like mail_root (Dovecot's mail user must
+        create homes in them)."""
+        if path.is_dir():
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        if self.mail_root not in path.parents:
+            return
+        try:
+            st = self.mail_root.stat()
+        except FileNotFoundError:
+            return
+        for d in [path, *path.parents]:
+            if d == self.mail_root:
+                break
+            os.chown(d, st.st_uid, st.st_gid)
 
     async def purge_retained(self, items: Sequence[tuple[str, str, str]]) -> None:
         """Destroy the retained mail of (domain, local part, mailbox id) tombstones."""
@@ -165,14 +304,15 @@ class PostfixDovecotBackend:
 
     def _purge_retained(self, items: list[tuple[str, str, str]]) -> None:
         for domain, local, mailbox_id in items:
-            kept = self.retained_home(domain, local, mailbox_id)
-            if not kept.parent.exists():
-                continue
-            for path in [kept, *kept.parent.glob(f"{kept.name}.*")]:
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+            for kept in (self.retained_home(domain, mailbox_id),
+                         self._legacy_retained(domain, local, mailbox_id)):
+                if not kept.parent.exists():
+                    continue
+                for path in [kept, *kept.parent.glob(f"{kept.name}.*")]:
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    elif path.exists():
+                        path.unlink()
 
     # ---------------------------------------------------------------- file handling
 
@@ -196,19 +336,24 @@ class PostfixDovecotBackend:
             db.execute("BEGIN IMMEDIATE")
             for st, files in rendered:
                 domain = st.domain.name
-                current = {r[0]: AuthUser(r[0], r[1], r[2], bool(r[3])) for r in db.execute(
-                    "SELECT local_part, password, quota_mb, login_allowed FROM users "
-                    "WHERE domain = ?", (domain,))}
-                desired = {u.local_part: u for u in files.users}
+                current = {r[0]: (AuthUser(r[0], r[1], r[2], bool(r[3]), r[4] or ""), r[5])
+                           for r in db.execute(
+                               "SELECT local_part, password, quota_mb, login_allowed,"
+                               " mailbox_id, home FROM users WHERE domain = ?", (domain,))}
+                desired = {u.local_part: (u, str(self.home(domain, u.mailbox_id)))
+                           for u in files.users}
                 gone = [(domain, lp) for lp in current.keys() - desired.keys()]
-                changed = [(domain, u.local_part, u.password, u.quota_mb, int(u.login_allowed))
-                           for lp, u in desired.items() if current.get(lp) != u]
+                changed = [(domain, u.local_part, u.password, u.quota_mb, int(u.login_allowed),
+                            u.mailbox_id, home)
+                           for lp, (u, home) in desired.items()
+                           if current.get(lp) != (u, home)]
                 if gone:
                     db.executemany("DELETE FROM users WHERE domain = ? AND local_part = ?",
                                    gone)
                 if changed:
                     db.executemany("INSERT OR REPLACE INTO users (domain, local_part, password,"
-                                   " quota_mb, login_allowed) VALUES (?, ?, ?, ?, ?)", changed)
+                                   " quota_mb, login_allowed, mailbox_id, home)"
+                                   " VALUES (?, ?, ?, ?, ?, ?, ?)", changed)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

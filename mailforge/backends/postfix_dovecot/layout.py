@@ -38,15 +38,30 @@ CREATE TABLE IF NOT EXISTS users (
     password      TEXT NOT NULL,
     quota_mb      INTEGER NOT NULL,
     login_allowed INTEGER NOT NULL,
+    mailbox_id    TEXT,
+    home          TEXT,
     PRIMARY KEY (domain, local_part)
 ) WITHOUT ROWID;
 """
 
-# Dovecot's view of auth.sqlite. %Ld/%Ln are escaped by Dovecot's SQL driver (and limited
-# by auth_username_chars). A suspended mailbox gets "nologin", which stops IMAP logins
-# but which Dovecot's SASL answer to Postfix ignores (submission said "235 OK" in a
-# real-stack test): so its password is also replaced by a random one per lookup, and
-# SMTP AUTH fails too. LMTP delivery, which uses only the userdb, goes on.
+# Columns added after the first release: an existing database gains them (NULL in the
+# rows already there; see DOVECOT_SQL_CONF for how such a row is served).
+AUTH_ADDED_COLUMNS = (("mailbox_id", "TEXT"), ("home", "TEXT"))
+
+# Dovecot's view of auth.sqlite. A mailbox's home comes from its row: it is keyed by the
+# mailbox id (<mail_root>/<domain>/<mailbox id>), never by the address, so a name that
+# is deleted and created again (by the same tenant or, after the domain was deleted and
+# connected again, by another) never finds the earlier mailbox's mail. A row written
+# before homes were stored has home NULL; Dovecot's SQL driver skips NULL fields, so such
+# a row keeps the legacy default home of userdb default_fields (<mail_root>/%Ld/%Ln)
+# until the backend next converges its domain, which moves the Maildir to the id path
+# and writes the home. Every row written since has a home, so a leftover legacy
+# directory is never attached to a new mailbox. %Ld/%Ln are escaped by Dovecot's SQL
+# driver (and limited by auth_username_chars). A suspended mailbox gets "nologin",
+# which stops IMAP logins but which Dovecot's SASL answer to Postfix ignores
+# (submission said "235 OK" in a real-stack test): so its password is also replaced by
+# a random one per lookup, and SMTP AUTH fails too. LMTP delivery, which uses only the
+# userdb, goes on.
 DOVECOT_SQL_CONF = """\
 # Written by mailforge; the database is mailforge's projection of its desired state.
 driver = sqlite
@@ -58,7 +73,7 @@ password_query = SELECT local_part || '@' || domain AS user, \\
   CASE WHEN login_allowed = 1 THEN NULL ELSE 'y' END AS nologin, \\
   CASE WHEN login_allowed = 1 THEN NULL ELSE 'mailbox suspended' END AS reason \\
   FROM users WHERE domain = '%Ld' AND local_part = '%Ln'
-user_query = SELECT '*:storage=' || quota_mb || 'M' AS quota_rule \\
+user_query = SELECT '*:storage=' || quota_mb || 'M' AS quota_rule, home \\
   FROM users WHERE domain = '%Ld' AND local_part = '%Ln'
 iterate_query = SELECT local_part || '@' || domain AS user FROM users
 """
@@ -110,6 +125,10 @@ class Layout:
         with sqlite3.connect(self.auth_db) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(AUTH_SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(users)")}
+            for column, kind in AUTH_ADDED_COLUMNS:
+                if column not in have:
+                    db.execute(f"ALTER TABLE users ADD COLUMN {column} {kind}")
         db.close()
         os.chmod(self.auth_db, 0o640)
         write_if_changed(self.dovecot_sql_conf,

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from ...errors import PermanentError
 from ...models import DomainState
 
-_SAFE_KEY = re.compile(r"^[a-z0-9._@-]+$")
-_SAFE_HASH = re.compile(r"^\{[A-Z0-9-]+\}[A-Za-z0-9$./=,+_-]+$")
+# fullmatch everywhere: "$" would also match before a final newline.
+_SAFE_KEY = re.compile(r"[a-z0-9._@-]+")
+_SAFE_HASH = re.compile(r"\{[A-Z0-9-]+\}[A-Za-z0-9$./=,+_-]+")
+# A mailbox id names its home directory: one path component, nothing else.
+_SAFE_ID = re.compile(r"[a-z0-9_]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class AuthUser:
     password: str
     quota_mb: int
     login_allowed: bool
+    # Keys the mailbox's home (<mail_root>/<domain>/<mailbox id>); empty only in rows
+    # read back from a database written before homes were stored.
+    mailbox_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class DomainFiles:
 
 
 def _key(value: str) -> str:
-    if not _SAFE_KEY.match(value):
+    if not _SAFE_KEY.fullmatch(value):
         raise PermanentError(f"refusing to write unsafe map key {value!r}")
     return value
 
@@ -76,7 +82,7 @@ def render(state: DomainState, default_quota_mb: int = 1024,
     for m in live:
         local = _key(m.local_part)
         address = f"{local}@{domain}"
-        if not _SAFE_HASH.match(m.password_hash):
+        if not _SAFE_HASH.fullmatch(m.password_hash):
             raise PermanentError(f"refusing to write malformed password hash for {address}")
         # A suspended mailbox (or any mailbox of a suspended account) may not log in:
         # nologin stops IMAP, but Dovecot still answers a SASL client (Postfix
@@ -84,8 +90,10 @@ def render(state: DomainState, default_quota_mb: int = 1024,
         # The real hash stays in the store and comes back on unsuspend. Delivery, which
         # uses only the userdb, keeps working.
         suspended = m.suspended or state.account_suspended
+        if not _SAFE_ID.fullmatch(m.id):
+            raise PermanentError(f"refusing to use unsafe mailbox id {m.id!r} as a home")
         users.append(AuthUser(local, SUSPENDED_HASH if suspended else m.password_hash,
-                              int(m.quota_mb or default_quota_mb), not suspended))
+                              int(m.quota_mb or default_quota_mb), not suspended, m.id))
         mailboxes.append(f"{address} OK")
         senders.setdefault(address, []).append(address)
         identities.append(address)

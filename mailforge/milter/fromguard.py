@@ -1,0 +1,260 @@
+"""The From header guard: a milter on Postfix's submission service that refuses a
+message whose From header address the authenticated login may not use.
+
+``smtpd_sender_login_maps`` (``reject_sender_login_mismatch``) checks only the envelope
+sender; the DKIM signer signs by the From header's domain. Without this guard any
+mailbox could submit ``From: ceo@<another tenant's domain>`` with its own envelope
+sender and the message would leave signed with the other tenant's keys.
+
+The rule is the envelope rule applied to the header: the message must have exactly one
+From header with exactly one address, and the sender_logins map (the same local file
+the backend writes for Postfix, ``postfix/sender_logins``: ``address owner1,owner2``)
+must list the SASL login (``{auth_authen}``) as an owner of that address (tried as
+written, then without a ``+extension``, then as ``@domain``, as Postfix looks it up).
+Anything else is refused with ``553 5.7.1``: no From, several From headers or
+addresses, an address the parsers do not all read the same way (the signer and the
+receivers must not be able to see a different author than the one checked), no login.
+
+mailforge's own sends log in with the Dovecot master user (``address*master``, see
+``mail/submit.py``); Dovecot answers Postfix with the mailbox's own name, so that is
+what ``{auth_authen}`` holds, but a ``*master`` suffix is removed if it ever shows up
+(only a master login can carry one: ``*`` is not allowed in a mailbox name).
+
+It reads only the local map file (re-read when the file is replaced), never PostgreSQL,
+so it keeps working while mailforge and its database are down. It runs as its own
+small process (``python -m mailforge.milter.fromguard``: in the sandbox a service, on a
+server ``deploy/systemd/mailforge-fromguard.service``), not inside the daemon: the
+submission service must keep working while the daemon is stopped, and while this
+guard is down Postfix defers submissions (``default_action=tempfail``), as a security
+check must; port 25 does not use it. ``FromGuard(on_accepted=...)`` is the hook for
+recording accepted submissions (login, From address, Message-ID) when it is embedded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import email.policy
+import email.utils
+import os
+import re
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..log import get
+from . import protocol
+from .protocol import GO_ON, REPLYCODE, Session, Verdict
+
+log = get(__name__)
+
+OnAccepted = Callable[[str, str, "str | None"], Awaitable[None]]
+
+NOT_OWNED = "553 5.7.1 From header not owned by the login"
+BAD_FROM = "553 5.7.1 Exactly one From header with exactly one address is required"
+NO_LOGIN = "553 5.7.1 Authentication required to submit"
+MAP_DOWN = "451 4.3.0 Sender ownership map unavailable, try again later"
+
+# The header bytes this guard keeps; more is refused (a From hidden after megabytes of
+# headers is not worth parsing).
+MAX_HEADER_BYTES = 256 * 1024
+_ADDR = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~.-]+@[a-z0-9.-]+")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+# ------------------------------------------------------------------------ pure parts
+
+
+def parse_sender_map(text: str) -> dict[str, frozenset[str]]:
+    """``address owner1,owner2`` lines (the Postfix map source) -> address -> owners."""
+    out: dict[str, frozenset[str]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 2 or line.startswith("#"):
+            continue
+        key, owners = parts
+        out[key.lower()] = frozenset(o.lower() for o in owners.split(",") if o)
+    return out
+
+
+def login_name(authen: str) -> str:
+    """The mailbox a SASL login acts as (a master-user login ``user*master`` -> user)."""
+    user, _, _ = authen.strip().partition("*")
+    return user.lower()
+
+
+def from_address(values: list[bytes]) -> str | None:
+    """The single From address of a message, lowercased, or None if there is not
+    exactly one From header with exactly one address that every parser agrees on."""
+    if len(values) != 1:
+        return None
+    try:
+        text = values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    text = _FOLD.sub("", text)
+    if _CTL.search(text) or "\r" in text:
+        return None
+    try:
+        header = email.policy.default.header_factory("From", text)
+    except Exception:  # any parser failure means unparsable
+        return None
+    addrs: tuple[Any, ...] = tuple(getattr(header, "addresses", ()))
+    if len(addrs) != 1 or header.defects:
+        return None
+    spec = str(addrs[0].addr_spec).lower()
+    # The signer (dkimpy-milter) reads the author with email.utils.parseaddr; receivers
+    # have their own parsers: all must see this one address, plainly written.
+    others = email.utils.getaddresses([text])
+    if len(others) != 1 or others[0][1].lower() != spec:
+        return None
+    if email.utils.parseaddr(text)[1].lower() != spec:
+        return None
+    if not _ADDR.fullmatch(spec) or spec.count("@") != 1:
+        return None
+    return spec
+
+
+def lookup_keys(address: str, delimiter: str = "+") -> list[str]:
+    local, _, domain = address.rpartition("@")
+    keys = [address]
+    if delimiter and delimiter in local:
+        keys.append(f"{local.split(delimiter, 1)[0]}@{domain}")
+    keys.append(f"@{domain}")
+    return keys
+
+
+def owns(senders: dict[str, frozenset[str]], login: str, address: str) -> bool:
+    """May *login* use *address* as its From? The first key found decides, as in Postfix."""
+    for key in lookup_keys(address):
+        owners = senders.get(key)
+        if owners is not None:
+            return login in owners
+    return False
+
+
+def decide(senders: dict[str, frozenset[str]], authen: str,
+           from_values: list[bytes]) -> tuple[str | None, str | None]:
+    """(From address, None) when allowed, else (address or None, SMTP reply text)."""
+    login = login_name(authen)
+    if not login:
+        return None, NO_LOGIN
+    address = from_address(from_values)
+    if address is None:
+        return None, BAD_FROM
+    if not owns(senders, login, address):
+        return address, NOT_OWNED
+    return address, None
+
+
+# ------------------------------------------------------------------------ the milter
+
+
+class SenderMap:
+    """The sender_logins map source, re-read when the file is replaced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sig: tuple[int, int, int] | None = None
+        self._map: dict[str, frozenset[str]] = {}
+
+    def get(self) -> dict[str, frozenset[str]]:
+        st = os.stat(self.path)
+        sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if sig != self._sig:
+            self._map = parse_sender_map(self.path.read_text(encoding="utf-8",
+                                                             errors="replace"))
+            self._sig = sig
+        return self._map
+
+
+async def _no_op(login: str, from_addr: str, message_id: str | None) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class _Decision:
+    login: str
+    address: str
+
+
+class FromGuard(protocol.Filter):
+    def __init__(self, map_path: Path, on_accepted: OnAccepted | None = None) -> None:
+        self.senders = SenderMap(map_path)
+        self.on_accepted: OnAccepted = on_accepted or _no_op
+
+    async def end_of_headers(self, session: Session) -> Verdict:
+        session.note = None
+        if session.header_bytes > MAX_HEADER_BYTES:
+            return Verdict(REPLYCODE, BAD_FROM)
+        try:
+            senders = await asyncio.to_thread(self.senders.get)
+        except OSError as exc:
+            log.error("from guard cannot read the sender map", path=str(self.senders.path),
+                      error=str(exc))
+            return Verdict(REPLYCODE, MAP_DOWN)
+        authen = session.macros.get("auth_authen", "")
+        froms = [v for n, v in session.headers if n.strip().lower() == "from"]
+        address, refusal = decide(senders, authen, froms)
+        if refusal is not None:
+            log.info("submission refused: From header", login=login_name(authen),
+                     from_addr=address, reply=refusal[:3], queue_id=session.macros.get("i"))
+            return Verdict(REPLYCODE, refusal)
+        assert address is not None
+        session.note = _Decision(login_name(authen), address)
+        return GO_ON
+
+    async def end_of_message(self, session: Session) -> Verdict:
+        decision = session.note
+        if not isinstance(decision, _Decision):  # no EOH seen: never let it through
+            return Verdict(REPLYCODE, BAD_FROM)
+        ids = [v for n, v in session.headers if n.strip().lower() == "message-id"]
+        message_id = None
+        if len(ids) == 1:
+            message_id = ids[0].decode("utf-8", "replace").strip() or None
+        try:
+            await self.on_accepted(decision.login, decision.address, message_id)
+        except Exception as exc:  # recording must never stop mail
+            log.warning("from guard on_accepted hook failed", error=str(exc))
+        return GO_ON
+
+
+async def start(map_path: Path, host: str, port: int,
+                on_accepted: OnAccepted | None = None) -> asyncio.Server:
+    """Start the guard on host:port (e.g. inside another asyncio program)."""
+    return await protocol.serve(FromGuard(map_path, on_accepted), host, port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mailforge.milter.fromguard --listen HOST:PORT --map FILE``."""
+    p = argparse.ArgumentParser(prog="mailforge.milter.fromguard", description=__doc__)
+    p.add_argument("--listen", required=True, help="HOST:PORT, e.g. 127.0.0.1:8892")
+    p.add_argument("--map", required=True, type=Path,
+                   help="the sender_logins map source mailforge writes")
+    args = p.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+
+    async def run() -> None:
+        server = await start(args.map, host or "127.0.0.1", int(port))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("from guard listening", address=args.listen, map=str(args.map))
+        async with server:
+            await stop.wait()
+        server.close()
+        with contextlib.suppress(Exception):
+            await server.wait_closed()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
