@@ -22,8 +22,8 @@ from .. import validation
 MAX_RECIPIENTS = 100
 MAX_ATTACHMENTS = 20
 MAX_SUBJECT = 998
-_MSGID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
-_CTYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+_MSGID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+_CTYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 
 SEND_FIELDS = {"to", "cc", "bcc", "subject", "body", "html", "text", "in_reply_to",
                "references", "attachments"}
@@ -55,13 +55,14 @@ class SendRequest:
         return [*self.to, *self.cc, *self.bcc]
 
 
-_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
+# Matched in full (fullmatch): ``$`` would accept a final newline, a header injection.
+_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
 
 
 def recipient(value: str) -> str:
     """A recipient address (any dot-atom local part, IDN domain as ASCII)."""
     local, sep, dom = value.strip().rpartition("@")
-    if not sep or not _LOCAL.match(local) or local.startswith(".") or local.endswith(".") \
+    if not sep or not _LOCAL.fullmatch(local) or local.startswith(".") or local.endswith(".") \
             or ".." in local:
         raise ValueError("must be an address of the form local@domain")
     return f"{local}@{validation.domain_name(dom)}"
@@ -94,7 +95,7 @@ def _msgids(value: object, name: str, errs: list[str]) -> tuple[str, ...]:
         v = item.strip()
         if v and not v.startswith("<"):
             v = f"<{v}>"
-        if not _MSGID.match(v) or len(v) > 500:
+        if not _MSGID.fullmatch(v) or len(v) > 500:
             errs.append(f"{name}: {item!r} is not a Message-ID like <id@host>")
         else:
             out.append(v)
@@ -166,7 +167,7 @@ def _attachment(a: object, p: str, errs: list[str]) -> Attachment | None:
                             or any(c in name for c in "/\\\r\n\0")):
         bad.append(f"{p}.filename: must be 1-255 characters without / \\ or line breaks")
     ctype = a.get("content_type", "application/octet-stream")
-    if not isinstance(ctype, str) or not _CTYPE.match(ctype.lower()):
+    if not isinstance(ctype, str) or not _CTYPE.fullmatch(ctype.lower()):
         bad.append(f"{p}.content_type: must be a MIME type like application/pdf")
     data = b""
     if isinstance(a.get("content_base64"), str):

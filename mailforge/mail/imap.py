@@ -24,7 +24,8 @@ log = get(__name__)
 
 # Printable ASCII without space, quote or backslash (then quoted as an IMAP string).
 _LOGIN = re.compile(r'[\x21\x23-\x5b\x5d-\x7e]{1,400}')
-_FOLDER = re.compile(r'^[^"\\\r\n\x00-\x1f*%]{1,200}$')
+# Printable ASCII without quote, backslash or the LIST wildcards; matched in full.
+_FOLDER = re.compile(r'[\x20\x21\x23\x24\x26-\x29\x2b-\x5b\x5d-\x7e]{1,200}')
 
 
 class ImapError(Exception):
@@ -32,7 +33,7 @@ class ImapError(Exception):
 
 
 def check_folder(name: str) -> bool:
-    return bool(_FOLDER.match(name))
+    return bool(_FOLDER.fullmatch(name))
 
 
 def quote(name: str) -> str:

@@ -153,3 +153,37 @@ def test_parse_fetch_splits_messages_and_literals() -> None:
     assert [t.split()[3] for t, _ in out] == ["5", "6"]
     assert out[0][1][0][1] == b"Subject: hi\r\n\r\n"
     assert "HEADER.FIELDS" in out[0][1][0][0]
+
+
+@pytest.mark.parametrize("value", ["bob\n@example.com", "bo\rb@example.com", "bob@exa\nmple.com",
+                                   "bob\u2028@example.com", "bob\x00@example.com"])
+def test_recipient_refuses_line_breaks_and_controls(value: str) -> None:
+    # A final newline passes a ``$``-anchored pattern: it would reach the To header and RCPT.
+    with pytest.raises(ValueError):
+        compose.recipient(value)
+
+
+def test_recipient_canonical_form_has_no_whitespace() -> None:
+    assert compose.recipient(" Bob@Example.COM\n") == "Bob@example.com"
+
+
+@pytest.mark.parametrize("name", ["INBOX\n", "Sent\r\nA1 LOGOUT", "a\"b", "a\\b", "*", "50%",
+                                  "caf\u00e9", "x\x00", "\ud800"])
+def test_check_folder_refuses_injection_and_non_ascii(name: str) -> None:
+    assert not check_folder(name)
+
+
+def test_check_folder_accepts_plain_names() -> None:
+    assert check_folder("INBOX") and check_folder("Sent Items") and check_folder("Archive/2026")
+
+
+def test_message_ids_and_content_types_match_in_full() -> None:
+    ok, errs = compose.parse_send({"to": ["a@example.com"], "subject": "s", "body": "t",
+                                   "in_reply_to": "<a@b.test>"})
+    assert ok is not None and not errs
+    for field, value in (("in_reply_to", "<a@b.test>\nBcc: x@evil.test"),
+                         ("attachments", [{"filename": "a.txt", "content_base64": "eA==",
+                                           "content_type": "text/plain\n"}])):
+        req, errs = compose.parse_send({"to": ["a@example.com"], "subject": "s", "body": "t",
+                                        field: value})
+        assert req is None and any(e.startswith(field) for e in errs), (field, errs)
