@@ -230,27 +230,94 @@ async def start(map_path: Path, host: str, port: int,
     return await protocol.serve(FromGuard(map_path, on_accepted), host, port)
 
 
+class SubmissionRecorder:
+    """Best-effort recording of accepted submissions' Message-IDs as reputation evidence
+    (``reputation.record_submitted``: a DSN or ARF report counts only for a message we
+    sent). It never delays or stops mail: the hook only queues (bounded; dropped when
+    full), and a worker writes to PostgreSQL, dropping what it cannot write while the
+    database is down. A message without a Message-ID gets one from Postfix's cleanup
+    after the milters ran, so it is not recorded (mailforge's API sends always set one
+    and record it themselves)."""
+
+    def __init__(self, dsn: str, days: int, maxsize: int = 10_000) -> None:
+        self.dsn = dsn
+        self.days = days
+        self.queue: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    async def __call__(self, login: str, from_addr: str, message_id: str | None) -> None:
+        if not message_id:
+            return
+        try:
+            self.queue.put_nowait((login, from_addr, message_id))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        # Imported here: the guard itself needs neither asyncpg nor the store.
+        from .. import reputation
+        from ..store.store import create_pool
+
+        pool: Any = None
+        while not stop.is_set():
+            getter = asyncio.ensure_future(self.queue.get())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not getter.done():
+                getter.cancel()
+                break
+            login, from_addr, message_id = getter.result()
+            try:
+                if pool is None:
+                    pool = await create_pool(self.dsn, min_size=0, max_size=2)
+                await reputation.record_submitted(pool, login, from_addr, message_id,
+                                                  days=self.days)
+            except Exception as exc:  # the database is down or refused: drop, go on
+                self.dropped += 1
+                log.warning("submission not recorded as reputation evidence",
+                            error=type(exc).__name__)
+        if pool is not None:
+            await pool.close()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mailforge.milter.fromguard --listen HOST:PORT --map FILE``."""
+    """``python -m mailforge.milter.fromguard --listen HOST:PORT --map FILE
+    [--config mailforge.yaml]``."""
     p = argparse.ArgumentParser(prog="mailforge.milter.fromguard", description=__doc__)
     p.add_argument("--listen", required=True, help="HOST:PORT, e.g. 127.0.0.1:8892")
     p.add_argument("--map", required=True, type=Path,
                    help="the sender_logins map source mailforge writes")
+    p.add_argument("--config", type=Path, default=None,
+                   help="mailforge's configuration: when given, accepted submissions' "
+                        "Message-IDs are recorded (best effort) as reputation evidence")
     args = p.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
 
     async def run() -> None:
-        server = await start(args.map, host or "127.0.0.1", int(port))
+        recorder = None
+        if args.config is not None:
+            from ..config import load
+
+            cfg = load(args.config)
+            recorder = SubmissionRecorder(cfg.database.dsn, cfg.reputation.evidence_days)
+        server = await start(args.map, host or "127.0.0.1", int(port), recorder)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        log.info("from guard listening", address=args.listen, map=str(args.map))
+        log.info("from guard listening", address=args.listen, map=str(args.map),
+                 recording=recorder is not None)
+        recording = (asyncio.create_task(recorder.run(stop), name="submission-recorder")
+                     if recorder is not None else None)
         async with server:
             await stop.wait()
         server.close()
         with contextlib.suppress(Exception):
             await server.wait_closed()
+        if recording is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(recording, 5)
 
     asyncio.run(run())
     return 0

@@ -693,7 +693,8 @@ class Sandbox:
         # stopped, and Postfix defers submissions while the guard is down.
         self._spawn("from_guard", [sys.executable, "-m", "mailforge.milter.fromguard",
                                    "--listen", f"127.0.0.1:{self.info['ports']['from_guard']}",
-                                   "--map", str(self.layout.map_source("sender_logins"))],
+                                   "--map", str(self.layout.map_source("sender_logins")),
+                                   "--config", self.info["config_path"]],
                     self.log_paths()["from_guard"])
         self._wait_ready("from_guard", lambda: self._ports_open("from_guard"))
 

@@ -256,6 +256,42 @@ async def test_owned_from_is_accepted_and_signed_with_the_own_key_only(
             assert dkim.DKIM(raw).verify(idx=i, dnsfunc=dkim_dnsfunc(res)), sig
 
 
+async def test_guard_records_accepted_submissions_as_reputation_evidence(
+        sandbox: Sandbox, two_tenants: dict[str, Any]) -> None:
+    """The guard (run with --config) records the Message-ID of an accepted SMTP
+    submission, so a DSN about it counts; a refused one is never recorded."""
+    import asyncpg
+
+    t = two_tenants
+    alice, dy = t["alice"]["email"], t["dy"]
+    ok_subject, bad_subject = f"ev-{secrets.token_hex(4)}", f"evbad-{secrets.token_hex(4)}"
+    code, _ = await asyncio.to_thread(
+        _submit, sandbox, alice, _msg(alice, f"r{ok_subject}@outside.example", ok_subject))
+    assert code == 250
+    code, _ = await asyncio.to_thread(
+        _submit, sandbox, alice, _msg(f"ceo@{dy}", f"r{bad_subject}@outside.example",
+                                      bad_subject))
+    assert 500 <= code < 600
+    conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
+    try:
+        async def recorded(mid: str) -> Any:
+            return await conn.fetchrow("SELECT d.name, m.address FROM mail_sent_messages s "
+                                       "JOIN domains d ON d.id = s.domain_id LEFT JOIN "
+                                       "mailboxes m ON m.id = s.mailbox_id "
+                                       "WHERE s.message_id = $1", mid)
+
+        row = None
+        for _ in range(100):
+            row = await recorded(f"{ok_subject}@client.example")
+            if row is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert row is not None and (row["name"], row["address"]) == (t["dx"], alice)
+        assert await recorded(f"{bad_subject}@client.example") is None
+    finally:
+        await conn.close()
+
+
 async def test_api_send_still_passes_the_guard(sandbox: Sandbox, api: Any,
                                                two_tenants: dict[str, Any]) -> None:
     """mailforge's own sends log in with the master user (``address*master``)."""
