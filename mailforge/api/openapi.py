@@ -44,6 +44,14 @@ def build_document(modules: tuple[ModuleType, ...]) -> dict[str, Any]:
                                        f"(again in {module.__name__})")
                 else:
                     merged[key] = value
+    for item in paths.values():
+        for key, op in item.items():
+            if key in HTTP_METHODS and op.get("security") != []:
+                # Path ids and query values are checked for every route, and every
+                # route needing the database answers 503 while it is unreachable.
+                responses = op.setdefault("responses", {})
+                for status in oas.ANY_ERRORS:
+                    responses.setdefault(str(status), oas.error(status))
     return {
         "openapi": "3.1.0",
         "info": {
