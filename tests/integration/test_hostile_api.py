@@ -407,6 +407,9 @@ async def _jobs_of(dsn: str, addresses: list[str]) -> tuple[list[str], list[str]
         await conn.close()
 
 
+# The window between the job's commit and the recorded answer is a few statements long;
+# a kill from outside lands in it too rarely to test, so the daemon is told to kill
+# itself there (MAILFORGE_TEST_CRASH_AFTER, test-only, read at start-up).
 @pytest.mark.parametrize("point", ["idempotency_job", "idempotency_claim"])
 async def test_sigkill_between_key_and_answer_then_retry_returns_first_job(
         sandbox: Any, api: Any, unique_domain: str, point: str) -> None:
@@ -467,6 +470,58 @@ async def test_sigkill_between_key_and_answer_then_retry_returns_first_job(
     status, body = await api.post("/v1/email-users", {**single, "username": "other"},
                                   headers={"Idempotency-Key": key_single})
     assert status == 422, body
+
+
+def _request_hash(method: str, path: str, body: dict[str, Any]) -> bytes:
+    # As api/http.py idempotent computes it.
+    return hashlib.sha256(f"{method} {path}\n".encode()
+                          + json.dumps(body, sort_keys=True).encode()).digest()
+
+
+async def test_claims_of_live_dead_and_foreign_requests(sandbox: Any, api: Any,
+                                                        unique_domain: str) -> None:
+    """A key held by a live request answers 409 (as before); one held by a dead process
+    of this host is taken over at once; one held on another host waits for its lease."""
+    from mailforge.api.http import claimant_id
+
+    await ready_domain(api, unique_domain)
+    info = sandbox.info
+    conn = await asyncpg.connect(info["postgres_dsn"])
+    try:
+        acct = await conn.fetchval("SELECT account_id FROM api_tokens WHERE id = $1",
+                                   info["admin_token_id"])
+        node = claimant_id().split(":")[0]
+        cases = [  # (claimant, lease seconds from now, expected status)
+            (claimant_id(), 60, 409),                 # this test process: alive
+            (f"{node}:{2 ** 22 + 17}:1", 60, 202),    # a pid that does not run: dead
+            (f"{node}:{os.getpid()}:0", 60, 202),     # our pid, another start: restarted
+            ("elsewhere:1:1", 60, 409),               # another host, lease running
+            ("elsewhere:1:1", -1, 202),               # another host, lease over
+            (None, 60, 202),                          # let go by a failed attempt
+        ]
+        for n, (claimant, lease, expected) in enumerate(cases):
+            body = {"domain": unique_domain, "username": f"claim{n}"}
+            key = secrets.token_hex(8)
+            await conn.execute(
+                "INSERT INTO idempotency_keys (account_id, key, request_hash, status, "
+                "claimant, lease_until) VALUES ($1, $2, $3, 0, $4, "
+                "now() + make_interval(secs => $5))", acct, key,
+                _request_hash("POST", "/v1/email-users", body), claimant, float(lease))
+            status, answer = await api.post("/v1/email-users", body,
+                                            headers={"Idempotency-Key": key})
+            assert status == expected, (claimant, lease, answer)
+            if expected == 409:
+                assert answer["error"]["code"] == "idempotency_key_in_use"
+                continue
+            # Taken over with no job recorded: the request ran once, and now replays.
+            again = await api.post("/v1/email-users", body, headers={"Idempotency-Key": key})
+            assert again == (202, answer), (again, answer)
+            row = await conn.fetchrow("SELECT status, claimant, job_id FROM idempotency_keys"
+                                      " WHERE account_id = $1 AND key = $2", acct, key)
+            assert row["status"] == 202 and row["claimant"] is None
+            assert row["job_id"] == answer["job_id"]
+    finally:
+        await conn.close()
 
 
 # ------------------------------------------------------------------ fuzz: 2,000 bodies
