@@ -332,12 +332,14 @@ async def test_postgres_stopped_every_endpoint_503_then_recovers(sandbox: Any, a
         for method, path, op in _operations(doc):
             url = _fill(path, "usr_" + "0" * 20)
             body = {} if "requestBody" in op else None
-            status, answer = await api.request(method, url, json=body)
+            # The unauthenticated MTA-STS policy and autoconfig look the domain up.
+            params = {"domain": unique_domain} if op.get("security") == [] else None
+            status, answer = await api.request(method, url, json=body, params=params)
             if path == "/v1/health":
                 assert status == 503 and answer["database"] == "unreachable", answer
                 continue
-            if op.get("security") == []:
-                assert status < 500, (method, path, status, answer)
+            if path in ("/v1/openapi.json", "/v1/docs"):  # need no database
+                assert status == 200, (method, path, status, answer)
                 continue
             assert status == 503, (method, path, status, answer)
             err = _envelope(answer, status)
