@@ -143,8 +143,8 @@ async def envelope_middleware(request: web.Request,
 
 ACTING_HEADER = "X-Mailforge-Account"
 LIMITERS = web.AppKey("rate_limiters", dict)  # name -> ratelimit.RateLimiter
-PRINCIPAL_KEY = "mailforge_principal"
-BODY_KEY = "mailforge_body"
+PRINCIPAL_KEY = web.RequestKey("mailforge_principal", Principal)
+BODY_KEY = web.RequestKey("mailforge_body", dict)
 
 
 _TOKEN_TEXT = re.compile(r"[\x21-\x7e]{1,512}")

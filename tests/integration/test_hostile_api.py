@@ -474,6 +474,55 @@ async def test_sigkill_between_key_and_answer_then_retry_returns_first_job(
     assert status == 422, body
 
 
+async def test_external_sigkill_while_a_keyed_bulk_runs(sandbox: Any, api: Any,
+                                                        unique_domain: str) -> None:
+    """No fault injection: SIGKILL from outside once the key is taken (its row is seen)
+    and before the answer (200 passwords are being hashed), then retry."""
+    info = sandbox.info
+    await ready_domain(api, unique_domain)
+    users = [{"username": f"x{n:03d}"} for n in range(200)]
+    addresses = sorted(f"x{n:03d}@{unique_domain}" for n in range(200))
+    body = {"domain": unique_domain, "users": users}
+    key = secrets.token_hex(12)
+    conn = await asyncpg.connect(info["postgres_dsn"])
+    sandbox.stop_service("daemon")
+    try:
+        proc = _spawn_daemon(info)
+        try:
+            await _wait_healthy(info["api_url"], proc)
+            request = asyncio.create_task(api.post("/v1/email-users/bulk", body,
+                                                   headers={"Idempotency-Key": key}))
+            deadline = time.monotonic() + 20
+            while await conn.fetchval("SELECT status FROM idempotency_keys WHERE key = $1",
+                                      key) is None:
+                assert time.monotonic() < deadline and not request.done(), "no claim"
+                await asyncio.sleep(0.002)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            with contextlib.suppress(aiohttp.ClientError):
+                await request
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        # The kill landed between the claim and the answer.
+        assert await conn.fetchval("SELECT status FROM idempotency_keys WHERE key = $1",
+                                   key) == 0
+    finally:
+        await conn.close()
+        sandbox.start_service("daemon")
+    status, first = await api.post("/v1/email-users/bulk", body,
+                                   headers={"Idempotency-Key": key})
+    assert status == 202, first
+    status, again = await api.post("/v1/email-users/bulk", body,
+                                   headers={"Idempotency-Key": key})
+    assert status == 202 and again == first
+    mids, jobs = await _jobs_of(info["postgres_dsn"], addresses)
+    assert len(mids) == 200 and jobs == [first["job_id"]], (len(mids), jobs)
+    assert sorted(u["email"] for u in first["users"]) == addresses
+    assert (await wait_job(api, first["job_id"], timeout=60))["status"] == "completed"
+
+
 def _request_hash(method: str, path: str, body: dict[str, Any]) -> bytes:
     # As api/http.py idempotent computes it.
     return hashlib.sha256(f"{method} {path}\n".encode()
