@@ -502,12 +502,13 @@ async def idempotent(request: web.Request, principal: Principal, body: dict[str,
     """Run *produce* once per ``Idempotency-Key``; a retry with the same body gets the
     first answer, a reuse with another body gets 422.
 
-    Crash-safe in every order: the key is claimed under a lease naming this process;
-    the first job *produce* creates is tied to the key in the job's own transaction
-    (``Store.idempotency_scope``); the answer is recorded last. A retry that finds the
-    claim of a dead process (same host: its process is gone; any host: its lease ran
-    out) takes it over: if the dead attempt committed a job, the answer is that job
-    (*recover*), never a second one; if not, nothing was written and *produce* runs.
+    Crash-safe in every order: the key is claimed under a lease naming this process
+    (renewed while *produce* runs); the first job *produce* creates is tied to the key
+    in the job's own transaction (``Store.idempotency_scope``); the answer is recorded
+    last. A retry that finds the claim of a dead request (same host: its process is
+    gone; any host: its lease ran out) takes it over: if the dead attempt committed a
+    job, the answer is that job (*recover*), never a second one; if not, nothing was
+    written and *produce* runs.
     """
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -539,8 +540,10 @@ async def idempotent(request: web.Request, principal: Principal, body: dict[str,
             resp = web.json_response(payload, status=prior.status)
             resp.headers["Idempotent-Replayed"] = "true"
             return resp
-        alive = claimant_alive(prior.claimant)
-        if alive or (alive is None and not prior.lease_expired):
+        # In use while its lease runs (a running request renews it) and its process is
+        # not known to be gone. An expired lease also frees a claim whose process
+        # lives on but lost track of it (e.g. the answer could not be recorded).
+        if not prior.lease_expired and claimant_alive(prior.claimant) is not False:
             raise _in_use()
         taken, dead_job = await store.take_over_idempotent(acct, key, prior.claimant, me,
                                                            lease)

@@ -544,6 +544,7 @@ async def test_claims_of_live_dead_and_foreign_requests(sandbox: Any, api: Any,
         node = claimant_id().split(":")[0]
         cases = [  # (claimant, lease seconds from now, expected status)
             (claimant_id(), 60, 409),                 # this test process: alive
+            (claimant_id(), -1, 202),                 # alive, but stopped renewing
             (f"{node}:{2 ** 22 + 17}:1", 60, 202),    # a pid that does not run: dead
             (f"{node}:{os.getpid()}:0", 60, 202),     # our pid, another start: restarted
             ("elsewhere:1:1", 60, 409),               # another host, lease running

@@ -251,3 +251,24 @@ def test_every_operation_documents_503_except_those_without_database() -> None:
             assert "400" in op["responses"], (method, path)
             if path not in ("/v1/health", "/v1/openapi.json", "/v1/docs"):
                 assert {"404", "503"} <= set(op["responses"]), (method, path)
+
+
+async def test_a_running_request_keeps_renewing_its_lease() -> None:
+    from types import SimpleNamespace
+
+    from mailforge.api.context import CTX
+
+    renewed: list[tuple[str, str, str, float]] = []
+
+    class Store:
+        async def renew_idempotent(self, account: str, key: str, me: str,
+                                   lease: float) -> None:
+            renewed.append((account, key, me, lease))
+
+    app = web.Application()
+    app[CTX] = SimpleNamespace(store=Store())  # type: ignore[assignment]
+    req = make_mocked_request("POST", "/v1/email-users", app=app)
+    task = asyncio.create_task(http._keep_lease(req, "acct_a", "k", "me", 0.15))
+    await asyncio.sleep(0.4)
+    task.cancel()
+    assert len(renewed) >= 3 and renewed[0] == ("acct_a", "k", "me", 0.15)
