@@ -92,7 +92,7 @@ def _clean_request_parts(request: web.Request) -> None:
     for value in request.match_info.values():
         if not (value.isprintable() and len(value) <= 255):
             raise NotFound()
-    errs = [f"{k[:64]!s}: must be printable text"
+    errs = [f"{k[:64]!s}: must be printable text of at most 2000 characters"
             for k, v in request.query.items()
             if not (k.isprintable() and v.isprintable() and len(v) <= 2000)]
     if errs:
