@@ -483,7 +483,13 @@ async def recover_job(request: web.Request, principal: Principal,
     out: dict[str, Any] = {"job_id": job.id, "status": "pending", "recovered": True}
     if job.resource_id is not None:
         out["resource_id"] = job.resource_id
+        # The field the first answer named the resource with, where it is known.
+        out[_RESOURCE_FIELD.get(job.type, "resource_id")] = job.resource_id
     return 202, out
+
+
+_RESOURCE_FIELD = {"domain_setup": "domain_id", "alias_create": "id",
+                   "email_user_create": "id", "email_user_update": "id"}
 
 
 async def _keep_lease(request: web.Request, account_id: str, key: str, me: str,

@@ -272,3 +272,20 @@ async def test_a_running_request_keeps_renewing_its_lease() -> None:
     await asyncio.sleep(0.4)
     task.cancel()
     assert len(renewed) >= 3 and renewed[0] == ("acct_a", "k", "me", 0.15)
+
+
+async def test_recovered_answer_names_the_job_and_its_resource() -> None:
+    from datetime import UTC, datetime
+
+    from mailforge.models import Job, Principal
+
+    now = datetime.now(UTC)
+    job = Job("job_1", "acct_a", "domain_setup", "processing", 50, "", "dom_1", 1, 0, 0, {},
+              now, now, None)
+    req = make_mocked_request("POST", "/v1/domains/setup")
+    principal = Principal(token_id="tok_1", account_id="acct_a",
+                          permissions=frozenset({"write"}), domains=None)
+    status, body = await http.recover_job(req, principal, job)
+    assert status == 202
+    assert body == {"job_id": "job_1", "status": "pending", "recovered": True,
+                    "resource_id": "dom_1", "domain_id": "dom_1"}
