@@ -166,6 +166,13 @@ class ApiLimitsConfig:
     # clients' own idle timeouts (aiohttp's is 15 s): a server closing at the same moment
     # a client reuses the connection makes that request fail.
     keepalive_timeout_seconds: float = 75.0
+    # A client must send its request line and headers within this many seconds of its
+    # first byte (else the connection is closed without an answer).
+    header_read_timeout_seconds: float = 10.0
+    # An Idempotency-Key being handled is leased for this long (renewed while the request
+    # runs). A claim whose process died is taken over at once on the same host; on
+    # another host only once the lease has run out.
+    idempotency_lease_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -388,6 +395,8 @@ _POSITIVE: tuple[str, ...] = (
     "api_limits.auth_failures_per_minute",
     "api_limits.body_read_timeout_seconds",
     "api_limits.keepalive_timeout_seconds",
+    "api_limits.header_read_timeout_seconds",
+    "api_limits.idempotency_lease_seconds",
     "dns.ttl",
     "dns.max_change_ratio",
     "dkim.rsa_bits",

@@ -15,7 +15,9 @@ from aiohttp import web
 from . import secretbox
 from .api.app import make_app
 from .api.context import ApiContext
+from .api.http import crash_points_from_env
 from .api.inbox import MAIL
+from .api.server import ApiRunner
 from .backends.base import load_backend
 from .config import Config
 from .dns.step import DnsService, DnsStep, revisit_loop
@@ -58,12 +60,14 @@ async def run(cfg: Config) -> None:
                         steps=[DnsStep(dns_svc)])
         ctx = ApiContext(cfg=cfg, store=store, box=box,
                          hashers=ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
-                                                    thread_name_prefix="hash"))
+                                                    thread_name_prefix="hash"),
+                         crash_points=crash_points_from_env())
         app = make_app(ctx)
         app[MAIL] = mail
-        runner = web.AppRunner(
+        runner = ApiRunner(
             app, access_log=None, handler_cancellation=True,
-            keepalive_timeout=cfg.api_limits.keepalive_timeout_seconds)
+            keepalive_timeout=cfg.api_limits.keepalive_timeout_seconds,
+            header_timeout=cfg.api_limits.header_read_timeout_seconds)
         await runner.setup()
         site = web.TCPSite(runner, cfg.api.listen, cfg.api.port, reuse_address=True)
         await site.start()

@@ -8,12 +8,11 @@ thresholds; a ``blocked`` domain refuses new mailboxes and API sends with 409
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from aiohttp import web
 
 from .config import ReputationConfig
 from .errors import Conflict
@@ -188,34 +187,3 @@ async def domain_json(pool: asyncpg.Pool, domain_id: str,
     """The ``reputation`` object shown on the domain resource."""
     async with pool.acquire() as conn:
         return (await for_domain(conn, domain_id, cfg)).as_json()
-
-
-# New mailboxes on a blocked domain are refused before the mailbox endpoints run, so the
-# mailbox module needs no knowledge of reputation.
-_GUARDED = {("POST", "/v1/email-users"), ("POST", "/v1/email-users/bulk")}
-
-
-@web.middleware
-async def guard_new_mailboxes(request: web.Request,
-                              handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                              ) -> web.StreamResponse:
-    if (request.method, request.path) not in _GUARDED:
-        return await handler(request)
-    from .api.context import CTX
-    from .api.http import authenticate
-
-    try:
-        data = await request.json()
-    except ValueError:
-        return await handler(request)  # the handler reports the bad body
-    ref = data.get("domain") if isinstance(data, dict) else None
-    if not isinstance(ref, str) or not request.headers.get("Authorization"):
-        return await handler(request)
-    principal = await authenticate(request, "write")
-    ctx = request.app[CTX]
-    async with ctx.store.pool.acquire() as conn:
-        row = await conn.fetchrow(Q.mail_domain_for_account, principal.account_id, ref,
-                                  ref.lower().rstrip("."))
-        if row is not None:
-            await require_not_blocked(conn, row["id"], row["name"], ctx.cfg.reputation)
-    return await handler(request)

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import ratelimit, reputation
+from .. import ratelimit
 from . import accounts, aliases, audit, dns, domains, email_users, inbox, jobs, oas, openapi, tokens
 from .context import CTX, ApiContext
 from .http import LIMITERS, envelope_middleware
@@ -68,8 +68,7 @@ API_MODULES = web.AppKey("api_modules", tuple)
 
 
 def make_app(ctx: ApiContext) -> web.Application:
-    app = web.Application(middlewares=[envelope_middleware, audit.audit_middleware,
-                                       reputation.guard_new_mailboxes],
+    app = web.Application(middlewares=[envelope_middleware, audit.audit_middleware],
                           client_max_size=ctx.cfg.api.max_body_bytes)
     app[CTX] = ctx
     lim = ctx.cfg.api_limits

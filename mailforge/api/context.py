@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -21,6 +21,9 @@ class ApiContext:
     box: SecretBox
     # Password hashing is CPU work; it runs off the event loop.
     hashers: ThreadPoolExecutor
+    # TEST ONLY: points where the process kills itself with SIGKILL (api/http.py
+    # crash_point), from MAILFORGE_TEST_CRASH_AFTER at start-up; empty in production.
+    crash_points: frozenset[str] = field(default_factory=frozenset)
 
     async def hash_passwords(self, passwords: list[str]) -> list[str]:
         loop = asyncio.get_running_loop()

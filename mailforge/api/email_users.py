@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import ids, names, password, validation
-from ..errors import Conflict, ValidationFailed
-from ..models import Domain, Mailbox
+from .. import ids, names, password, reputation, validation
+from ..errors import Conflict, NotFound, ValidationFailed
+from ..models import Domain, Job, Mailbox, Principal
 from ..store import mailboxes as mbstore
 from ..store.store import NewMailbox
 from . import oas
@@ -25,6 +25,7 @@ from .http import (
     json_body,
     list_filters,
     paging,
+    recover_job,
     rfc3339,
 )
 
@@ -106,6 +107,43 @@ def require_ready(domain: Domain) -> None:
                        f"Domain {domain.name} is not set up; call /v1/domains/setup first.")
 
 
+async def require_not_blocked(ctx: ApiContext, domain: Domain) -> None:
+    """New mailboxes are refused on a domain its sending reputation blocked. Checked on
+    the domain the validated body resolved to (its canonical name and id), so no other
+    spelling of the name gets past it."""
+    async with ctx.store.pool.acquire() as conn:
+        await reputation.require_not_blocked(conn, domain.id, domain.name, ctx.cfg.reputation)
+
+
+async def _recover_create(request: web.Request, principal: Principal,
+                          job: Job) -> tuple[int, dict[str, Any]]:
+    """The answer of a create whose first attempt died after committing: the mailbox
+    and its job. A generated password was never shown and cannot be: reset it."""
+    if job.resource_id is None:
+        return await recover_job(request, principal, job)
+    try:
+        m, _ = await request.app[CTX].store.get_mailbox(principal.account_id, job.resource_id)
+    except NotFound:
+        return await recover_job(request, principal, job)
+    return 202, {"job_id": job.id, "status": "pending", "id": m.id, "email": m.address,
+                 "username": m.local_part, "recovered": True}
+
+
+async def _recover_bulk(request: web.Request, principal: Principal,
+                        job: Job) -> tuple[int, dict[str, Any]]:
+    """The answer of a bulk create whose first attempt died after committing: rebuilt
+    from the users sealed on the job (without their passwords, as the first answer)."""
+    ctx = request.app[CTX]
+    _, _, sealed = await ctx.store.get_job(principal.account_id, job.id)
+    if sealed is None:  # died before the listing was attached, or it expired
+        out = {**(await recover_job(request, principal, job))[1], "users_count": job.total}
+        return 202, out
+    listing = json.loads(ctx.box.open(sealed, f"job-secrets:{job.id}"))
+    return 202, {"job_id": job.id, "users_count": len(listing), "status": "pending",
+                 "users": [{"id": u["id"], "email": u["email"], "username": u["username"]}
+                           for u in listing], "recovered": True}
+
+
 @routes.post("/v1/email-users")
 async def create(request: web.Request) -> web.Response:
     principal = await authenticate(request, "write")
@@ -120,6 +158,7 @@ async def create(request: web.Request) -> web.Response:
     require_ready(domain)
 
     async def produce() -> tuple[int, dict[str, Any]]:
+        await require_not_blocked(ctx, domain)
         generated = user.password is None
         pw = password.generate(ctx.cfg.passwords.generated_length) if generated \
             else user.password
@@ -136,7 +175,7 @@ async def create(request: web.Request) -> web.Response:
             out["password"] = pw  # shown once, here
         return 202, out
 
-    return await idempotent(request, principal, body, produce)
+    return await idempotent(request, principal, body, produce, _recover_create)
 
 
 @routes.get("/v1/email-users")
@@ -214,6 +253,7 @@ async def bulk_create(request: web.Request) -> web.Response:
     require_ready(domain)
 
     async def produce() -> tuple[int, dict[str, Any]]:
+        await require_not_blocked(ctx, domain)
         addresses = [f"{u.local_part}@{domain.name}" for u in parsed]
         # Checked again under the account lock by the insert; checking here first saves
         # hashing 500 passwords for a request that is refused anyway.
@@ -244,7 +284,7 @@ async def bulk_create(request: web.Request) -> web.Response:
                      "users": [{"id": c.id, "email": c.address, "username": c.local_part}
                                for c in created]}
 
-    return await idempotent(request, principal, body, produce)
+    return await idempotent(request, principal, body, produce, _recover_bulk)
 
 
 @routes.delete("/v1/email-users/bulk")

@@ -7,24 +7,31 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import math
+import os
+import re
+import signal
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+import asyncpg
 import structlog
 from aiohttp import web
 
 from .. import ids, ratelimit, validation
 from ..errors import ApiError, NotFound, ValidationFailed
 from ..log import get
-from ..models import Principal
+from ..models import Job, Principal
 from ..store import scope, tenancy
 from .context import CTX
 
 log = get("mailforge.api")
-
 
 
 def rfc3339(value: datetime | None) -> str | None:
@@ -46,16 +53,63 @@ _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404:
                  414: "uri_too_long", 415: "unsupported_media_type", 429: "rate_limited"}
 
 
+# Connection-level failures of PostgreSQL (class 08, shutdowns, "cannot connect now").
+_DB_DOWN = (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+            asyncpg.exceptions.TooManyConnectionsError)
+DB_RETRY_AFTER = "5"
+
+
+def database_unavailable() -> ApiError:
+    return ApiError("database_unavailable", "The database is unreachable; retry later.",
+                    status=503, headers={"Retry-After": DB_RETRY_AFTER})
+
+
+def _from_asyncpg(tb: TracebackType | None) -> bool:
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("asyncpg"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def is_database_down(exc: BaseException) -> bool:
+    """Whether *exc* says PostgreSQL cannot be reached (refused, reset, shut down, a
+    pooled connection gone), as opposed to a bug or a refused statement. An OSError or
+    timeout counts only when it was raised inside asyncpg: a mail server or DNS
+    provider that is down is not the database."""
+    if isinstance(exc, _DB_DOWN):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
+        return True
+    return isinstance(exc, OSError | TimeoutError) and _from_asyncpg(exc.__traceback__)
+
+
+def _clean_request_parts(request: web.Request) -> None:
+    """Path parameters and query values reach the database: refuse NUL, other control
+    characters and unpaired surrogates here, for every route, before any handler or
+    middleware queries anything. A path id is an opaque name: a bad one is simply not
+    found."""
+    for value in request.match_info.values():
+        if not (value.isprintable() and len(value) <= 255):
+            raise NotFound()
+    errs = [f"{k[:64]!s}: must be printable text of at most 2000 characters"
+            for k, v in request.query.items()
+            if not (k.isprintable() and v.isprintable() and len(v) <= 2000)]
+    if errs:
+        raise ValidationFailed(errs)
+
+
 @web.middleware
 async def envelope_middleware(request: web.Request,
                               handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                               ) -> web.StreamResponse:
     rid = request.headers.get("X-Request-Id", "")
-    if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()):
+    if not (0 < len(rid) <= 64 and rid.isascii() and rid.replace("-", "").isalnum()):
         rid = uuid.uuid4().hex
     started = time.monotonic()
     with structlog.contextvars.bound_contextvars(request_id=rid):
         try:
+            _clean_request_parts(request)
             resp = await handler(request)
         except ApiError as err:
             resp = error_response(err)
@@ -68,11 +122,19 @@ async def envelope_middleware(request: web.Request,
             resp = error_response(ApiError(code, message, status=exc.status))
             if exc.status == 405 and "Allow" in exc.headers:
                 resp.headers["Allow"] = exc.headers["Allow"]
-        except Exception:
-            # Never let internals reach the client; the log has the traceback.
-            log.exception("unhandled error", path=request.path, method=request.method)
-            resp = error_response(ApiError("internal_error", "Internal server error.",
-                                           status=500))
+        except Exception as exc:
+            if is_database_down(exc):
+                # One answer for every endpoint (authentication included, which is the
+                # first to touch the database): the pool reconnects by itself once
+                # PostgreSQL is back, no restart needed.
+                log.warning("database unreachable", path=request.path,
+                            error=f"{type(exc).__name__}: {exc}")
+                resp = error_response(database_unavailable())
+            else:
+                # Never let internals reach the client; the log has the traceback.
+                log.exception("unhandled error", path=request.path, method=request.method)
+                resp = error_response(ApiError("internal_error", "Internal server error.",
+                                               status=500))
         resp.headers["X-Request-Id"] = rid
         log.info("request", method=request.method, path=request.path, status=resp.status,
                  ms=round((time.monotonic() - started) * 1000, 1))
@@ -81,8 +143,11 @@ async def envelope_middleware(request: web.Request,
 
 ACTING_HEADER = "X-Mailforge-Account"
 LIMITERS = web.AppKey("rate_limiters", dict)  # name -> ratelimit.RateLimiter
-PRINCIPAL_KEY = "mailforge_principal"
-BODY_KEY = "mailforge_body"
+PRINCIPAL_KEY = web.RequestKey("mailforge_principal", Principal)
+BODY_KEY = web.RequestKey("mailforge_body", dict)
+
+
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]{1,512}")
 
 
 def _unauthorized() -> ApiError:
@@ -113,9 +178,12 @@ async def authenticate(request: web.Request, permission: str) -> Principal:
     limiters = request.app.get(LIMITERS, {})
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    # Checked before the database sees it: a token is printable ASCII (the header may
+    # carry anything aiohttp could decode, surrogate escapes included).
+    if scheme.lower() != "bearer" or not _TOKEN_TEXT.fullmatch(token):
         raise _unauthorized()
-    result = await tenancy.authenticate(request.app[CTX].store, token.strip())
+    result = await tenancy.authenticate(request.app[CTX].store, token)
     principal = result.principal
     if principal is None:
         log.info("authentication failed", reason=result.reason, client=client_addr(request))
@@ -142,7 +210,7 @@ async def authenticate(request: web.Request, permission: str) -> Principal:
         if "admin" not in principal.permissions or principal.domains is not None:
             raise denied
         row = None
-        if ids.has_prefix(target, "acct"):
+        if ids.has_prefix(target, "acct") and _TOKEN_TEXT.fullmatch(target):
             row = await tenancy.descendant(request.app[CTX].store, principal.account_id,
                                            target)
         if row is None or row["status"] == "deleting":
@@ -212,24 +280,86 @@ def require_unrestricted(principal: Principal) -> None:
                        "operation concerns the whole account.", status=403)
 
 
+MAX_JSON_DEPTH = 32
+
+
+def _bad_text(value: str) -> bool:
+    """NUL (PostgreSQL text cannot hold it) or an unpaired surrogate (not encodable as
+    UTF-8, so nothing downstream could store or send it)."""
+    if "\0" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def parse_json(raw: bytes, depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """Parse a request body: a JSON object at most *depth* levels deep whose strings
+    (keys included) hold no NUL and no unpaired surrogate; numbers finite. One place
+    for every endpoint, so no handler or middleware ever sees such a value."""
+    try:
+        data = json.loads(raw, parse_float=_finite_float, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValidationFailed([f"body: nested more than {depth} levels deep"]) from None
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError("malformed_json", "The body is not valid JSON.", status=400) from None
+    if not isinstance(data, dict):
+        raise ValidationFailed(["body: must be a JSON object"])
+    errs: list[str] = []
+    # Iterative walk: a deep body cannot exhaust the stack here either.
+    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
+    while stack and len(errs) < 20:
+        value, path, level = stack.pop()
+        if isinstance(value, dict | list) and level > depth:
+            raise ValidationFailed([f"{(path or 'body')[:120]}: nested more than {depth} "
+                                    "levels deep"])
+        if isinstance(value, dict):
+            for k, v in value.items():
+                key = k if not _bad_text(k) else repr(k)[1:-1][:64]
+                child = f"{path}.{key}" if path else key
+                if _bad_text(k):
+                    errs.append(f"{child}: a field name must not contain NUL or unpaired "
+                                "surrogates")
+                stack.append((v, child, level + 1))
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{n}]", level + 1) for n, v in enumerate(value))
+        elif isinstance(value, str) and _bad_text(value):
+            errs.append(f"{path}: must not contain NUL or unpaired surrogate characters")
+    if errs:
+        raise ValidationFailed(sorted(errs))
+    return data
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The raw body within the configured time (408 otherwise) and size (413, aiohttp's
+    client_max_size). Every route that reads a body goes through here."""
+    try:
+        async with asyncio.timeout(request.app[CTX].cfg.api_limits.body_read_timeout_seconds):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError("request_timeout", "The request body was not received in time.",
+                       status=408) from None
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
     ctype = request.headers.get("Content-Type", "")
     if ctype.split(";")[0].strip().lower() != "application/json":
         raise ApiError("unsupported_media_type", "Send the body as application/json.",
                        status=415)
-    try:
-        # aiohttp enforces client_max_size (413); a client trickling its body is cut off.
-        async with asyncio.timeout(request.app[CTX].cfg.api_limits.body_read_timeout_seconds):
-            raw = await request.read()
-    except TimeoutError:
-        raise ApiError("request_timeout", "The request body was not received in time.",
-                       status=408) from None
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError("malformed_json", "The body is not valid JSON.", status=400) from None
-    if not isinstance(data, dict):
-        raise ValidationFailed(["body: must be a JSON object"])
+    data = parse_json(await read_body(request))
     request[BODY_KEY] = data  # for the audit log's summary (secrets redacted there)
     await _guard_body(request, data)
     return data
@@ -284,47 +414,172 @@ def check_fields(data: dict[str, Any], allowed: set[str], required: set[str],
 
 
 Handler = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
+# Builds the answer of a request whose first attempt died after committing its job.
+Recover = Callable[[web.Request, Principal, Job], Awaitable[tuple[int, dict[str, Any]]]]
+
+# Printable ASCII without spaces, full string: the key is stored and compared verbatim.
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+CRASH_ENV = "MAILFORGE_TEST_CRASH_AFTER"
+
+
+def crash_points_from_env() -> frozenset[str]:
+    """TEST ONLY: ``MAILFORGE_TEST_CRASH_AFTER=idempotency_claim,idempotency_job`` makes
+    the daemon SIGKILL itself at those points, so the crash tests can land a kill in a
+    window too narrow to hit from outside. Read once at start-up."""
+    raw = os.environ.get(CRASH_ENV, "")
+    return frozenset(p.strip() for p in raw.split(",") if p.strip())
+
+
+def crash_point(request: web.Request, name: str) -> None:
+    if name in request.app[CTX].crash_points:
+        log.warning("test crash point reached: SIGKILL", point=name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _process_start(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # Field 22 (start time in clock ticks since boot), counted after the ")" that ends
+    # the command name, which may itself hold spaces or parentheses.
+    return stat[stat.rindex(b")") + 2:].split()[19].decode()
+
+
+_NODE = socket.gethostname()
+
+
+def claimant_id() -> str:
+    """Who handles a request: ``node:pid:process start``. The start time tells a
+    restarted daemon that got the same pid (e.g. pid 1 in a container) from the one
+    that died."""
+    pid = os.getpid()
+    return f"{_NODE}:{pid}:{_process_start(pid) or '0'}"
+
+
+def claimant_alive(claimant: str | None) -> bool | None:
+    """True/False for a claimant of this node; None when it cannot be told from here
+    (another node: its lease decides). No claimant: released on purpose, so not alive."""
+    if claimant is None:
+        return False
+    node, _, rest = claimant.partition(":")
+    pid_s, _, start = rest.partition(":")
+    if node != _NODE or not pid_s.isdigit():
+        return None
+    return _process_start(int(pid_s)) == start
+
+
+def _in_use() -> ApiError:
+    return ApiError("idempotency_key_in_use",
+                    "A request with this Idempotency-Key is being handled.",
+                    status=409, headers={"Retry-After": "1"})
+
+
+async def recover_job(request: web.Request, principal: Principal,
+                      job: Job) -> tuple[int, dict[str, Any]]:
+    """The answer for a request whose first attempt committed *job* and died before
+    answering: the job (what every job-creating endpoint answers), marked recovered.
+    Endpoints whose first answer held more pass their own ``recover``."""
+    out: dict[str, Any] = {"job_id": job.id, "status": "pending", "recovered": True}
+    if job.resource_id is not None:
+        out["resource_id"] = job.resource_id
+        # The field the first answer named the resource with, where it is known.
+        out[_RESOURCE_FIELD.get(job.type, "resource_id")] = job.resource_id
+    return 202, out
+
+
+_RESOURCE_FIELD = {"domain_setup": "domain_id", "alias_create": "id",
+                   "email_user_create": "id", "email_user_update": "id"}
+
+
+async def _keep_lease(request: web.Request, account_id: str, key: str, me: str,
+                      lease: float) -> None:
+    store = request.app[CTX].store
+    while True:
+        await asyncio.sleep(lease / 3)
+        try:
+            await store.renew_idempotent(account_id, key, me, lease)
+        except Exception as exc:  # the request itself will meet the same fault
+            log.warning("idempotency lease not renewed", error=str(exc))
 
 
 async def idempotent(request: web.Request, principal: Principal, body: dict[str, Any],
-                     produce: Handler) -> web.Response:
+                     produce: Handler, recover: Recover = recover_job) -> web.Response:
     """Run *produce* once per ``Idempotency-Key``; a retry with the same body gets the
-    first answer, a reuse with another body gets 422."""
+    first answer, a reuse with another body gets 422.
+
+    Crash-safe in every order: the key is claimed under a lease naming this process
+    (renewed while *produce* runs); the first job *produce* creates is tied to the key
+    in the job's own transaction (``Store.idempotency_scope``); the answer is recorded
+    last. A retry that finds the claim of a dead request (same host: its process is
+    gone; any host: its lease ran out) takes it over: if the dead attempt committed a
+    job, the answer is that job (*recover*), never a second one; if not, nothing was
+    written and *produce* runs.
+    """
     key = request.headers.get("Idempotency-Key")
     if key is None:
         status, payload = await produce()
         return web.json_response(payload, status=status)
-    if not 1 <= len(key) <= 200 or not key.isprintable():
-        raise ValidationFailed(["Idempotency-Key: must be 1-200 printable characters"])
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ValidationFailed(["Idempotency-Key: must be 1-200 printable ASCII characters "
+                                "without spaces"])
     ctx = request.app[CTX]
+    store = ctx.store
+    acct = principal.account_id
     digest = hashlib.sha256(
         f"{request.method} {request.path}\n".encode()
         + json.dumps(body, sort_keys=True).encode()).digest()
-    context = f"idempotency:{principal.account_id}:{key}"
-    if not await ctx.store.claim_idempotent(principal.account_id, key, digest):
-        prior = await ctx.store.get_idempotent(principal.account_id, key)
+    context = f"idempotency:{acct}:{key}"
+    lease = ctx.cfg.api_limits.idempotency_lease_seconds
+    me = claimant_id()
+    dead_job: str | None = None
+    if not await store.claim_idempotent(acct, key, digest, me, lease):
+        prior = await store.get_idempotent(acct, key)
         if prior is None:  # released by a failed first attempt just now: try again
-            raise ApiError("idempotency_key_in_use",
-                           "A request with this Idempotency-Key is being handled.",
-                           status=409, headers={"Retry-After": "1"})
-        if bytes(prior["request_hash"]) != digest:
+            raise _in_use()
+        if prior.request_hash != digest:
             raise ApiError("idempotency_key_reused",
                            "This Idempotency-Key was used with a different request.",
                            status=422)
-        if prior["status"] == 0 or prior["sealed_body"] is None:
-            raise ApiError("idempotency_key_in_use",
-                           "A request with this Idempotency-Key is being handled.",
-                           status=409, headers={"Retry-After": "1"})
-        payload = json.loads(ctx.box.open(bytes(prior["sealed_body"]), context))
-        resp = web.json_response(payload, status=prior["status"])
-        resp.headers["Idempotent-Replayed"] = "true"
-        return resp
+        if prior.status != 0 and prior.sealed_body is not None:
+            payload = json.loads(ctx.box.open(prior.sealed_body, context))
+            resp = web.json_response(payload, status=prior.status)
+            resp.headers["Idempotent-Replayed"] = "true"
+            return resp
+        # In use while its lease runs (a running request renews it) and its process is
+        # not known to be gone. An expired lease also frees a claim whose process
+        # lives on but lost track of it (e.g. the answer could not be recorded).
+        if not prior.lease_expired and claimant_alive(prior.claimant) is not False:
+            raise _in_use()
+        taken, dead_job = await store.take_over_idempotent(acct, key, prior.claimant, me,
+                                                           lease)
+        if not taken:  # another retry took it over first
+            raise _in_use()
+        log.info("idempotency claim of a dead request taken over", dead=prior.claimant,
+                 job_id=dead_job)
+    crash_point(request, "idempotency_claim")
+    renew = asyncio.create_task(_keep_lease(request, acct, key, me, lease))
     try:
-        status, payload = await produce()
+        if dead_job is not None:
+            job, _, _ = await store.get_job(acct, dead_job)
+            status, payload = await recover(request, principal, job)
+        else:
+            with store.idempotency_scope(acct, key, me):
+                status, payload = await produce()
+            crash_point(request, "idempotency_job")
     except BaseException:
-        # A refused or failed first attempt records nothing: the client may retry it.
-        await ctx.store.release_idempotent(principal.account_id, key)
+        # A refused or failed attempt records no answer: the client may retry it.
+        renew.cancel()
+        try:
+            await store.release_idempotent(acct, key, me)
+        except Exception as exc:
+            log.warning("idempotency key not released", error=str(exc))
         raise
+    renew.cancel()
     sealed = ctx.box.seal(json.dumps(payload).encode(), context)
-    await ctx.store.put_idempotent(principal.account_id, key, status, sealed)
-    return web.json_response(payload, status=status)
+    if not await store.put_idempotent(acct, key, me, status, sealed):
+        log.warning("idempotency answer not recorded: the claim was taken over")
+    resp = web.json_response(payload, status=status)
+    if dead_job is not None:
+        resp.headers["Idempotent-Replayed"] = "true"
+    return resp

@@ -36,11 +36,15 @@ _ERROR_TEXT = {
     415: "The body is not application/json.",
     422: "Semantically impossible.",
     429: "Rate limited; see Retry-After.",
+    503: "The database is unreachable (code database_unavailable); retry after Retry-After.",
 }
 
 # Answers any authenticated endpoint can give whatever it does.
 COMMON_ERRORS = (400, 401, 403, 404, 429)
 WRITE_ERRORS = (*COMMON_ERRORS, 408, 409, 413, 415, 422)
+# Answers every endpoint that needs the database can give (openapi.build_document adds
+# them to each authenticated operation): a refused path id or query value, and 503.
+ANY_ERRORS = (400, 404, 503)
 
 
 def error(status: int) -> dict[str, Any]:

@@ -22,6 +22,8 @@ routes = web.RouteTableDef()
 DOC_KEY = web.AppKey("openapi_document", dict)
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+# Routes answering without the database (health reports it down with its own 503).
+NO_DATABASE = frozenset({"/v1/health", "/v1/openapi.json", "/v1/docs"})
 
 
 def build_document(modules: tuple[ModuleType, ...]) -> dict[str, Any]:
@@ -44,6 +46,15 @@ def build_document(modules: tuple[ModuleType, ...]) -> dict[str, Any]:
                                        f"(again in {module.__name__})")
                 else:
                     merged[key] = value
+    for path, item in paths.items():
+        for key, op in item.items():
+            if key in HTTP_METHODS:
+                # Path ids and query values are checked for every route (400, or 404 for
+                # an id), and every route needing the database answers 503 while it is
+                # unreachable.
+                responses = op.setdefault("responses", {})
+                for status in oas.ANY_ERRORS if path not in NO_DATABASE else (400,):
+                    responses.setdefault(str(status), oas.error(status))
     return {
         "openapi": "3.1.0",
         "info": {

@@ -160,6 +160,12 @@ CREATE TABLE idempotency_keys (
     -- request is still being handled (status 0).
     sealed_body  bytea,
     created_at   timestamptz NOT NULL DEFAULT now(),
+    -- 0007: while status is 0, who handles the request (node:pid:process start) and
+    -- until when; the first job it created (written in the job's transaction), so a
+    -- retry after a crash answers with that job.
+    claimant     text,
+    lease_until  timestamptz,
+    job_id       text,
     PRIMARY KEY (account_id, key)
 );
 

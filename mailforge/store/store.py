@@ -12,8 +12,9 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -92,6 +93,24 @@ def split_token(token: str) -> tuple[str, str] | None:
     if not ids.has_prefix(tid, "tok") or not _SECRET.fullmatch(secret):
         return None
     return tid, secret
+
+
+# (account id, Idempotency-Key, claimant) of the request being handled, if it has a key.
+_IDEMPOTENCY: ContextVar[tuple[str, str, str] | None] = ContextVar("mailforge_idempotency",
+                                                                   default=None)
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """The stored state of an Idempotency-Key: the first answer once recorded (status
+    non-zero), else who handles it, whether its lease ran out, and the job it created."""
+
+    request_hash: bytes
+    status: int
+    sealed_body: bytes | None
+    claimant: str | None
+    lease_expired: bool
+    job_id: str | None
 
 
 @dataclass(frozen=True)
@@ -434,6 +453,11 @@ class Store:
             await conn.execute(Q.insert_job_items, jid, list(range(len(items))),
                                [k for k, _, _ in items], [o for _, o, _ in items],
                                [g for _, _, g in items])
+        claim = _IDEMPOTENCY.get()
+        if claim is not None and claim[0] == account_id:
+            # Same transaction as the job: a crash before the answer is recorded still
+            # lets a retry with the key find this job (api/http.py idempotent).
+            await conn.execute(Q.idempotent_job, *claim, jid)
         return from_record(Job, row)
 
     async def get_job(self, account_id: str, job_id: str) -> tuple[Job, list[dict[str, Any]],
@@ -463,23 +487,56 @@ class Store:
 
     # -------------------------------------------------------------------- idempotency
 
-    async def get_idempotent(self, account_id: str, key: str) -> asyncpg.Record | None:
+    async def get_idempotent(self, account_id: str, key: str) -> IdempotencyClaim | None:
         async with self.pool.acquire() as conn:
-            return await conn.fetchrow(Q.get_idempotent, account_id, key)
+            row = await conn.fetchrow(Q.get_idempotent, account_id, key)
+        if row is None:
+            return None
+        return IdempotencyClaim(
+            request_hash=bytes(row["request_hash"]), status=row["status"],
+            sealed_body=bytes(row["sealed_body"]) if row["sealed_body"] is not None else None,
+            claimant=row["claimant"], lease_expired=row["lease_expired"],
+            job_id=row["job_id"])
 
-    async def claim_idempotent(self, account_id: str, key: str, request_hash: bytes) -> bool:
+    async def claim_idempotent(self, account_id: str, key: str, request_hash: bytes,
+                               claimant: str, lease_seconds: float) -> bool:
         async with self.pool.acquire() as conn:
-            return await conn.fetchval(Q.claim_idempotent, account_id, key,
-                                       request_hash) is not None
+            return await conn.fetchval(Q.claim_idempotent, account_id, key, request_hash,
+                                       claimant, lease_seconds) is not None
 
-    async def put_idempotent(self, account_id: str, key: str, status: int,
-                             sealed_body: bytes) -> None:
+    async def take_over_idempotent(self, account_id: str, key: str, dead: str | None,
+                                   claimant: str, lease_seconds: float
+                                   ) -> tuple[bool, str | None]:
+        """Take over the claim *dead* held: (taken over, job the dead request created)."""
         async with self.pool.acquire() as conn:
-            await conn.execute(Q.put_idempotent, account_id, key, status, sealed_body)
+            row = await conn.fetchrow(Q.take_over_idempotent, account_id, key, dead,
+                                      claimant, lease_seconds)
+        return (row is not None, row["job_id"] if row is not None else None)
 
-    async def release_idempotent(self, account_id: str, key: str) -> None:
+    async def renew_idempotent(self, account_id: str, key: str, claimant: str,
+                               lease_seconds: float) -> None:
         async with self.pool.acquire() as conn:
-            await conn.execute(Q.release_idempotent, account_id, key)
+            await conn.execute(Q.renew_idempotent, account_id, key, claimant, lease_seconds)
+
+    async def put_idempotent(self, account_id: str, key: str, claimant: str, status: int,
+                             sealed_body: bytes) -> bool:
+        async with self.pool.acquire() as conn:
+            return await conn.fetchval(Q.put_idempotent, account_id, key, claimant, status,
+                                       sealed_body) is not None
+
+    async def release_idempotent(self, account_id: str, key: str, claimant: str) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.release_idempotent, account_id, key, claimant)
+
+    @contextmanager
+    def idempotency_scope(self, account_id: str, key: str, claimant: str) -> Iterator[None]:
+        """Within this block, the first job created for *account_id* is recorded on the
+        idempotency key in the job's own transaction (see ``_insert_job``)."""
+        token = _IDEMPOTENCY.set((account_id, key, claimant))
+        try:
+            yield
+        finally:
+            _IDEMPOTENCY.reset(token)
 
     # ------------------------------------------------------------------------- engine
 

@@ -140,22 +140,55 @@ WHERE ji.job_id = $1 AND ji.state = 'failed'
 ORDER BY ji.seq;
 
 -- name: get_idempotent
-SELECT request_hash, status, sealed_body FROM idempotency_keys
+-- The key's state; lease_expired is judged by the database's clock, the one that set it.
+SELECT request_hash, status, sealed_body, claimant, job_id,
+       (lease_until IS NULL OR lease_until <= now()) AS lease_expired
+FROM idempotency_keys
 WHERE account_id = $1 AND key = $2;
 
 -- name: claim_idempotent
 -- Claim a key before doing the work: of two concurrent requests with one key, one wins.
-INSERT INTO idempotency_keys (account_id, key, request_hash, status)
-VALUES ($1, $2, $3, 0)
+-- $4 names the claimant, $5 is the lease in seconds.
+INSERT INTO idempotency_keys (account_id, key, request_hash, status, claimant, lease_until)
+VALUES ($1, $2, $3, 0, $4, now() + make_interval(secs => $5))
 ON CONFLICT (account_id, key) DO NOTHING
 RETURNING key;
 
+-- name: take_over_idempotent
+-- Take over the claim of a dead request (compare-and-set on the old claimant, so of two
+-- retries only one takes over); returns the job the dead request created, if any.
+UPDATE idempotency_keys
+SET claimant = $4, lease_until = now() + make_interval(secs => $5)
+WHERE account_id = $1 AND key = $2 AND status = 0 AND claimant IS NOT DISTINCT FROM $3
+RETURNING key, job_id;
+
+-- name: renew_idempotent
+UPDATE idempotency_keys SET lease_until = now() + make_interval(secs => $4)
+WHERE account_id = $1 AND key = $2 AND status = 0 AND claimant = $3;
+
+-- name: idempotent_job
+-- Called in the transaction that creates a job: the job and the answer-to-be are tied
+-- together atomically. The first job of the request is the one it answers with.
+UPDATE idempotency_keys SET job_id = COALESCE(job_id, $4)
+WHERE account_id = $1 AND key = $2 AND status = 0 AND claimant = $3;
+
 -- name: put_idempotent
-UPDATE idempotency_keys SET status = $3, sealed_body = $4
-WHERE account_id = $1 AND key = $2;
+UPDATE idempotency_keys
+SET status = $4, sealed_body = $5, claimant = NULL, lease_until = NULL
+WHERE account_id = $1 AND key = $2 AND status = 0 AND claimant = $3
+RETURNING key;
 
 -- name: release_idempotent
-DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND status = 0;
+-- A refused or failed attempt: the key is free again, unless it already created a job
+-- (then the claim is let go at once, and the next retry answers with that job).
+WITH freed AS (
+    DELETE FROM idempotency_keys
+    WHERE account_id = $1 AND key = $2 AND status = 0 AND claimant = $3 AND job_id IS NULL
+    RETURNING key
+)
+UPDATE idempotency_keys SET claimant = NULL, lease_until = now()
+WHERE account_id = $1 AND key = $2 AND status = 0 AND claimant = $3
+  AND job_id IS NOT NULL;
 
 -- name: notify_work
 SELECT pg_notify('mailforge_work', $1);
