@@ -44,16 +44,9 @@ def refuse_unsafe_chars(value: str) -> None:
     """Raise ValueError naming the rule if *value* holds a character that must never
     reach a map, a path or a log line: NUL, surrogates, line separators, control
     characters, whitespace, invisible formatting characters."""
+    refuse_line_breaks(value)
     for c in value:
         cat = unicodedata.category(c)
-        if c == "\0":
-            raise ValueError("must not contain NUL")
-        if cat == "Cs":
-            raise ValueError("must not contain surrogates (lone \\ud800-\\udfff)")
-        if c in _LINE_SEPARATORS or cat in ("Zl", "Zp"):
-            raise ValueError("must not contain line separators (U+2028, U+2029, U+0085)")
-        if cat == "Cc":
-            raise ValueError("must not contain control characters (CR, LF, tab...)")
         if c.isspace() or cat == "Zs":
             raise ValueError("must not contain whitespace")
         if cat == "Cf" and c not in _JOINERS:
@@ -127,13 +120,30 @@ def unicode_domain(ascii_name: str) -> str:
         return ascii_name
 
 
+def refuse_line_breaks(value: str) -> None:
+    """Raise ValueError naming the rule if *value*, text for one header line (a display
+    name, a subject, a file name), holds what would break or refuse the header: NUL,
+    surrogates, control characters, or any Unicode line break (U+2028, U+2029, U+0085,
+    vertical tab, form feed and the file/group/record separators included, which
+    ``str.splitlines`` and the email package treat as line ends)."""
+    for c in value:
+        cat = unicodedata.category(c)
+        if c == "\0":
+            raise ValueError("must not contain NUL")
+        if cat == "Cs":
+            raise ValueError("must not contain surrogates (lone \\ud800-\\udfff)")
+        if c in _LINE_SEPARATORS or cat in ("Zl", "Zp"):
+            raise ValueError("must not contain line separators (U+2028, U+2029, U+0085)")
+        if cat == "Cc":
+            raise ValueError("must not contain control characters (CR, LF, tab...)")
+
+
 def display_name(value: object, max_len: int = 128) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
         raise ValueError("must be a string")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("must not contain control characters (CR, LF, tab...)")
+    refuse_line_breaks(value)
     if len(value) > max_len:
         raise ValueError(f"must be at most {max_len} characters")
     return value.strip()

@@ -115,10 +115,15 @@ def parse_send(data: dict[str, Any]) -> tuple[SendRequest | None, list[str]]:
     if len(to) + len(cc) + len(bcc) > MAX_RECIPIENTS:
         errs.append(f"to: at most {MAX_RECIPIENTS} recipients in to, cc and bcc together")
     subject = data.get("subject", "")
-    if not isinstance(subject, str) or len(subject) > MAX_SUBJECT or "\r" in subject \
-            or "\n" in subject:
+    if not isinstance(subject, str) or len(subject) > MAX_SUBJECT:
         errs.append(f"subject: must be a single line of at most {MAX_SUBJECT} characters")
         subject = ""
+    else:
+        try:
+            validation.refuse_line_breaks(subject)
+        except ValueError as exc:
+            errs.append(f"subject: {exc}")
+            subject = ""
     body = data.get("body", "")
     if not isinstance(body, str):
         errs.append("body: must be a string")
@@ -155,6 +160,14 @@ def parse_send(data: dict[str, Any]) -> tuple[SendRequest | None, list[str]]:
                        attachments=tuple(atts)), []
 
 
+def _breaks_line(value: str) -> bool:
+    try:
+        validation.refuse_line_breaks(value)
+    except ValueError:
+        return True
+    return False
+
+
 def _attachment(a: object, p: str, errs: list[str]) -> Attachment | None:
     if not isinstance(a, dict):
         errs.append(f"{p}: must be an object")
@@ -164,8 +177,9 @@ def _attachment(a: object, p: str, errs: list[str]) -> Attachment | None:
     bad += [f"{p}.{k}: is required" for k in ("filename", "content_base64") if k not in a]
     name = a.get("filename")
     if "filename" in a and (not isinstance(name, str) or not 1 <= len(name) <= 255
-                            or any(c in name for c in "/\\\r\n\0")):
-        bad.append(f"{p}.filename: must be 1-255 characters without / \\ or line breaks")
+                            or any(c in name for c in "/\\") or _breaks_line(name)):
+        bad.append(f"{p}.filename: must be 1-255 characters without / \\, control "
+                   "characters or line breaks")
     ctype = a.get("content_type", "application/octet-stream")
     if not isinstance(ctype, str) or not _CTYPE.fullmatch(ctype.lower()):
         bad.append(f"{p}.content_type: must be a MIME type like application/pdf")
