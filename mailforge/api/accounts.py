@@ -141,7 +141,8 @@ async def create_account(request: web.Request) -> web.Response:
 
     async def produce() -> tuple[int, dict[str, Any]]:
         row, tid, token = await tenancy.create_sub_account(request.app[CTX].store,
-                                                           principal.account_id, item)
+                                                           principal.account_id, item,
+                                                           principal.token_id)
         return 201, {"account_id": row["id"], "email": row["email"], "token": token,
                      "token_id": tid, "account": account_json(row)}
 

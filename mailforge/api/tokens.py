@@ -115,8 +115,10 @@ async def create_token(request: web.Request) -> web.Response:
 
     async def produce() -> tuple[int, dict[str, Any]]:
         # The store refuses domains the account does not own, in the insert's transaction.
+        # Minted by the calling token: revoked with it, never outliving it.
         row, secret = await tenancy.create_token(request.app[CTX].store, principal.account_id,
-                                                 name.strip(), perms, names, expires)
+                                                 name.strip(), perms, names, expires,
+                                                 principal.token_id)
         return 201, {**token_json(row), "token": secret}
 
     return await idempotent(request, principal, body, produce)

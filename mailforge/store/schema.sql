@@ -29,9 +29,12 @@ CREATE TABLE api_tokens (
     created_at   timestamptz NOT NULL DEFAULT now(),
     expires_at   timestamptz,
     last_used_at timestamptz,
-    revoked_at   timestamptz
+    revoked_at   timestamptz,
+    -- The token that minted this one (0010): revoked with it, never outliving it.
+    parent_id    text REFERENCES api_tokens (id) ON DELETE SET NULL
 );
 CREATE INDEX api_tokens_account_idx ON api_tokens (account_id);
+CREATE INDEX api_tokens_parent_idx ON api_tokens (parent_id) WHERE parent_id IS NOT NULL;
 
 CREATE TABLE domains (
     id                  text PRIMARY KEY,

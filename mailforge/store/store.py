@@ -174,7 +174,8 @@ class Store:
 
     async def create_owned_token(self, account_id: str, name: str,
                                  permissions: Sequence[str], domains: Sequence[str] | None,
-                                 expires_at: datetime | None = None
+                                 expires_at: datetime | None = None,
+                                 minted_by: str | None = None
                                  ) -> tuple[str, str, datetime]:
         """Create a token whose domain restriction names only domains the account owns
         (checked in the same transaction as the insert). *domains* in request order:
@@ -195,17 +196,35 @@ class Store:
                     raise ValidationFailed(errs)
                 restriction = sorted(set(canon))
             return await self._insert_token(conn, account_id, name, permissions,
-                                            restriction, expires_at)
+                                            restriction, expires_at, minted_by)
 
     async def _insert_token(self, conn: Conn, account_id: str, name: str,
                             permissions: Sequence[str], domains: Sequence[str] | None,
-                            expires_at: datetime | None) -> tuple[str, str, datetime]:
+                            expires_at: datetime | None, minted_by: str | None = None
+                            ) -> tuple[str, str, datetime]:
+        """Insert a token. *minted_by*: the token creating it (None for the operator's
+        CLI): the new token is revoked with it and never outlives it, so a stolen
+        short-lived token cannot mint itself a lasting one. Without an expiry of its own
+        the new token takes the minting token's; a later one is refused."""
+        if minted_by is not None:
+            parent = await conn.fetchrow(Q.minting_token, minted_by)
+            if parent is None or parent["revoked_at"] is not None:
+                raise ApiError("unauthorized", "Missing or invalid bearer token.",
+                               status=401, headers={"WWW-Authenticate": "Bearer"})
+            limit = parent["expires_at"]
+            if limit is not None:
+                if expires_at is None:
+                    expires_at = limit
+                elif expires_at > limit:
+                    raise ValidationFailed([
+                        "expires_at: must not be later than the expiry of the token "
+                        f"creating it ({limit.isoformat(timespec='seconds')})"])
         tid = ids.new_id("tok")
         secret = secrets.token_urlsafe(32)
         created = await conn.fetchval(Q.insert_token, tid, account_id, name,
                                       hash_secret(secret), list(permissions),
                                       list(domains) if domains is not None else None,
-                                      expires_at)
+                                      expires_at, minted_by)
         return tid, f"{TOKEN_PREFIX}{tid}.{secret}", created
 
     async def authenticate(self, token: str) -> Principal | None:

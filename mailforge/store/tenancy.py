@@ -150,9 +150,12 @@ def _check_limits(parent: asyncpg.Record, item: SubAccountInput) -> None:
                        status=422)
 
 
-async def create_sub_account(store: Store, parent_id: str,
-                             item: SubAccountInput) -> tuple[dict[str, Any], str, str]:
-    """Create a sub-account and its first admin token; returns (account, token id, token)."""
+async def create_sub_account(store: Store, parent_id: str, item: SubAccountInput,
+                             minted_by: str | None = None
+                             ) -> tuple[dict[str, Any], str, str]:
+    """Create a sub-account and its first admin token; returns (account, token id, token).
+    The first token is minted by *minted_by* (the creating token): revoked with it, and
+    never outliving it."""
     async with store.pool.acquire() as conn, conn.transaction():
         parent = await conn.fetchrow(Q.lock_account, parent_id)
         if parent is None:
@@ -165,7 +168,7 @@ async def create_sub_account(store: Store, parent_id: str,
         assert row is not None
         # In the same transaction: never an account without its first token.
         tid, token, _ = await store._insert_token(conn, row["id"], "initial admin token",
-                                                  ["admin"], None, None)
+                                                  ["admin"], None, None, minted_by)
     return dict(row), tid, token
 
 
@@ -276,9 +279,11 @@ async def reseller_usage(store: Store, parent_id: str) -> list[dict[str, Any]]:
 
 async def create_token(store: Store, account_id: str, name: str, permissions: Sequence[str],
                        domains: Sequence[str] | None,
-                       expires_at: Any) -> tuple[dict[str, Any], str]:
+                       expires_at: Any, minted_by: str | None = None
+                       ) -> tuple[dict[str, Any], str]:
     """A token of the account; a domain restriction may name only the account's own
-    domains (400 naming ``domains[i]``, checked in the insert's transaction)."""
+    domains (400 naming ``domains[i]``, checked in the insert's transaction). A token
+    minted by another (*minted_by*) never outlives it and is revoked with it."""
     tid, token, _ = await store.create_owned_token(account_id, name, permissions, domains,
-                                                   expires_at)
+                                                   expires_at, minted_by)
     return await get_token(store, account_id, tid), token

@@ -17,9 +17,14 @@ SELECT * FROM accounts WHERE id = $1;
 SELECT * FROM accounts WHERE id = $1 FOR UPDATE;
 
 -- name: insert_token
-INSERT INTO api_tokens (id, account_id, name, secret_hash, permissions, domains, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO api_tokens (id, account_id, name, secret_hash, permissions, domains, expires_at,
+                        parent_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING created_at;
+
+-- name: minting_token
+-- The token minting another, locked so that a revocation cannot slip in between.
+SELECT expires_at, revoked_at FROM api_tokens WHERE id = $1 FOR UPDATE;
 
 -- name: token_for_auth
 SELECT t.id, t.account_id, t.secret_hash, t.permissions, t.domains, t.expires_at,

@@ -36,8 +36,15 @@ SELECT id, name, permissions, domains, created_at, expires_at, last_used_at
 FROM api_tokens WHERE account_id = $1 AND id = $2 AND revoked_at IS NULL;
 
 -- name: revoke_token
+-- The token and every token minted from it, directly or not, whatever their account (a
+-- reseller's token may have minted tokens of its sub-accounts).
+WITH RECURSIVE tree AS (
+    SELECT id FROM api_tokens WHERE account_id = $1 AND id = $2 AND revoked_at IS NULL
+    UNION
+    SELECT t.id FROM api_tokens t JOIN tree ON t.parent_id = tree.id
+)
 UPDATE api_tokens SET revoked_at = now()
-WHERE account_id = $1 AND id = $2 AND revoked_at IS NULL
+WHERE id IN (SELECT id FROM tree) AND revoked_at IS NULL
 RETURNING id;
 
 -- name: account_usage
