@@ -15,7 +15,7 @@ from ..store import aliases as alstore
 from . import oas
 from .context import CTX
 from .domains import _resolve
-from .email_users import require_ready
+from .email_users import require_not_blocked, require_ready
 from .http import (
     authenticate,
     check_fields,
@@ -85,6 +85,7 @@ async def create_alias(request: web.Request) -> web.Response:
         raise ValidationFailed(errs)
     domain = await _resolve(request, principal.account_id, body["domain"])
     require_ready(domain)
+    await require_not_blocked(ctx, domain)
     address = f"{local}@{domain.name}"
     alstore.check_targets(address, targets)  # the store checks again, in its transaction
 
@@ -165,6 +166,9 @@ async def set_alias_domain(request: web.Request) -> web.Response:
     except ValidationFailed as exc:
         raise ValidationFailed([d.replace("domain:", "target:", 1)
                                 for d in exc.details]) from None
+    # Either way round it would give a blocked domain's senders a new identity.
+    await require_not_blocked(ctx, domain)
+    await require_not_blocked(ctx, target)
     job = await alstore.set_alias_domain(ctx.store, principal.account_id, domain, target)
     return web.json_response({"job_id": job.id, "status": "pending", "domain": domain.name,
                               "target": target.name}, status=202)

@@ -108,9 +108,10 @@ def require_ready(domain: Domain) -> None:
 
 
 async def require_not_blocked(ctx: ApiContext, domain: Domain) -> None:
-    """New mailboxes are refused on a domain its sending reputation blocked. Checked on
-    the domain the validated body resolved to (its canonical name and id), so no other
-    spelling of the name gets past it."""
+    """No new sending identity on a domain its sending reputation blocked: no new or
+    restored mailbox, no alias, no alias domain either way. Checked on the domain the
+    validated request resolved to (its canonical name and id), so no other spelling of
+    the name gets past it."""
     async with ctx.store.pool.acquire() as conn:
         await reputation.require_not_blocked(conn, domain.id, domain.name, ctx.cfg.reputation)
 
@@ -436,6 +437,9 @@ async def restore_user(request: web.Request) -> web.Response:
     principal = await authenticate(request, "write")
     ctx = request.app[CTX]
     mid = request.match_info["id"]
+    box, _ = await ctx.store.get_mailbox(principal.account_id, mid)
+    await require_not_blocked(ctx, await ctx.store.get_domain(principal.account_id,
+                                                              box.domain_id))
     job, address = await mbstore.restore_mailbox(ctx.store, principal.account_id, mid)
     return web.json_response({"job_id": job.id, "status": "pending", "id": mid,
                               "email": address}, status=202)

@@ -230,6 +230,39 @@ async def test_blocked_reputation_holds_for_every_spelling(sandbox: Any, api: An
     assert status == 200 and users["total"] == 0, users
 
 
+async def test_blocked_domain_gets_no_new_sending_identity(sandbox: Any, api: Any,
+                                                            make_domain: Any) -> None:
+    """A blocked domain's senders get no way around the block: no restored mailbox, no
+    alias, no alias domain either way round (each would be a new sending identity)."""
+    blocked, other = make_domain(), make_domain()
+    dom = await ready_domain(api, blocked)
+    await ready_domain(api, other)
+    status, m = await api.post("/v1/email-users", {"domain": blocked, "username": "gone"})
+    assert status == 202, m
+    assert (await wait_job(api, m["job_id"]))["status"] == "completed"
+    status, d = await api.delete(f"/v1/email-users/{m['id']}")
+    assert status == 202, d
+    assert (await wait_job(api, d["job_id"]))["status"] == "completed"
+    conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
+    try:
+        for _ in range(5):
+            await conn.execute("INSERT INTO mail_reputation_events (domain_id, kind, ref) "
+                               "VALUES ($1, 'complaint', $2)", dom["id"], secrets.token_hex(8))
+    finally:
+        await conn.close()
+    attempts = [
+        ("/v1/email-users/" + m["id"] + "/restore", {}),
+        ("/v1/aliases", {"domain": blocked, "username": "sales",
+                         "targets": [f"x@{other}"]}),
+        ("/v1/alias-domains", {"domain": blocked, "target": other}),
+        ("/v1/alias-domains", {"domain": other, "target": blocked}),
+    ]
+    for path, body in attempts:
+        status, err = await api.post(path, body)
+        assert status == 409, (path, body, err)
+        assert err["error"]["code"] == "domain_reputation_blocked", (path, err)
+
+
 # ------------------------------------------------------------------ timeouts
 
 
