@@ -526,6 +526,10 @@ async def idempotent(request: web.Request, principal: Principal, body: dict[str,
     ctx = request.app[CTX]
     store = ctx.store
     acct = principal.account_id
+    # Keys are the calling token's own: another token of the account (another domain
+    # restriction, or a sub-account's token against its reseller's) can neither be
+    # answered from this token's first request nor occupy this token's keys.
+    key = f"{principal.token_id}/{key}"
     digest = hashlib.sha256(
         f"{request.method} {request.path}\n".encode()
         + json.dumps(body, sort_keys=True).encode()).digest()

@@ -529,8 +529,9 @@ async def test_external_sigkill_while_a_keyed_bulk_runs(sandbox: Any, api: Any,
             request = asyncio.create_task(api.post("/v1/email-users/bulk", body,
                                                    headers={"Idempotency-Key": key}))
             deadline = time.monotonic() + 20
-            while await conn.fetchval("SELECT status FROM idempotency_keys WHERE key = $1",
-                                      key) is None:
+            # Stored under the calling token's id: "<token id>/<key>".
+            while await conn.fetchval("SELECT status FROM idempotency_keys WHERE key LIKE $1",
+                                      f"%/{key}") is None:
                 assert time.monotonic() < deadline and not request.done(), "no claim"
                 await asyncio.sleep(0.002)
             os.killpg(proc.pid, signal.SIGKILL)
@@ -542,8 +543,8 @@ async def test_external_sigkill_while_a_keyed_bulk_runs(sandbox: Any, api: Any,
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         # The kill landed between the claim and the answer.
-        assert await conn.fetchval("SELECT status FROM idempotency_keys WHERE key = $1",
-                                   key) == 0
+        assert await conn.fetchval("SELECT status FROM idempotency_keys WHERE key LIKE $1",
+                                   f"%/{key}") == 0
     finally:
         await conn.close()
         sandbox.start_service("daemon")
@@ -590,10 +591,11 @@ async def test_claims_of_live_dead_and_foreign_requests(sandbox: Any, api: Any,
         for n, (claimant, lease, expected) in enumerate(cases):
             body = {"domain": unique_domain, "username": f"claim{n}"}
             key = secrets.token_hex(8)
+            stored = f"{info['admin_token_id']}/{key}"  # keys are the calling token's own
             await conn.execute(
                 "INSERT INTO idempotency_keys (account_id, key, request_hash, status, "
                 "claimant, lease_until) VALUES ($1, $2, $3, 0, $4, "
-                "now() + make_interval(secs => $5))", acct, key,
+                "now() + make_interval(secs => $5))", acct, stored,
                 _request_hash("POST", "/v1/email-users", body), claimant, float(lease))
             status, answer = await api.post("/v1/email-users", body,
                                             headers={"Idempotency-Key": key})
@@ -605,7 +607,7 @@ async def test_claims_of_live_dead_and_foreign_requests(sandbox: Any, api: Any,
             again = await api.post("/v1/email-users", body, headers={"Idempotency-Key": key})
             assert again == (202, answer), (again, answer)
             row = await conn.fetchrow("SELECT status, claimant, job_id FROM idempotency_keys"
-                                      " WHERE account_id = $1 AND key = $2", acct, key)
+                                      " WHERE account_id = $1 AND key = $2", acct, stored)
             assert row["status"] == 202 and row["claimant"] is None
             assert row["job_id"] == answer["job_id"]
     finally:

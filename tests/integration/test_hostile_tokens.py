@@ -68,3 +68,34 @@ async def test_revoking_a_token_revokes_everything_it_minted(api: Any) -> None:
         status, err = await api.with_token(tok).get("/v1/account")
         assert status == 401, (tok[:12], err)
     assert (await api.with_token(sibling["token"]).get("/v1/account"))[0] == 200
+
+
+async def test_idempotency_keys_are_the_calling_tokens_own(api: Any,
+                                                           make_domain: Any) -> None:
+    """Another token of the same account reusing a key (and body) is neither answered
+    from the first token's request nor blocked by it."""
+    from support import ready_domain
+
+    mine, theirs = make_domain(), make_domain()
+    await ready_domain(api, mine)
+    await ready_domain(api, theirs)
+    status, restricted = await api.post("/v1/auth/tokens", {
+        "name": "restricted", "permissions": ["write"], "domains": [mine]})
+    assert status == 201, restricted
+    r = api.with_token(restricted["token"])
+    key = secrets.token_hex(8)
+    body = {"domain": theirs, "username": "idem"}
+    # The unrestricted token goes first; the restricted token replaying its key must not
+    # receive that answer (a mailbox of a domain outside its restriction).
+    status, first = await api.post("/v1/email-users", body, headers={"Idempotency-Key": key})
+    assert status == 202, first
+    status, answer = await r.post("/v1/email-users", body, headers={"Idempotency-Key": key})
+    assert status == 404, answer
+    # And the other way: a key the restricted token used does not occupy the other's.
+    key2 = secrets.token_hex(8)
+    status, _ = await r.post("/v1/email-users", {"domain": mine, "username": "a1"},
+                             headers={"Idempotency-Key": key2})
+    assert status == 202
+    status, other = await api.post("/v1/email-users", {"domain": mine, "username": "a2"},
+                                   headers={"Idempotency-Key": key2})
+    assert status == 202 and other["email"] == f"a2@{mine}", other
