@@ -67,6 +67,6 @@ WHERE alias_of = $1 AND NOT deleted AND backend_enabled ORDER BY name;
 -- name: list_alias_domains
 SELECT d.id, d.name, t.id AS target_id, t.name AS target_name
 FROM domains d JOIN domains t ON t.id = d.alias_of
-WHERE d.account_id = $1
+WHERE d.account_id = $1 AND NOT d.deleted AND NOT t.deleted
   AND ($2::text[] IS NULL OR (d.name = ANY($2::text[]) AND t.name = ANY($2::text[])))
 ORDER BY d.name;
