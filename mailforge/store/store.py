@@ -23,6 +23,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from .. import ids, publicsuffix, validation
+from .. import reserved as reserved_mod
 from ..errors import ApiError, Conflict, NotFound, ValidationFailed
 from ..models import Alias, Domain, DomainState, Job, Mailbox, Principal, from_record
 from . import scope
@@ -242,8 +243,8 @@ class Store:
 
     async def connect_domains(self, account_id: str, names: Sequence[tuple[str, str]],
                               dns_provider: str,
-                              credentials: Callable[[str], bytes] | None = None
-                              ) -> list[Domain]:
+                              credentials: Callable[[str], bytes] | None = None,
+                              reserved: Sequence[str] = ()) -> list[Domain]:
         """Record domains (ascii name, unicode name), all or none.
 
         Ownership of names: a name belongs to one account. Connecting a name at, under
@@ -253,7 +254,9 @@ class Store:
         allowed (its sub-domains, alias domains). A public suffix (``co.uk``) is no
         one's: 400. Names are canonicalised here again, so no caller can store a second
         spelling. *credentials* (domain id -> sealed DNS credentials) are stored in the
-        same transaction. See docs/names.md.
+        same transaction. A name at, under or above one of *reserved* (the host's own
+        names, ``mailforge.reserved``) is 409 ``domain_name_reserved``. See
+        docs/names.md.
         """
         canon: list[tuple[str, str]] = []
         errs: list[str] = []
@@ -272,6 +275,10 @@ class Store:
             canon.append((n, validation.unicode_domain(n)))
         if errs:
             raise ValidationFailed(errs)
+        hits = reserved_mod.refusals([n for n, _ in canon], reserved)
+        if hits:
+            raise Conflict("domain_name_reserved", "A name at, under or above a name of "
+                           "this mail host cannot be connected.", hits)
         scope.check_new(n for n, _ in canon)
         wanted = [n for n, _ in canon]
         async with self._tx() as conn:
