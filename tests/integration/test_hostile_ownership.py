@@ -255,3 +255,51 @@ async def test_an_existing_zone_that_is_not_mailforges_is_never_adopted(
     status, body = await x.post("/v1/domains/check-ns", {"domain": other})
     assert status == 409 and body["error"]["code"] == "zone_exists", body
     assert other not in _signing_table(sandbox)
+
+
+async def test_an_unproven_alias_domain_routes_nothing_into_its_target(
+        sandbox: Any, api: Any) -> None:
+    x = await _tenant(api, "alias-" + secrets.token_hex(3))
+    proven = _name("p")
+    status, body = await x.post("/v1/domains/connect", {"domains": [proven]})
+    assert status == 201, body
+    status, setup = await x.post("/v1/domains/setup", {"domain": proven})
+    assert (await wait_job(x, setup["job_id"], timeout=30))["status"] == "completed"
+    user = await _mailbox(x, proven, "ann")
+    # An alias domain claimed for a name delegated elsewhere: with its lines in the
+    # target's maps, mail a logged-in sender addresses to ann@<it> would land in ann's
+    # mailbox, and ann could send as it.
+    claimed = _name("c")
+    status, body = await x.post("/v1/domains/connect", {"domains": [claimed]})
+    assert status == 201, body
+    claimed_id = body["domains"][0]["id"]
+    await _set_ns(sandbox, claimed, ["ns1.elsewhere.example."])
+    status, setup = await x.post("/v1/domains/setup", {"domain": claimed})
+    assert status == 202, setup
+    status, job = await x.post("/v1/alias-domains", {"domain": claimed, "target": proven})
+    assert status == 202, job
+    await _wait_domain(x, claimed_id, lambda d: "delegation" in (d["last_error"] or ""))
+    # The target converged its alias-domain change (1 of the job's 2 domains) without
+    # the unproven name; the alias domain itself waits for its delegation.
+    deadline = time.monotonic() + 30
+    while True:
+        _, got = await x.get(f"/v1/jobs/{job['job_id']}")
+        if got["done"] >= 1:
+            break
+        assert time.monotonic() < deadline, got
+        await asyncio.sleep(0.1)
+    assert got["status"] == "processing", got
+    assert _maps(sandbox, claimed) == {"virtual_domains": [], "virtual_mailboxes": [],
+                                       "virtual_aliases": [], "sender_logins": []}
+    assert _maps(sandbox, proven)["virtual_domains"] == [f"{proven} OK"]
+    # Proven: the alias domain's lines join the target's maps.
+    await _set_ns(sandbox, claimed, SANDBOX_NS)
+    status, check = await x.post("/v1/domains/check-ns", {"domain": claimed})
+    assert status == 200 and check["verified"] is True, check
+    await _wait_domain(x, claimed_id, lambda d: d["status"] == "active")
+    deadline = time.monotonic() + 20
+    while f"ann@{claimed} {user['email']}" not in _maps(sandbox, claimed)["virtual_aliases"]:
+        assert time.monotonic() < deadline, _maps(sandbox, claimed)
+        await asyncio.sleep(0.1)
+    assert _maps(sandbox, claimed)["virtual_domains"] == [f"{claimed} OK"]
+    assert (await wait_job(x, job["job_id"], timeout=30))["status"] == "completed"

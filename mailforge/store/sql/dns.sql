@@ -98,15 +98,25 @@ SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1 AND NOT deleted AND backend
 -- name: record_domain_ownership
 -- The name's delegation was found pointing at its provider: recorded once. A new
 -- generation (intent changed: the backend must now serve it) makes the engine render
--- its maps; a domain that gave up waiting is provisioned again.
-UPDATE domains
-SET ownership_verified_at = now(), generation = generation + 1, next_attempt_at = now(),
-    attempts = 0, last_error = NULL,
-    status = CASE WHEN status = 'failed' AND backend_enabled THEN 'provisioning'
-                  ELSE status END,
-    updated_at = now()
-WHERE id = $1 AND ownership_verified_at IS NULL AND NOT deleted
-RETURNING mail_host;
+-- its maps; a domain that gave up waiting is provisioned again. The domain it is an
+-- alias of (if any) gets a new generation too: its maps now route the alias domain.
+WITH proven AS (
+    UPDATE domains
+    SET ownership_verified_at = now(), generation = generation + 1, next_attempt_at = now(),
+        attempts = 0, last_error = NULL,
+        status = CASE WHEN status = 'failed' AND backend_enabled THEN 'provisioning'
+                      ELSE status END,
+        updated_at = now()
+    WHERE id = $1 AND ownership_verified_at IS NULL AND NOT deleted
+    RETURNING mail_host, alias_of
+), target AS (
+    UPDATE domains t
+    SET generation = t.generation + 1, next_attempt_at = now(), attempts = 0,
+        updated_at = now()
+    FROM proven p WHERE t.id = p.alias_of AND NOT t.deleted
+    RETURNING t.id
+)
+SELECT mail_host FROM proven;
 
 -- name: forget_unset_domain
 -- Undo a connect whose zone could not be taken (zone_exists): only a domain never set
