@@ -67,6 +67,16 @@ async def _mailbox(client: Any, domain: str, user: str) -> dict[str, Any]:
     return dict(body)
 
 
+async def _wait_mailbox(client: Any, mailbox_id: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while True:
+        _, mb = await client.get(f"/v1/email-users/{mailbox_id}")
+        if mb["status"] == status:
+            return dict(mb)
+        assert time.monotonic() < deadline, mb
+        await asyncio.sleep(0.1)
+
+
 def _maps(sandbox: Any, domain: str) -> dict[str, list[str]]:
     root = Path(sandbox.info["state_dir"]) / "postfix"
     out = {}
@@ -147,6 +157,12 @@ async def test_an_undelegated_name_receives_nothing_until_its_delegation_is_seen
     assert status == 200, sent
     raw = await wait_sink(info["outbox_dir"], victim["email"])
     assert b"for the real owner" in raw  # left for the outside, as for any foreign name
+    # X's mailbox there is recorded but not served: not active, cannot send or read.
+    status, mb = await x.get(f"/v1/email-users/{victim['id']}")
+    assert status == 200 and mb["status"] == "pending", mb
+    status, err = await x.post(f"/v1/email-users/{victim['id']}/inbox/send", {
+        "to": [sender["email"]], "subject": "s", "body": "b"})
+    assert status == 409 and err["error"]["code"] == "email_user_not_active", err
     # The engine kept waiting (a later pass still finds no delegation).
     got = await _domain(x, dom["id"])
     assert got["status"] == "provisioning" and got["ownership_verified"] is False, got
@@ -159,6 +175,8 @@ async def test_an_undelegated_name_receives_nothing_until_its_delegation_is_seen
     assert got["ownership_verified"] is True and got["last_error"] is None, got
     assert (await wait_job(x, setup["job_id"], timeout=30))["status"] == "completed"
     assert _maps(sandbox, name)["virtual_domains"] == [f"{name} OK"]
+    assert _maps(sandbox, name)["virtual_mailboxes"] == [f"{victim['email']} OK"]
+    mb = await _wait_mailbox(x, victim["id"], "active")
     deadline = time.monotonic() + 20
     while name not in _signing_table(sandbox):
         assert time.monotonic() < deadline, "the proven domain never reached the signer"
