@@ -574,15 +574,21 @@ class Store:
 
     async def record_applied(self, state: DomainState, owner: str, domain_done: bool,
                              failed_mailboxes: dict[str, str]) -> list[str]:
-        """Record what the backend now holds for *state*; returns ids of finished jobs."""
+        """Record what the backend now holds for *state*; returns ids of finished jobs.
+
+        A set-up domain whose name is not proven yet is rendered as absent: the backend
+        holds none of its mailboxes and aliases, so they stay unobserved (``pending``,
+        their jobs open) until the pass that serves them."""
+        d = state.domain
+        held = state.present or d.deleted or not d.backend_enabled
         mb_ok = [m for m in state.mailboxes
                  if m.observed_generation < m.generation and m.id not in failed_mailboxes
-                 and not m.deleted]
+                 and not m.deleted and held]
         mb_gone = [m for m in state.mailboxes
                    if m.deleted and m.id not in failed_mailboxes]
         mb_fail = [m for m in state.mailboxes if m.id in failed_mailboxes]
         al_ok = [a for a in state.aliases if a.observed_generation < a.generation
-                 and not a.deleted]
+                 and not a.deleted and held]
         al_gone = [a for a in state.aliases if a.deleted]
         touched = [state.domain.id, *(m.id for m in state.mailboxes
                                       if m.observed_generation < m.generation),
@@ -605,7 +611,6 @@ class Store:
             if al_gone:
                 await conn.execute(Q.purge_deleted_aliases, [a.id for a in al_gone],
                                    [a.generation for a in al_gone])
-            d = state.domain
             if domain_done:
                 if d.deleted:
                     await conn.execute(Q.purge_deleted_domain, d.id, d.generation)

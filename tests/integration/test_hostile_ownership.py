@@ -131,11 +131,16 @@ async def test_an_undelegated_name_receives_nothing_until_its_delegation_is_seen
     await _set_ns(sandbox, name, ["ns1.elsewhere.example.", "ns2.elsewhere.example."])
     status, setup = await x.post("/v1/domains/setup", {"domain": name})
     assert status == 202, setup
-    victim = await _mailbox(x, name, "someone")  # recorded, but served nowhere
+    # Recorded, but served nowhere: its job stays open until the name is proven.
+    status, victim = await x.post("/v1/email-users", {"domain": name, "username": "someone",
+                                                      "name": "Someone"})
+    assert status == 202, victim
     waiting = await _wait_domain(x, dom["id"], lambda d: "delegation" in (d["last_error"]
                                                                            or ""))
     assert waiting["status"] == "provisioning" and waiting["ownership_verified"] is False
     assert "ns1.sandbox.test." in waiting["last_error"], waiting
+    _, mjob = await x.get(f"/v1/jobs/{victim['job_id']}")
+    assert mjob["status"] in ("pending", "processing"), mjob
     _, job = await x.get(f"/v1/jobs/{setup['job_id']}")
     assert job["status"] in ("pending", "processing"), job
     status, check = await x.post("/v1/domains/check-ns", {"domain": name})
@@ -174,6 +179,7 @@ async def test_an_undelegated_name_receives_nothing_until_its_delegation_is_seen
     got = await _wait_domain(x, dom["id"], lambda d: d["status"] == "active")
     assert got["ownership_verified"] is True and got["last_error"] is None, got
     assert (await wait_job(x, setup["job_id"], timeout=30))["status"] == "completed"
+    assert (await wait_job(x, victim["job_id"], timeout=30))["status"] == "completed"
     assert _maps(sandbox, name)["virtual_domains"] == [f"{name} OK"]
     assert _maps(sandbox, name)["virtual_mailboxes"] == [f"{victim['email']} OK"]
     mb = await _wait_mailbox(x, victim["id"], "active")

@@ -240,11 +240,6 @@ WHERE status = 'pending' AND id IN (
 UPDATE mailboxes m
 SET observed_generation = u.gen,
     status = CASE WHEN m.deleted THEN 'deleting'
-                  -- Held by the backend, but not served before its domain's name is
-                  -- proven (record_domain_ownership brings it back here then).
-                  WHEN NOT EXISTS (SELECT 1 FROM domains d WHERE d.id = m.domain_id
-                                     AND d.ownership_verified_at IS NOT NULL)
-                    THEN 'pending'
                   WHEN m.suspended OR EXISTS (SELECT 1 FROM accounts a
                                               WHERE a.id = m.account_id
                                                 AND a.status = 'suspended')

@@ -98,8 +98,8 @@ SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1 AND NOT deleted AND backend
 -- name: record_domain_ownership
 -- The name's delegation was found pointing at its provider: recorded once. A new
 -- generation (intent changed: the backend must now serve it) makes the engine render
--- its maps (its mailboxes' too: their status follows); a domain that gave up waiting
--- is provisioned again. The domain it is an
+-- its maps (and record its mailboxes, which waited unobserved); a domain that gave up
+-- waiting is provisioned again. The domain it is an
 -- alias of (if any) gets a new generation too: its maps now route the alias domain.
 WITH proven AS (
     UPDATE domains
@@ -110,12 +110,6 @@ WITH proven AS (
         updated_at = now()
     WHERE id = $1 AND ownership_verified_at IS NULL AND NOT deleted
     RETURNING mail_host, alias_of
-), served AS (
-    -- Its mailboxes are served from the next pass: observed (and shown active) again.
-    UPDATE mailboxes m
-    SET generation = m.generation + 1, updated_at = now()
-    WHERE m.domain_id = $1 AND NOT m.deleted AND EXISTS (SELECT 1 FROM proven)
-    RETURNING m.id
 ), target AS (
     UPDATE domains t
     SET generation = t.generation + 1, next_attempt_at = now(), attempts = 0,
