@@ -260,6 +260,14 @@ async def test_an_existing_zone_that_is_not_mailforges_is_never_adopted(
     assert await _zone_records(sandbox, name) == before
     _, zone = await pdns(sandbox, "GET", f"/zones/{name}.")
     assert zone["account"] == ""  # not marked as handed over either
+    # Nor is a zone carved out of it: a zone for mail.<operator zone> would answer for
+    # the operator's names below it.
+    for sub in (f"mail.{name}", f"a.b.{name}"):
+        status, body = await x.post("/v1/domains/connect", {"domains": [sub]})
+        assert status == 409 and body["error"]["code"] == "zone_exists", body
+        status, _ = await pdns(sandbox, "GET", f"/zones/{sub}.", ok=(404, 422))
+        assert status in (404, 422)
+    assert await _zone_records(sandbox, name) == before
 
     # A zone that stops being mailforge's between connect and setup (its marker gone):
     # the engine refuses it too, permanently, and touches none of its records.
