@@ -8,8 +8,12 @@ tenant would try it:
   once the delegation is visible, check-ns proves it and mail is delivered;
 - the host's own names (MX host, nameservers) and names at, under or above them: 409;
 - a zone that exists at PowerDNS and is not mailforge's (the operator's): connect is
-  409 ``zone_exists``, nothing is stored, the zone's records are untouched; a zone that
-  stops being mailforge's before setup fails the domain, untouched too.
+  409 ``zone_exists``, nothing is stored, the zone's records are untouched, and no zone
+  is carved out under it; a zone that stops being mailforge's before setup fails the
+  domain, untouched too;
+- an unproven alias domain routes nothing into its target's maps;
+- a domain that gave up waiting (``worker.max_attempts``) is served, mailboxes
+  included, once check-ns proves it.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from dnshelp import pdns, wait_sink
+from dnshelp import daemon_overlay, pdns, wait_sink
 from support import imap_login_ok, imap_subjects, smtp_rcpt, wait_job
 
 pytestmark = pytest.mark.stack
@@ -335,3 +340,40 @@ async def test_an_unproven_alias_domain_routes_nothing_into_its_target(
         await asyncio.sleep(0.1)
     assert _maps(sandbox, claimed)["virtual_domains"] == [f"{claimed} OK"]
     assert (await wait_job(x, job["job_id"], timeout=30))["status"] == "completed"
+
+
+async def test_a_domain_that_gave_up_waiting_is_served_once_check_ns_proves_it(
+        sandbox: Any, api: Any) -> None:
+    from conftest import ApiClient
+
+    overlay = {"worker": {"max_attempts": 2, "retry_base_seconds": 0.1,
+                          "retry_max_seconds": 0.2}}
+    with daemon_overlay(sandbox, overlay):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)
+                                         ) as s:
+            admin = ApiClient(s, sandbox.info["api_url"], sandbox.info["admin_token"])
+            x = await _tenant(admin, "gave-" + secrets.token_hex(3))
+            name = _name("g")
+            status, body = await x.post("/v1/domains/connect", {"domains": [name]})
+            assert status == 201, body
+            dom_id = body["domains"][0]["id"]
+            await _set_ns(sandbox, name, ["ns1.elsewhere.example."])
+            status, setup = await x.post("/v1/domains/setup", {"domain": name})
+            assert status == 202, setup
+            status, mb = await x.post("/v1/email-users", {"domain": name, "username": "kim",
+                                                          "name": "Kim"})
+            assert status == 202, mb
+            failed = await _wait_domain(x, dom_id, lambda d: d["status"] == "failed")
+            assert "delegation" in failed["last_error"], failed
+            assert (await wait_job(x, setup["job_id"]))["status"] == "failed"
+            _, got = await x.get(f"/v1/email-users/{mb['id']}")
+            assert got["status"] == "failed", got
+            assert _maps(sandbox, name)["virtual_domains"] == []
+            # The owner delegates; check-ns proves it and the domain comes back.
+            await _set_ns(sandbox, name, SANDBOX_NS)
+            status, check = await x.post("/v1/domains/check-ns", {"domain": name})
+            assert status == 200 and check["verified"] is True, check
+            got = await _wait_domain(x, dom_id, lambda d: d["status"] == "active")
+            assert got["ownership_verified"] is True, got
+            await _wait_mailbox(x, mb["id"], "active")
+            assert _maps(sandbox, name)["virtual_mailboxes"] == [f"kim@{name} OK"]

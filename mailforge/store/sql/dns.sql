@@ -110,6 +110,13 @@ WITH proven AS (
         updated_at = now()
     WHERE id = $1 AND ownership_verified_at IS NULL AND NOT deleted
     RETURNING mail_host, alias_of
+), revived AS (
+    -- Mailboxes failed by a domain that gave up waiting are served now: observed again.
+    UPDATE mailboxes m
+    SET generation = m.generation + 1, updated_at = now()
+    WHERE m.domain_id = $1 AND m.status = 'failed' AND NOT m.deleted
+      AND EXISTS (SELECT 1 FROM proven)
+    RETURNING m.id
 ), target AS (
     UPDATE domains t
     SET generation = t.generation + 1, next_attempt_at = now(), attempts = 0,
