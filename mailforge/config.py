@@ -247,7 +247,9 @@ class DnsConfig:
     # Verification queries: timeout per query, and a re-check interval while unverified.
     query_timeout: float = 2.0
     recheck_seconds: float = 2.0
-    # Resolver for check-ns (NS lookups); "" = the system resolver. host or host:port.
+    # Resolver for NS lookups (check-ns, and the proof of a name before it is served); ""
+    # = the system resolver. host or host:port. Must see the public DNS, not a resolver
+    # forwarding to the server hosting mailforge's zones (docs/security.md).
     ns_resolver: str = ""
     # HTTP timeout talking to provider APIs.
     http_timeout: float = 10.0

@@ -75,6 +75,10 @@ class Domain:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    # When the name's public delegation was first found pointing at its provider's
+    # nameservers (``mailforge.dns.providers.base.delegation``). Until then the domain is
+    # served nowhere: no map, no login, no signing (docs/security.md).
+    ownership_verified_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -149,8 +153,11 @@ class DomainState:
 
     @property
     def present(self) -> bool:
-        """Should the backend serve this domain at all?"""
-        return self.domain.backend_enabled and not self.domain.deleted
+        """Should the backend serve this domain at all? Not before its name is proven:
+        an unproven domain is rendered exactly like an absent one (its mail, if any, is
+        neither moved nor destroyed: it is not deleted, only not served yet)."""
+        return (self.domain.backend_enabled and not self.domain.deleted
+                and self.domain.ownership_verified_at is not None)
 
 
 def from_record(cls: type[T], rec: Any) -> T:

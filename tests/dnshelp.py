@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import dns.resolver
 import yaml
 from support import wait_job
@@ -89,3 +90,25 @@ def daemon_overlay(sandbox: Any, overlay: dict[str, Any]) -> Iterator[None]:
         path.write_text(original)
         sandbox.stop_service("daemon")
         sandbox.start_service("daemon")
+
+
+async def pdns(sandbox: Any, method: str, path: str, body: Any = None,
+               ok: tuple[int, ...] = (200, 201, 204)) -> tuple[int, Any]:
+    """Call the sandbox PowerDNS API directly (as the operator, or the outside world)."""
+    i = sandbox.info["pdns_api"]
+    async with aiohttp.ClientSession(headers={"X-API-Key": i["key"]}) as s, s.request(
+            method, f"{i['url']}/api/v1/servers/localhost{path}", json=body) as r:
+        text = await r.text()
+        assert r.status in ok, (r.status, text)
+        try:
+            return r.status, (json.loads(text) if text.strip() else None)
+        except ValueError:
+            return r.status, text  # PowerDNS answers some errors in plain text
+
+
+async def delegate(sandbox: Any, name: str, nameservers: list[str]) -> None:
+    """Make the public view (the sandbox resolver, its PowerDNS) show *name* delegated
+    to *nameservers*: what a registrar's delegation does for a real domain. For a zone
+    hosted elsewhere (BIND, the Cloudflare fake): PowerDNS answers its NS records."""
+    await pdns(sandbox, "POST", "/zones", {"name": name.rstrip(".") + ".", "kind": "Native",
+                                           "nameservers": nameservers})

@@ -7,15 +7,14 @@ from __future__ import annotations
 from typing import Any
 from xml.sax.saxutils import escape
 
-import dns.asyncresolver
-import dns.exception
 from aiohttp import web
 
 from .. import validation
-from ..dns.records import fqdn, mta_sts_policy
+from ..dns.providers.base import ZoneExists, delegation
+from ..dns.records import mta_sts_policy
 from ..dns.step import DnsService
 from ..dns.verify import verify
-from ..errors import NotFound, ReconcileError, ValidationFailed
+from ..errors import Conflict, NotFound, ReconcileError, ValidationFailed
 from ..store.dns import DnsStore
 from . import oas
 from .context import CTX
@@ -100,23 +99,20 @@ async def check_ns(request: web.Request) -> web.Response:
     svc = _svc(request)
     prov = await svc.provider_for(d.id, d.dns_provider)
     try:
-        wanted = sorted(fqdn(n) for n in await prov.ensure_zone(d.name))
+        wanted = await prov.ensure_zone(d.name)
+    except ZoneExists as exc:
+        raise Conflict("zone_exists", str(exc), [f"domain: {d.name}"]) from None
     except ReconcileError as exc:
         return web.json_response({"verified": False, "nameservers": [],
                                   "message": f"provider unavailable: {exc}"})
-    res = dns.asyncresolver.Resolver(configure=not ctx.cfg.dns.ns_resolver)
-    if ctx.cfg.dns.ns_resolver:
-        host, _, port = ctx.cfg.dns.ns_resolver.partition(":")
-        res.nameservers, res.port = [host], int(port or 53)
-    res.lifetime = ctx.cfg.dns.query_timeout
-    try:
-        ans = await res.resolve(d.name, "NS")
-        found = sorted(fqdn(str(r.target)) for r in ans)
-    except (TimeoutError, dns.exception.DNSException):
-        found = []
-    verified = bool(wanted) and set(wanted) <= set(found)
-    if verified and not d.backend_enabled:
-        await ctx.store.setup_domain(principal.account_id, d.id)
+    dlg = await delegation(d.name, wanted, ctx.cfg.dns.ns_resolver, ctx.cfg.dns.query_timeout)
+    verified, found, wanted = dlg.verified, list(dlg.found), list(dlg.wanted)
+    if verified and not d.deleted:
+        # The proof the engine waits for: recorded once (a new generation makes the
+        # engine serve the domain now, not at its next back-off).
+        await svc.ds.record_ownership(d.id)
+        if not d.backend_enabled:
+            await ctx.store.setup_domain(principal.account_id, d.id)
     msg = ("delegated to the provider's nameservers" if verified else
            f"delegate {d.name} to: {', '.join(wanted) or '(no nameservers known)'}")
     return web.json_response({"verified": verified, "nameservers": found, "expected": wanted,

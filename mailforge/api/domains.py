@@ -7,11 +7,13 @@ from typing import Any
 from aiohttp import web
 
 from .. import ids, reputation, validation
-from ..dns.providers.base import load_provider
+from ..dns.providers.base import ZoneExists, load_provider
 from ..dns.step import DnsService
-from ..errors import ReconcileError, ValidationFailed
+from ..errors import Conflict, ReconcileError, ValidationFailed
 from ..log import get
 from ..models import Domain
+from ..reserved import reserved_names
+from ..store.dns import DnsStore
 from . import oas
 from .context import CTX
 from .http import authenticate, check_fields, idempotent, json_body, paging, rfc3339
@@ -31,6 +33,9 @@ def domain_json(d: Domain) -> dict[str, Any]:
         "dns_provider": d.dns_provider,
         "mail_host": d.mail_host,
         "last_error": d.last_error,
+        # Has the name's public delegation been found pointing at its provider? Until
+        # then the domain receives no mail and nothing is signed for it.
+        "ownership_verified": d.ownership_verified_at is not None,
         "created_at": rfc3339(d.created_at),
         "updated_at": rfc3339(d.updated_at),
     }
@@ -80,8 +85,23 @@ async def connect(request: web.Request) -> web.Response:
         # Names, ownership and credentials are all stored in one transaction (or none).
         created = await ctx.store.connect_domains(
             principal.account_id, names, provider,
-            credentials=seal if isinstance(token, str) else None)
-        out = [{**domain_json(d), "nameservers": await _zone(request, d)} for d in created]
+            credentials=seal if isinstance(token, str) else None,
+            reserved=reserved_names(ctx.cfg))
+        out = []
+        taken: list[str] = []
+        for i, d in enumerate(created):
+            try:
+                out.append({**domain_json(d), "nameservers": await _zone(request, d)})
+            except ZoneExists as exc:
+                taken.append(f"domains[{i}]: {exc}")
+        if taken:
+            # All or none: the provider holds a zone of this name that is not ours (the
+            # operator's own): the connect is undone, nothing of it stays.
+            ds = DnsStore(ctx.store)
+            for d in created:
+                await ds.forget_unset_domain(principal.account_id, d.id)
+            raise Conflict("zone_exists", "The DNS provider already has a zone of this "
+                           "name that mailforge did not create; it is not taken over.", taken)
         return 201, {"domains": out}
 
     return await idempotent(request, principal, body, produce)
@@ -112,6 +132,8 @@ async def _zone(request: web.Request, d: Domain) -> list[str]:
         prov = load_provider(d.dns_provider, ctx.cfg,
                              await DnsService(ctx.store, ctx.cfg, ctx.box).credentials(d.id))
         return await prov.ensure_zone(d.name)
+    except ZoneExists:
+        raise
     except ReconcileError as exc:
         log.warning("zone not created at connect", domain=d.name, error=str(exc))
         return []
@@ -153,6 +175,7 @@ _DOMAIN = oas.obj({
     "status": {"type": "string",
                "enum": ["pending", "provisioning", "active", "failed", "deleting"]},
     "dns_provider": {"type": "string"}, "mail_host": {"type": "string"},
+    "ownership_verified": {"type": "boolean"},
     "last_error": oas.NULLABLE_STR, "created_at": oas.TIME, "updated_at": oas.TIME},
     ("id", "name", "status", "dns_provider"))
 

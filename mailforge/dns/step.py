@@ -4,8 +4,15 @@
    none exists or the active one is older than the rotation age (sealed at rest);
 2. publish: plan the desired records against the zone and what mailforge owns, apply
    through the domain's provider (ownership recorded before a record is created, so a
-   crash never leaves a record of ours unrecorded);
-3. verify with real queries to the authoritative servers;
+   crash never leaves a record of ours unrecorded); a zone the provider already has and
+   mailforge did not create is never adopted (``ZoneExists``, permanent);
+3. prove the name: its public delegation (NS through ``dns.ns_resolver``) points at the
+   provider's nameservers (``providers.base.delegation``, shared with check-ns). Until
+   then the domain is served nowhere (``DomainState.present``) and signed for by no one;
+   the first proof is recorded with a new generation, so the next pass serves it.
+   (``manual`` names no nameservers: its proof is its records, DKIM keys included,
+   verifying at the servers of the public delegation.) Then verify with real queries to
+   the authoritative servers;
 4. promote keys whose record verified (the key they replace starts retiring), then
    write the signer's tables and reload it only if they changed;
 5. record the report and when the next time-based move falls due.
@@ -31,7 +38,7 @@ from ..secretbox import SecretBox
 from ..store.dns import DkimKey, DnsStore
 from ..store.store import Store
 from .plan import Plan, plan
-from .providers.base import DnsProvider, load_provider
+from .providers.base import DnsProvider, delegation, load_provider
 from .records import DkimKeyInfo, Expected, desired_records, fqdn
 from .verify import verify
 
@@ -178,7 +185,9 @@ class DnsStep:
             await self.ds.set_owned(d.id, p.owned_after)
             await self.ds.clear_force(d.id)
 
-        # 3. Verify.
+        # 3. Prove the name, then verify the records.
+        if d.ownership_verified_at is None and (nameservers or provider.publishes):
+            await self._prove(d.id, zone, nameservers)
         servers = await provider.authoritative_servers(zone)
         checks = await verify(expected, servers, self.cfg.dns.query_timeout)
         ok_selectors = {c.expected.purpose.split(":", 1)[1] for c in checks
@@ -215,6 +224,34 @@ class DnsStep:
             raise TemporaryError(f"dns: waiting for records to verify: {names}",
                                  delay=self.cfg.dns.recheck_seconds
                                  if provider.publishes else None)
+        if d.ownership_verified_at is None:
+            # ``manual`` publishes nothing, names no nameservers and verifies at the
+            # servers of the public delegation: its records verified there, DKIM keys
+            # included (which no one else knows), prove the name.
+            await self._proven(d.id, zone, "its records verified at its delegated servers")
+
+    async def _prove(self, domain_id: str, zone: str, nameservers: list[str]) -> None:
+        """Raise unless the public delegation of *zone* names *nameservers*; record it."""
+        if not nameservers:
+            raise TemporaryError(f"dns: the name {zone} cannot be proven: its provider names "
+                                 "no nameservers to delegate to (configure them)")
+        dlg = await delegation(zone, nameservers, self.cfg.dns.ns_resolver,
+                               self.cfg.dns.query_timeout)
+        if not dlg.verified:
+            raise TemporaryError(
+                f"dns: waiting for the delegation of {zone} to {', '.join(dlg.wanted)} "
+                f"(found: {', '.join(dlg.found) or 'no NS records'}); it receives no mail "
+                "until then (POST /v1/domains/check-ns re-checks now)")
+        await self._proven(domain_id, zone, "delegated to " + ", ".join(dlg.wanted))
+
+    async def _proven(self, domain_id: str, zone: str, how: str) -> None:
+        """Record the proof; this pass rendered the domain as absent, so end it here (the
+        new generation brings the next pass, which serves it) rather than report it
+        converged before it is in the maps."""
+        if await self.ds.record_ownership(domain_id):
+            log.info("domain name proven", domain=zone, proof=how)
+        raise TemporaryError(f"dns: {zone} proven ({how}); serving it from the next pass",
+                             delay=0.0)
 
     async def _remove(self, domain_id: str, zone: str, provider: DnsProvider) -> None:
         """Domain deletion: remove the records we own (only those), then the keys."""

@@ -113,6 +113,20 @@ class DnsStore:
         async with self.pool.acquire() as conn:
             return bool(await conn.fetchval(Q.domain_served, name))
 
+    async def record_ownership(self, domain_id: str) -> bool:
+        """Record that the domain's name is proven (first time only: then its
+        generation moves on and the engine serves it). True when this call recorded it."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            host = await conn.fetchval(Q.record_domain_ownership, domain_id)
+            if host is not None:
+                await conn.execute(Q.notify_work, host)
+        return host is not None
+
+    async def forget_unset_domain(self, account_id: str, domain_id: str) -> None:
+        """Remove a just-connected domain whose zone turned out not to be ours."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.forget_unset_domain, account_id, domain_id)
+
     async def requeue_due(self) -> int:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(Q.requeue_dns_due, self.store.mail_host)

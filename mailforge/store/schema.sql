@@ -389,3 +389,8 @@ ALTER TABLE mailboxes ADD CONSTRAINT mailboxes_address_canonical
 ALTER TABLE aliases ADD CONSTRAINT aliases_address_canonical
     CHECK (address ~ '\A[a-z0-9._-]{0,64}@[a-z0-9.-]{1,253}\Z'
            AND array_to_string(targets, ',') ~ '\A[a-z0-9._@,-]+\Z') NOT VALID;
+-- ---- 0009_domain_ownership
+-- mailforge 0009: a name is proven (its public delegation points at its provider's
+-- nameservers) before it is in any Postfix map, Dovecot row or DKIM signing table.
+-- Set once, never cleared.
+ALTER TABLE domains ADD COLUMN ownership_verified_at timestamptz;

@@ -23,6 +23,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from .. import ids, publicsuffix, validation
+from .. import reserved as reserved_mod
 from ..errors import ApiError, Conflict, NotFound, ValidationFailed
 from ..models import Alias, Domain, DomainState, Job, Mailbox, Principal, from_record
 from . import scope
@@ -261,8 +262,8 @@ class Store:
 
     async def connect_domains(self, account_id: str, names: Sequence[tuple[str, str]],
                               dns_provider: str,
-                              credentials: Callable[[str], bytes] | None = None
-                              ) -> list[Domain]:
+                              credentials: Callable[[str], bytes] | None = None,
+                              reserved: Sequence[str] = ()) -> list[Domain]:
         """Record domains (ascii name, unicode name), all or none.
 
         Ownership of names: a name belongs to one account. Connecting a name at, under
@@ -272,7 +273,9 @@ class Store:
         allowed (its sub-domains, alias domains). A public suffix (``co.uk``) is no
         one's: 400. Names are canonicalised here again, so no caller can store a second
         spelling. *credentials* (domain id -> sealed DNS credentials) are stored in the
-        same transaction. See docs/names.md.
+        same transaction. A name at, under or above one of *reserved* (the host's own
+        names, ``mailforge.reserved``) is 409 ``domain_name_reserved``. See
+        docs/names.md.
         """
         canon: list[tuple[str, str]] = []
         errs: list[str] = []
@@ -291,6 +294,10 @@ class Store:
             canon.append((n, validation.unicode_domain(n)))
         if errs:
             raise ValidationFailed(errs)
+        hits = reserved_mod.refusals([n for n, _ in canon], reserved)
+        if hits:
+            raise Conflict("domain_name_reserved", "A name at, under or above a name of "
+                           "this mail host cannot be connected.", hits)
         scope.check_new(n for n, _ in canon)
         wanted = [n for n, _ in canon]
         async with self._tx() as conn:
@@ -586,15 +593,21 @@ class Store:
 
     async def record_applied(self, state: DomainState, owner: str, domain_done: bool,
                              failed_mailboxes: dict[str, str]) -> list[str]:
-        """Record what the backend now holds for *state*; returns ids of finished jobs."""
+        """Record what the backend now holds for *state*; returns ids of finished jobs.
+
+        A set-up domain whose name is not proven yet is rendered as absent: the backend
+        holds none of its mailboxes and aliases, so they stay unobserved (``pending``,
+        their jobs open) until the pass that serves them."""
+        d = state.domain
+        held = state.present or d.deleted or not d.backend_enabled
         mb_ok = [m for m in state.mailboxes
                  if m.observed_generation < m.generation and m.id not in failed_mailboxes
-                 and not m.deleted]
+                 and not m.deleted and held]
         mb_gone = [m for m in state.mailboxes
                    if m.deleted and m.id not in failed_mailboxes]
         mb_fail = [m for m in state.mailboxes if m.id in failed_mailboxes]
         al_ok = [a for a in state.aliases if a.observed_generation < a.generation
-                 and not a.deleted]
+                 and not a.deleted and held]
         al_gone = [a for a in state.aliases if a.deleted]
         touched = [state.domain.id, *(m.id for m in state.mailboxes
                                       if m.observed_generation < m.generation),
@@ -617,7 +630,6 @@ class Store:
             if al_gone:
                 await conn.execute(Q.purge_deleted_aliases, [a.id for a in al_gone],
                                    [a.generation for a in al_gone])
-            d = state.domain
             if domain_done:
                 if d.deleted:
                     await conn.execute(Q.purge_deleted_domain, d.id, d.generation)

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from bindhelp import Bind, start_named
 from cloudflare_fake import CloudflareFake
-from dnshelp import daemon_overlay, resolver, setup_active, txts
+from dnshelp import daemon_overlay, delegate, resolver, setup_active, txts
 from support import wait_job
 
 pytestmark = pytest.mark.stack
@@ -78,6 +78,8 @@ async def test_setup_through_rfc2136_on_bind_with_tsig(daemon: Any, api: Any,
                                                        named: Bind) -> None:
     zone = ZONES[0]
     try:
+        # The name is proven by its public delegation (here: the sandbox's PowerDNS).
+        await delegate(daemon, zone, ["ns1.sandbox.test."])
         dom = await setup_active(api, zone, dns_provider="rfc2136")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{_show_named_log(named)}") from None
@@ -122,6 +124,7 @@ async def test_wrong_tsig_key_is_a_clear_permanent_error_on_the_job(
 async def test_cloudflare_429_5xx_and_timeouts_are_retried_until_converged(
         daemon: Any, api: Any, cloudflare: CloudflareFake, unique_domain: str) -> None:
     cloudflare.add_zone(unique_domain)
+    await delegate(daemon, unique_domain, ["ada.ns.cloudflare.com.", "bob.ns.cloudflare.com."])
     cloudflare.add_record(unique_domain, type="A", name=f"www.{unique_domain}",
                           content="192.0.2.44")
     cloudflare.faults.extend(["429", "503", "slow", "500", "429"])

@@ -17,6 +17,8 @@ from dnshelp import resolver, setup_active, txts, wait_sink
 from support import wait_job
 from test_dns_powerdns import _mailbox, _signatures, _submit
 
+from mailforge.dns.providers.powerdns import ZONE_ACCOUNT
+
 pytestmark = pytest.mark.stack
 
 
@@ -60,6 +62,13 @@ async def test_rotation_publishes_and_verifies_before_signing_and_keeps_old_reco
     assert all(ok for _, ok in sigs.values()), sigs
 
 
+# The operator hands their own zone to mailforge by marking it (PowerDNS zone account):
+# an unmarked zone is never adopted (test_hostile_ownership).
+HANDED_OVER = {"account": ZONE_ACCOUNT}
+# Delegated to every nameserver of the provider: the name is proven (docs/security.md).
+NAMESERVERS = ["ns1.sandbox.test.", "ns2.sandbox.test."]
+
+
 async def _pdns(sandbox: Any, method: str, path: str, body: Any = None) -> Any:
     i = sandbox.info["pdns_api"]
     async with aiohttp.ClientSession(headers={"X-API-Key": i["key"]}) as s, s.request(
@@ -72,8 +81,8 @@ async def test_operator_records_survive_setup_rotation_and_delete(
         sandbox: Any, api: Any, unique_domain: str) -> None:
     z = unique_domain + "."
     spf = '"v=spf1 include:_spf.operator.example ~all"'
-    await _pdns(sandbox, "POST", "/zones", {"name": z, "kind": "Native",
-                                           "nameservers": ["ns1.sandbox.test."]})
+    await _pdns(sandbox, "POST", "/zones", {"name": z, "kind": "Native", **HANDED_OVER,
+                                           "nameservers": NAMESERVERS})
     await _pdns(sandbox, "PATCH", f"/zones/{z}", {"rrsets": [
         {"name": f"www.{z}", "type": "A", "ttl": 300, "changetype": "REPLACE",
          "records": [{"content": "192.0.2.80", "disabled": False}]},
@@ -188,8 +197,8 @@ async def test_large_deletion_is_refused_until_the_operator_forces_it(
     import asyncpg
 
     z = unique_domain + "."
-    await _pdns(sandbox, "POST", "/zones", {"name": z, "kind": "Native",
-                                           "nameservers": ["ns1.sandbox.test."]})
+    await _pdns(sandbox, "POST", "/zones", {"name": z, "kind": "Native", **HANDED_OVER,
+                                           "nameservers": NAMESERVERS})
     hosts = [f"h{n}.{z}" for n in range(30)]
     await _pdns(sandbox, "PATCH", f"/zones/{z}", {"rrsets": [
         {"name": h, "type": "A", "ttl": 300, "changetype": "REPLACE",
@@ -234,8 +243,8 @@ async def test_operator_may_let_mailforge_replace_their_spf(
         sandbox: Any, api: Any, unique_domain: str) -> None:
     z = unique_domain + "."
     theirs = '"v=spf1 include:_spf.operator.example -all"'
-    await _pdns(sandbox, "POST", "/zones", {"name": z, "kind": "Native",
-                                           "nameservers": ["ns1.sandbox.test."]})
+    await _pdns(sandbox, "POST", "/zones", {"name": z, "kind": "Native", **HANDED_OVER,
+                                           "nameservers": NAMESERVERS})
     await _pdns(sandbox, "PATCH", f"/zones/{z}", {"rrsets": [
         {"name": z, "type": "TXT", "ttl": 300, "changetype": "REPLACE",
          "records": [{"content": theirs, "disabled": False},

@@ -180,7 +180,7 @@ def test_guard_speaks_milter_and_reports_accepted_messages(tmp_path: Path) -> No
 
 def _domain(name: str = "ex.test", deleted: bool = False, did: str = "dom_1") -> Domain:
     return Domain(did, "acct_1", name, name, "active", "h", "manual", True, deleted, 2, 1,
-                  None, NOW, NOW)
+                  None, NOW, NOW, ownership_verified_at=NOW)
 
 
 def _mb(local: str, mid: str, **kw: object) -> Mailbox:

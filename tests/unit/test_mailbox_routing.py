@@ -23,7 +23,7 @@ HASH = "{SHA512-CRYPT}$6$abcdefgh$" + "A" * 86
 
 def _domain(name: str = "ex.test") -> Domain:
     return Domain("dom_1", "acct_1", name, name, "active", "h", "manual", True, False, 1, 1,
-                  None, NOW, NOW)
+                  None, NOW, NOW, ownership_verified_at=NOW)
 
 
 def _mb(local: str, n: int = 0, **kw: object) -> Mailbox:

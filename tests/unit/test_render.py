@@ -19,7 +19,8 @@ def domain(**kw: object) -> Domain:
     base = Domain(id="dom_1", account_id="acct_1", name="example.test",
                   unicode_name="example.test", status="active", mail_host="default",
                   dns_provider="manual", backend_enabled=True, deleted=False, generation=2,
-                  observed_generation=1, last_error=None, created_at=NOW, updated_at=NOW)
+                  observed_generation=1, last_error=None, created_at=NOW, updated_at=NOW,
+                  ownership_verified_at=NOW)
     return replace(base, **kw)  # type: ignore[arg-type]
 
 

@@ -10,6 +10,7 @@ can, names the nameservers to delegate to, and says which servers answer for the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Protocol
 
@@ -19,9 +20,15 @@ import dns.exception
 from ...config import Config
 from ...errors import PermanentError, TemporaryError
 from ..plan import RRsetChange
-from ..records import Record
+from ..records import Record, fqdn
 
 GROUP = "mailforge.dns_providers"
+
+
+class ZoneExists(PermanentError):
+    """The provider already has a zone of this name that mailforge did not create for a
+    domain (the operator's own zone, say): adopting it would hand its records to a
+    tenant. Connect answers 409 ``zone_exists``; the engine fails the domain."""
 
 
 class DnsProvider(Protocol):
@@ -96,3 +103,39 @@ async def resolve_ns_servers(zone: str, resolver_spec: str,
         raise TemporaryError(f"cannot find the nameservers of {zone}: {exc}") from None
 
 
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """What the public view says about a name's delegation."""
+
+    # The nameservers the domain should be delegated to (its provider's), as FQDNs.
+    wanted: tuple[str, ...]
+    # The NS records found for the name through the resolver, as FQDNs.
+    found: tuple[str, ...]
+
+    @property
+    def verified(self) -> bool:
+        """Proof that whoever controls the name in public DNS chose this provider: every
+        wanted nameserver is among the name's NS records. No wanted nameservers (the
+        ``manual`` provider) proves nothing."""
+        return bool(self.wanted) and set(self.wanted) <= set(self.found)
+
+
+async def delegation(zone: str, wanted: Sequence[str], resolver_spec: str,
+                     timeout: float) -> Delegation:  # noqa: ASYNC109
+    """The one delegation check (check-ns and the engine's DNS step): the NS records of
+    *zone* through *resolver_spec* (``dns.ns_resolver``: "" = the system resolver, the
+    public view) compared with *wanted*. An answer that cannot be had is "nothing found"
+    (not verified), never an error: the caller waits and asks again."""
+    res = dns.asyncresolver.Resolver(configure=not resolver_spec)
+    if resolver_spec:
+        host, _, port = resolver_spec.partition(":")
+        res.nameservers, res.port = [host], int(port or 53)
+    res.lifetime = timeout
+    try:
+        ans = await res.resolve(zone, "NS")
+        found = sorted({fqdn(str(r.target)) for r in ans})
+    except (TimeoutError, dns.exception.DNSException):
+        found = []
+    return Delegation(tuple(sorted({fqdn(n) for n in wanted})), tuple(found))

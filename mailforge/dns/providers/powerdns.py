@@ -1,6 +1,13 @@
 """The ``powerdns`` provider: the PowerDNS Authoritative HTTP API. PowerDNS hosts the
-zones: a missing zone is created (Native, with the configured nameservers), and its
-DNS port is where verification asks."""
+zones: a missing zone is created (Native, with the configured nameservers, its
+``account`` set to ``ZONE_ACCOUNT``), and its DNS port is where verification asks.
+
+A zone that exists without that marker is not mailforge's (the operator's own zone on
+the same server, say): it is never adopted (``ZoneExists``), so a tenant connecting its
+name gets 409, not the operator's records; nor is a new zone carved out of such a zone
+(a zone for ``mail.<operator zone>`` would answer for the operator's names below it).
+Which domain a marked zone serves needs no record here: the store lets one live domain
+hold a name (and no name at, under or above another account's)."""
 
 from __future__ import annotations
 
@@ -15,7 +22,10 @@ from ...config import Config
 from ...errors import TemporaryError
 from ..plan import RRsetChange
 from ..records import Record, fqdn, record
-from .base import http_error
+from .base import ZoneExists, http_error
+
+# The PowerDNS zone ``account`` of the zones mailforge creates.
+ZONE_ACCOUNT = "mailforge"
 
 
 class PowerDnsProvider:
@@ -51,13 +61,37 @@ class PowerDnsProvider:
 
     async def ensure_zone(self, zone: str) -> list[str]:
         z = fqdn(zone)
-        status, _ = await self._call("GET", f"/zones/{quote(z)}?rrsets=false",
-                                     ok=(200, 404))
+        status, data = await self._call("GET", f"/zones/{quote(z)}?rrsets=false",
+                                        ok=(200, 404))
         if status == 404:
-            await self._call("POST", "/zones", {
-                "name": z, "kind": "Native",
+            await self._refuse_carving(z)
+            status, data = await self._call("POST", "/zones", {
+                "name": z, "kind": "Native", "account": ZONE_ACCOUNT,
                 "nameservers": [fqdn(n) for n in self.pc.nameservers]}, ok=(201, 409))
+            if status == 409:  # created meanwhile: by us (a concurrent call) or not?
+                status, data = await self._call("GET", f"/zones/{quote(z)}?rrsets=false")
+        account = data.get("account") if isinstance(data, dict) else None
+        if account != ZONE_ACCOUNT:
+            raise ZoneExists(f"powerdns: zone {z} already exists and was not created by "
+                             "mailforge; it is not taken over (zone_exists)")
         return [fqdn(n) for n in self.pc.nameservers]
+
+    async def _refuse_carving(self, z: str) -> None:
+        """A new zone under a zone that is not mailforge's would take over the names
+        below it from that zone (PowerDNS answers from the most specific zone): a
+        tenant connecting ``mail.<operator zone>`` must not replace the operator's
+        ``mail`` records. Under a zone of mailforge's it is the same account's sub-domain
+        (the store refuses names under another account's)."""
+        labels = z.rstrip(".").split(".")
+        for k in range(1, len(labels)):
+            parent = ".".join(labels[k:]) + "."
+            status, data = await self._call("GET", f"/zones/{quote(parent)}?rrsets=false",
+                                            ok=(200, 404))
+            if status == 200 and (not isinstance(data, dict)
+                                  or data.get("account") != ZONE_ACCOUNT):
+                raise ZoneExists(f"powerdns: zone {z} would take names out of zone {parent}, "
+                                 "which mailforge did not create; it is not created "
+                                 "(zone_exists)")
 
     async def list_records(self, zone: str) -> list[Record]:
         _, data = await self._call("GET", f"/zones/{quote(fqdn(zone))}")

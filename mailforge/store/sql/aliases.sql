@@ -61,8 +61,13 @@ SELECT * FROM target;
 UPDATE domains SET alias_of = $3 WHERE account_id = $1 AND id = $2 RETURNING alias_of;
 
 -- name: alias_domain_names
+-- An alias domain whose name is not proven yet routes nothing into its target (its
+-- lines would deliver mail sent to it locally, and let the target's mailboxes send as
+-- it): it joins the target's maps when proven (record_domain_ownership).
 SELECT name FROM domains
-WHERE alias_of = $1 AND NOT deleted AND backend_enabled ORDER BY name;
+WHERE alias_of = $1 AND NOT deleted AND backend_enabled
+  AND ownership_verified_at IS NOT NULL
+ORDER BY name;
 
 -- name: list_alias_domains
 SELECT d.id, d.name, t.id AS target_id, t.name AS target_name

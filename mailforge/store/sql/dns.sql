@@ -21,6 +21,8 @@ SELECT DISTINCT ON (d.name, k.algorithm)
        d.name AS domain, k.domain_id, k.id, k.algorithm, k.selector, k.sealed_private
 FROM dkim_keys k JOIN domains d ON d.id = k.domain_id
 WHERE d.mail_host = $1 AND NOT d.deleted AND k.state IN ('published', 'active')
+  -- A name not proven (its delegation) is signed for by no one.
+  AND d.ownership_verified_at IS NOT NULL
 ORDER BY d.name, k.algorithm, k.created_at DESC;
 
 -- name: owned_records
@@ -90,4 +92,44 @@ RETURNING mail_host, dns_force, dns_overwrite;
 UPDATE domains SET dns_force = false WHERE id = $1 AND dns_force;
 
 -- name: domain_served
-SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1 AND NOT deleted AND backend_enabled);
+SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1 AND NOT deleted AND backend_enabled
+                                     AND ownership_verified_at IS NOT NULL);
+
+-- name: record_domain_ownership
+-- The name's delegation was found pointing at its provider: recorded once. A new
+-- generation (intent changed: the backend must now serve it) makes the engine render
+-- its maps (and record its mailboxes, which waited unobserved); a domain that gave up
+-- waiting is provisioned again. The domain it is an
+-- alias of (if any) gets a new generation too: its maps now route the alias domain.
+WITH proven AS (
+    UPDATE domains
+    SET ownership_verified_at = now(), generation = generation + 1, next_attempt_at = now(),
+        attempts = 0, last_error = NULL,
+        status = CASE WHEN status = 'failed' AND backend_enabled THEN 'provisioning'
+                      ELSE status END,
+        updated_at = now()
+    WHERE id = $1 AND ownership_verified_at IS NULL AND NOT deleted
+    RETURNING mail_host, alias_of
+), revived AS (
+    -- Mailboxes failed by a domain that gave up waiting are served now: observed again.
+    UPDATE mailboxes m
+    SET generation = m.generation + 1, updated_at = now()
+    WHERE m.domain_id = $1 AND m.status = 'failed' AND NOT m.deleted
+      AND EXISTS (SELECT 1 FROM proven)
+    RETURNING m.id
+), target AS (
+    UPDATE domains t
+    SET generation = t.generation + 1, next_attempt_at = now(), attempts = 0,
+        updated_at = now()
+    FROM proven p WHERE t.id = p.alias_of AND NOT t.deleted
+    RETURNING t.id
+)
+SELECT mail_host FROM proven;
+
+-- name: forget_unset_domain
+-- Undo a connect whose zone could not be taken (zone_exists): only a domain never set
+-- up, with nothing under it.
+DELETE FROM domains
+WHERE account_id = $1 AND id = $2 AND NOT backend_enabled AND observed_generation = 0
+  AND NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.domain_id = domains.id)
+  AND NOT EXISTS (SELECT 1 FROM aliases a WHERE a.domain_id = domains.id);
