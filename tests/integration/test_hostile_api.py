@@ -204,18 +204,23 @@ async def test_hostile_headers_are_refused_before_the_database(sandbox: Any,
         assert status in (400, 401, 403), head[:200]
 
 
+async def _block(sandbox: Any, domain_id: str) -> None:
+    """Block a domain by its reputation: a block needs reputation.block_min_events (3)
+    complaints; five, recorded as the inbound scanner records reports about messages
+    we sent."""
+    conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
+    try:
+        for _ in range(5):
+            await conn.execute("INSERT INTO mail_reputation_events (domain_id, kind, ref) "
+                               "VALUES ($1, 'complaint', $2)", domain_id, secrets.token_hex(8))
+    finally:
+        await conn.close()
+
+
 async def test_blocked_reputation_holds_for_every_spelling(sandbox: Any, api: Any,
                                                            unique_domain: str) -> None:
     dom = await ready_domain(api, unique_domain)
-    conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
-    try:
-        # A block needs reputation.block_min_events (3) complaints: five, recorded as the
-        # inbound scanner records reports about messages we sent.
-        for _ in range(5):
-            await conn.execute("INSERT INTO mail_reputation_events (domain_id, kind, ref) "
-                               "VALUES ($1, 'complaint', $2)", dom["id"], secrets.token_hex(8))
-    finally:
-        await conn.close()
+    await _block(sandbox, dom["id"])
     label, tld = unique_domain.split(".")
     for spelling in (unique_domain, unique_domain.upper(), unique_domain + ".",
                      f"{label}\u3002{tld}", f"{label}\uff0e{tld}", dom["id"]):
@@ -243,13 +248,7 @@ async def test_blocked_domain_gets_no_new_sending_identity(sandbox: Any, api: An
     status, d = await api.delete(f"/v1/email-users/{m['id']}")
     assert status == 202, d
     assert (await wait_job(api, d["job_id"]))["status"] == "completed"
-    conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
-    try:
-        for _ in range(5):
-            await conn.execute("INSERT INTO mail_reputation_events (domain_id, kind, ref) "
-                               "VALUES ($1, 'complaint', $2)", dom["id"], secrets.token_hex(8))
-    finally:
-        await conn.close()
+    await _block(sandbox, dom["id"])
     attempts = [
         ("/v1/email-users/" + m["id"] + "/restore", {}),
         ("/v1/aliases", {"domain": blocked, "username": "sales",
