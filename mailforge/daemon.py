@@ -15,7 +15,7 @@ from aiohttp import web
 from . import secretbox
 from .api.app import make_app
 from .api.context import ApiContext
-from .api.http import crash_points_from_env
+from .api.idempotency import crash_points_from_env
 from .api.inbox import MAIL
 from .api.server import ApiRunner
 from .backends.base import load_backend

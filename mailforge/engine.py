@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 import asyncpg
 import structlog
 
+from . import claimant
 from .backends.base import ApplyResult, MailBackend
 from .config import WorkerConfig
 from .errors import PermanentError, ReconcileError, TemporaryError
@@ -54,18 +54,6 @@ class DomainStep(Protocol):
     async def converge(self, state: DomainState) -> None: ...
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Engine:
     def __init__(self, store: Store, backend: MailBackend, cfg: WorkerConfig,
                  dsn: str, on_jobs_finished: JobsFinished | None = None,
@@ -79,7 +67,7 @@ class Engine:
         self.dsn = dsn
         self.on_jobs_finished = on_jobs_finished
         self._wake = asyncio.Event()
-        self._node = socket.gethostname()
+        self._node = claimant.NODE
         self._id = f"{self._node}:{os.getpid()}"
         self.passes = 0
         self.last_pass_at: float | None = None
@@ -89,7 +77,7 @@ class Engine:
     # ------------------------------------------------------------------ running
 
     async def run(self, stop: asyncio.Event) -> None:
-        released = await self.store.release_dead_leases(self._node, _pid_alive)
+        released = await self.store.release_dead_leases(self._node, claimant.pid_alive)
         if released:
             log.info("released leases of dead workers", count=released)
         tasks = [asyncio.create_task(self._listen(stop), name="engine-listen")]

@@ -19,12 +19,12 @@ from .email_users import require_not_blocked, require_ready
 from .http import (
     authenticate,
     check_fields,
-    idempotent,
     json_body,
     list_filters,
     paging,
     rfc3339,
 )
+from .idempotency import idempotent
 
 routes = web.RouteTableDef()
 

@@ -21,7 +21,7 @@ class ApiContext:
     box: SecretBox
     # Password hashing is CPU work; it runs off the event loop.
     hashers: ThreadPoolExecutor
-    # TEST ONLY: points where the process kills itself with SIGKILL (api/http.py
+    # TEST ONLY: points where the process kills itself with SIGKILL (api/idempotency.py
     # crash_point), from MAILFORGE_TEST_CRASH_AFTER at start-up; empty in production.
     crash_points: frozenset[str] = field(default_factory=frozenset)
 

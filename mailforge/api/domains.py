@@ -16,7 +16,8 @@ from ..reserved import reserved_names
 from ..store.dns import DnsStore
 from . import oas
 from .context import CTX
-from .http import authenticate, check_fields, idempotent, json_body, paging, rfc3339
+from .http import authenticate, check_fields, json_body, paging, rfc3339
+from .idempotency import idempotent
 
 routes = web.RouteTableDef()
 log = get(__name__)

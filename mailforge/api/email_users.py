@@ -21,13 +21,12 @@ from .domains import _resolve
 from .http import (
     authenticate,
     check_fields,
-    idempotent,
     json_body,
     list_filters,
     paging,
-    recover_job,
     rfc3339,
 )
+from .idempotency import idempotent, recover_job
 
 routes = web.RouteTableDef()
 

@@ -20,12 +20,12 @@ from .context import CTX
 from .http import (
     authenticate,
     check_fields,
-    idempotent,
     json_body,
     paging,
     require_unrestricted,
     rfc3339,
 )
+from .idempotency import idempotent
 
 routes = web.RouteTableDef()
 MAIL = web.AppKey("mailforge_mail", MailService)

@@ -19,7 +19,8 @@ from ..models import PERMISSIONS
 from ..store import tenancy
 from . import oas
 from .context import CTX
-from .http import authenticate, check_fields, idempotent, json_body, rfc3339
+from .http import authenticate, check_fields, json_body, rfc3339
+from .idempotency import idempotent
 
 routes = web.RouteTableDef()
 

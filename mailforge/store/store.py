@@ -482,7 +482,7 @@ class Store:
         claim = _IDEMPOTENCY.get()
         if claim is not None and claim[0] == account_id:
             # Same transaction as the job: a crash before the answer is recorded still
-            # lets a retry with the key find this job (api/http.py idempotent).
+            # lets a retry with the key find this job (api/idempotency.py idempotent).
             await conn.execute(Q.idempotent_job, *claim, jid)
         return from_record(Job, row)
 

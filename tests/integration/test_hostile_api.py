@@ -560,7 +560,7 @@ async def test_external_sigkill_while_a_keyed_bulk_runs(sandbox: Any, api: Any,
 
 
 def _request_hash(method: str, path: str, body: dict[str, Any]) -> bytes:
-    # As api/http.py idempotent computes it.
+    # As api/idempotency.py idempotent computes it.
     return hashlib.sha256(f"{method} {path}\n".encode()
                           + json.dumps(body, sort_keys=True).encode()).digest()
 
@@ -569,7 +569,7 @@ async def test_claims_of_live_dead_and_foreign_requests(sandbox: Any, api: Any,
                                                         unique_domain: str) -> None:
     """A key held by a live request answers 409 (as before); one held by a dead process
     of this host is taken over at once; one held on another host waits for its lease."""
-    from mailforge.api.http import claimant_id
+    from mailforge.claimant import claimant_id
 
     await ready_domain(api, unique_domain)
     info = sandbox.info

@@ -17,9 +17,9 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailforge import reputation
+from mailforge import claimant, reputation
 from mailforge.api import app as app_module
-from mailforge.api import http
+from mailforge.api import http, idempotency
 from mailforge.api.openapi import build_document
 from mailforge.api.server import ApiRunner
 from mailforge.errors import ApiError, NotFound, ValidationFailed
@@ -108,32 +108,32 @@ def test_any_json_is_parsed_or_refused_with_4xx(value: Any) -> None:
 
 @pytest.mark.parametrize("key", ["a", "x" * 200, "order-42_A.b~!", "550e8400-e29b-41d4"])
 def test_idempotency_key_accepted(key: str) -> None:
-    assert http.IDEMPOTENCY_KEY.fullmatch(key)
+    assert idempotency.IDEMPOTENCY_KEY.fullmatch(key)
 
 
 @pytest.mark.parametrize("key", ["", "x" * 201, "a b", "a\n", "a\t", "ключ", "a\0",
                                  "a\u2028", "a\x7f", " a"])
 def test_idempotency_key_refused(key: str) -> None:
-    assert not http.IDEMPOTENCY_KEY.fullmatch(key)
+    assert not idempotency.IDEMPOTENCY_KEY.fullmatch(key)
 
 
 def test_claimants() -> None:
-    me = http.claimant_id()
+    me = claimant.claimant_id()
     node, pid, start = me.split(":")
     assert int(pid) == os.getpid() and start.isdigit()
-    assert http.claimant_alive(me) is True
-    assert http.claimant_alive(f"{node}:{pid}:{int(start) + 1}") is False  # pid reused
-    assert http.claimant_alive(f"{node}:{2 ** 22 + 17}:1") is False  # no such process
-    assert http.claimant_alive("another-host:1:1") is None  # its lease decides
-    assert http.claimant_alive(None) is False
-    assert http.claimant_alive(f"{node}:x:1") is None
+    assert claimant.claimant_alive(me) is True
+    assert claimant.claimant_alive(f"{node}:{pid}:{int(start) + 1}") is False  # pid reused
+    assert claimant.claimant_alive(f"{node}:{2 ** 22 + 17}:1") is False  # no such process
+    assert claimant.claimant_alive("another-host:1:1") is None  # its lease decides
+    assert claimant.claimant_alive(None) is False
+    assert claimant.claimant_alive(f"{node}:x:1") is None
 
 
 def test_crash_points_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(http.CRASH_ENV, raising=False)
-    assert http.crash_points_from_env() == frozenset()
-    monkeypatch.setenv(http.CRASH_ENV, " idempotency_claim, idempotency_job ,")
-    assert http.crash_points_from_env() == {"idempotency_claim", "idempotency_job"}
+    monkeypatch.delenv(idempotency.CRASH_ENV, raising=False)
+    assert idempotency.crash_points_from_env() == frozenset()
+    monkeypatch.setenv(idempotency.CRASH_ENV, " idempotency_claim, idempotency_job ,")
+    assert idempotency.crash_points_from_env() == {"idempotency_claim", "idempotency_job"}
 
 
 # ------------------------------------------------------------------ database down
@@ -268,7 +268,7 @@ async def test_a_running_request_keeps_renewing_its_lease() -> None:
     app = web.Application()
     app[CTX] = SimpleNamespace(store=Store())  # type: ignore[assignment]
     req = make_mocked_request("POST", "/v1/email-users", app=app)
-    task = asyncio.create_task(http._keep_lease(req, "acct_a", "k", "me", 0.15))
+    task = asyncio.create_task(idempotency._keep_lease(req, "acct_a", "k", "me", 0.15))
     await asyncio.sleep(0.4)
     task.cancel()
     assert len(renewed) >= 3 and renewed[0] == ("acct_a", "k", "me", 0.15)
@@ -285,7 +285,7 @@ async def test_recovered_answer_names_the_job_and_its_resource() -> None:
     req = make_mocked_request("POST", "/v1/domains/setup")
     principal = Principal(token_id="tok_1", account_id="acct_a",
                           permissions=frozenset({"write"}), domains=None)
-    status, body = await http.recover_job(req, principal, job)
+    status, body = await idempotency.recover_job(req, principal, job)
     assert status == 202
     assert body == {"job_id": "job_1", "status": "pending", "recovered": True,
                     "resource_id": "dom_1", "domain_id": "dom_1"}
