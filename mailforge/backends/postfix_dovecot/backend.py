@@ -53,6 +53,24 @@ _FRAGMENT_MAPS = {"domains": "virtual_domains", "mailboxes": "virtual_mailboxes"
                   "aliases": "virtual_aliases", "senders": "sender_logins"}
 
 
+def _mkdir_owned_like(path: Path, ref: Path) -> None:
+    """mkdir -p *path*; the directories between *ref* and it owned like *ref* (Dovecot's
+    mail user must be able to write in them)."""
+    if path.is_dir():
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    if ref not in path.parents:
+        return
+    try:
+        st = ref.stat()
+    except FileNotFoundError:
+        return
+    for d in [path, *path.parents]:
+        if d == ref:
+            break
+        os.chown(d, st.st_uid, st.st_gid)
+
+
 class PostfixDovecotBackend:
     name = "postfix_dovecot"
 
@@ -185,7 +203,8 @@ class PostfixDovecotBackend:
                 for kept in (self.retained_home(st.domain.name, m.id),
                              self._legacy_retained(st.domain.name, m.local_part, m.id)):
                     if kept.exists():
-                        self._mkdir_as_mail_root(home.parent)
+                        # Owned like mail_root: Dovecot's mail user creates homes there.
+                        _mkdir_owned_like(home.parent, self.mail_root)
                         os.rename(kept, home)
                         log.info("mailbox mail restored from retention", mailbox_id=m.id,
                                  domain=st.domain.name)
@@ -271,32 +290,9 @@ class PostfixDovecotBackend:
             target = dst / path.relative_to(src)
             if target.exists():
                 continue
-            if not target.parent.is_dir():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                st = dst.stat()
-                for d in [target.parent, *target.parent.parents]:
-                    if d == dst:
-                        break
-                    os.chown(d, st.st_uid, st.st_gid)
+            _mkdir_owned_like(target.parent, dst)
             os.rename(path, target)
         shutil.rmtree(src)
-
-    def _mkdir_as_mail_root(self, path: Path) -> None:
-        """mkdir -p, the new directories owned like mail_root (Dovecot's mail user must
-        create homes in them)."""
-        if path.is_dir():
-            return
-        path.mkdir(parents=True, exist_ok=True)
-        if self.mail_root not in path.parents:
-            return
-        try:
-            st = self.mail_root.stat()
-        except FileNotFoundError:
-            return
-        for d in [path, *path.parents]:
-            if d == self.mail_root:
-                break
-            os.chown(d, st.st_uid, st.st_gid)
 
     async def purge_retained(self, items: Sequence[tuple[str, str, str]]) -> None:
         """Destroy the retained mail of (domain, local part, mailbox id) tombstones."""
