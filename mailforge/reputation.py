@@ -17,7 +17,7 @@ import asyncpg
 from .config import ReputationConfig
 from .errors import Conflict
 from .log import get
-from .mail import reports
+from .mail import master, reports
 from .store.queries import Q
 
 log = get(__name__)
@@ -129,7 +129,7 @@ async def record_submitted(conn_or_pool: Any, login: str, from_addr: str, messag
     address), *from_addr* the address of the From header, *message_id* its Message-ID.
     Recorded only when the From domain is a live domain of the login's own account;
     True when a record was made. *conn_or_pool*: an asyncpg connection or pool."""
-    address = login.partition("*")[0].strip().lower()
+    address = master.mailbox_of(login)
     from_domain = from_addr.strip().strip("<>").rpartition("@")[2].lower().rstrip(".")
     if not address or "@" not in address or not from_domain:
         return False

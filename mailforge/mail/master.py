@@ -26,6 +26,13 @@ def login_name(address: str, cfg: Config) -> str:
     return f"{address}*{cfg.mail.master_user}"
 
 
+def mailbox_of(login: str) -> str:
+    """The mailbox a SASL/IMAP login acts as, lowercased: *login* itself, or the user
+    part of a master-user login (``user*master`` -> user). ``*`` cannot occur in a
+    mailbox name, so only a master login carries one."""
+    return login.strip().partition("*")[0].strip().lower()
+
+
 def write_passdb(cfg: Config) -> Path | None:
     """Write the master passdb unless it already holds a hash of the current secret."""
     secret = cfg.mail.master_password

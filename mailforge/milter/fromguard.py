@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ..log import get
+from ..mail.master import mailbox_of
 from . import protocol
 from .protocol import GO_ON, REPLYCODE, Session, Verdict
 
@@ -84,8 +85,7 @@ def parse_sender_map(text: str) -> dict[str, frozenset[str]]:
 
 def login_name(authen: str) -> str:
     """The mailbox a SASL login acts as (a master-user login ``user*master`` -> user)."""
-    user, _, _ = authen.strip().partition("*")
-    return user.lower()
+    return mailbox_of(authen)
 
 
 def from_address(values: list[bytes]) -> str | None:
@@ -108,8 +108,9 @@ def from_address(values: list[bytes]) -> str | None:
     if len(addrs) != 1 or header.defects:
         return None
     spec = str(addrs[0].addr_spec).lower()
-    # The signer (dkimpy-milter) reads the author with email.utils.parseaddr; receivers
-    # have their own parsers: all must see this one address, plainly written.
+    # The signer (dkimpy-milter) reads the author with its own parser (pymilter's
+    # Milter.utils.parseaddr), receivers with theirs: the address must be written so
+    # plainly that the standard library's parsers all read the same one.
     others = email.utils.getaddresses([text])
     if len(others) != 1 or others[0][1].lower() != spec:
         return None
