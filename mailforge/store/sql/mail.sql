@@ -156,9 +156,6 @@ ORDER BY id DESC LIMIT $2;
 SELECT id, account_id, type, status, resource_id, message, completed_at
 FROM jobs WHERE id = ANY ($1::text[]);
 
--- name: mail_domain_for_account
-SELECT id, name FROM domains WHERE account_id = $1 AND (id = $2 OR name = $3);
-
 -- name: mail_sent_record
 -- Evidence: a message mailforge sent ($5 days kept). The first record of a Message-ID
 -- for a domain stands (a later copy cannot take it over).
