@@ -78,11 +78,6 @@ def _relatives_params(names: Sequence[str]) -> tuple[list[str], list[str], list[
     return list(names), parents, lows, [lo[:-1] + "/" for lo in lows]
 
 
-def _related(a: str, b: str) -> bool:
-    """Is *a* the same name as *b*, a parent of it or under it?"""
-    return a == b or a.endswith("." + b) or b.endswith("." + a)
-
-
 _SECRET = re.compile(r"[A-Za-z0-9_-]{1,128}")  # token_urlsafe output, matched in full
 
 
@@ -313,7 +308,7 @@ class Store:
             for i, n in enumerate(wanted):
                 if any(r["name"] == n for r in rows):
                     taken.append(f"domains[{i}]: {n} is already connected")
-                elif any(r["account_id"] != account_id and _related(r["name"], n)
+                elif any(r["account_id"] != account_id and reserved_mod.related(r["name"], n)
                          for r in rows):
                     owned.append(f"domains[{i}]: {n} is at, under or above a domain "
                                  "of another account")
