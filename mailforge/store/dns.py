@@ -103,10 +103,6 @@ class DnsStore:
         async with self.pool.acquire() as conn:
             await conn.execute(Q.clear_dns_force, domain_id)
 
-    async def set_credentials(self, domain_id: str, sealed: bytes | None) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(Q.set_dns_credentials, domain_id, sealed)
-
     async def is_served(self, name: str) -> bool:
         """Is *name* (canonical) a set-up, not deleted domain (any account)? For the
         public MTA-STS and autoconfig answers, which name no account."""

@@ -103,8 +103,6 @@ async def resolve_ns_servers(zone: str, resolver_spec: str,
         raise TemporaryError(f"cannot find the nameservers of {zone}: {exc}") from None
 
 
-
-
 @dataclass(frozen=True)
 class Delegation:
     """What the public view says about a name's delegation."""
