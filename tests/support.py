@@ -87,3 +87,27 @@ async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+
+
+async def tenant(api: Any, label: str, domain_limit: int = 20,
+                 email_user_limit: int = 20) -> Any:
+    """A sibling customer account below the operator, and a client with its own token."""
+    status, body = await api.post("/v1/reseller/accounts", {
+        "email": f"{label}@customers.example", "company_name": f"{label} Ltd",
+        "domain_limit": domain_limit, "email_user_limit": email_user_limit})
+    assert status == 201, body
+    return api.with_token(body["token"])
+
+
+async def ready_mailbox(api: Any, domain: str, username: str,
+                        password: str | None = None) -> dict[str, Any]:
+    """Create a mailbox and wait until its job completed; the create answer."""
+    body: dict[str, Any] = {"domain": domain, "username": username,
+                            "name": username.title()}
+    if password is not None:
+        body["password"] = password
+    status, user = await api.post("/v1/email-users", body)
+    assert status == 202, user
+    job = await wait_job(api, user["job_id"])
+    assert job["status"] == "completed", job
+    return dict(user)

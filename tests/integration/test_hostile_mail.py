@@ -29,7 +29,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from support import ready_domain, wait_for, wait_job
+from support import ready_domain, ready_mailbox, wait_for, wait_job
 
 from mailforge import reputation
 
@@ -49,14 +49,6 @@ async def _poll(check: Any, timeout: float = 15.0) -> Any:
         await asyncio.sleep(0.1)
     raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
-
-async def _mailbox(api: Any, domain: str, username: str) -> dict[str, Any]:
-    status, user = await api.post("/v1/email-users", {"domain": domain, "username": username,
-                                                      "name": username.title()})
-    assert status == 202, user
-    job = await wait_job(api, user["job_id"])
-    assert job["status"] == "completed", job
-    return dict(user)
 
 
 async def _wait_message(api: Any, user_id: str, subject: str, folder: str = "INBOX",
@@ -93,7 +85,8 @@ async def test_restricted_token_reaches_no_message_of_another_domain(
         api: Any, make_domain: Any) -> None:
     mine, other = make_domain(), make_domain()
     await asyncio.gather(ready_domain(api, mine), ready_domain(api, other))
-    me, victim = await asyncio.gather(_mailbox(api, mine, "me"), _mailbox(api, other, "vic"))
+    me, victim = await asyncio.gather(ready_mailbox(api, mine, "me"),
+                                      ready_mailbox(api, other, "vic"))
     secret = secrets.token_bytes(64)
     await _send(api, me["id"], victim["email"], "for the victim", secret)
     theirs = await _wait_message(api, victim["id"], "for the victim")
@@ -143,8 +136,8 @@ async def test_restricted_token_reaches_no_message_of_another_domain(
 async def test_message_ids_of_deleted_and_suspended_mailboxes_are_refused(
         api: Any, unique_domain: str) -> None:
     await ready_domain(api, unique_domain)
-    a, b = await asyncio.gather(_mailbox(api, unique_domain, "stays"),
-                                _mailbox(api, unique_domain, "goes"))
+    a, b = await asyncio.gather(ready_mailbox(api, unique_domain, "stays"),
+                                ready_mailbox(api, unique_domain, "goes"))
     await _send(api, a["id"], b["email"], "before delete")
     msg = await _wait_message(api, b["id"], "before delete")
     assert (await api.get(f"/v1/inbox/{msg['id']}/body"))[0] == 200
@@ -169,7 +162,7 @@ async def test_message_ids_of_deleted_and_suspended_mailboxes_are_refused(
 
 async def test_message_ids_have_one_spelling(api: Any, unique_domain: str) -> None:
     await ready_domain(api, unique_domain)
-    a = await _mailbox(api, unique_domain, "speller")
+    a = await ready_mailbox(api, unique_domain, "speller")
     await _send(api, a["id"], a["email"], "spell me")
     msg = await _wait_message(api, a["id"], "spell me")
     value = msg["id"]
@@ -243,8 +236,8 @@ async def test_forged_reports_change_nothing_and_evidence_counts_once(
         sandbox: Any, api: Any, make_domain: Any) -> None:
     name, other_name = make_domain(), make_domain()
     dom, other = await asyncio.gather(ready_domain(api, name), ready_domain(api, other_name))
-    m, o = await asyncio.gather(_mailbox(api, name, "sender"),
-                                _mailbox(api, other_name, "sender"))
+    m, o = await asyncio.gather(ready_mailbox(api, name, "sender"),
+                                ready_mailbox(api, other_name, "sender"))
     real = await _send(api, m["id"], "rcpt@outside.example", "really sent")
     theirs = await _send(api, o["id"], "rcpt@outside.example", "sent by another domain")
     addr = m["email"]
@@ -312,7 +305,7 @@ async def test_smtp_submissions_recorded_by_the_milter_hook_count_as_evidence(
     stranger = api.with_token(acct["token"])
     other_dom = make_domain()
     await ready_domain(stranger, other_dom)
-    m = await _mailbox(api, name, "smtp")
+    m = await ready_mailbox(api, name, "smtp")
     mid = f"<{secrets.token_hex(12)}@{name}>"
     pool = await asyncpg.create_pool(sandbox.info["postgres_dsn"], min_size=1, max_size=2)
     try:
@@ -347,8 +340,8 @@ async def test_a_mailbox_with_a_bad_name_does_not_stop_the_scanner(
     """A mailbox named ``bad\\n`` (possible before names were validated strictly)
     cannot log in over IMAP; the scanner skips it and goes on with the others."""
     dom = await ready_domain(api, unique_domain)
-    good, bad = await asyncio.gather(_mailbox(api, unique_domain, "good"),
-                                     _mailbox(api, unique_domain, "bad"))
+    good, bad = await asyncio.gather(ready_mailbox(api, unique_domain, "good"),
+                                     ready_mailbox(api, unique_domain, "bad"))
     conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
     # Migration 0006's CHECK constraint refuses such a name now; a row stored before it
     # (NOT VALID: old rows are not re-checked) is what the scanner may still meet. The
@@ -469,7 +462,7 @@ async def test_a_name_resolving_to_loopback_is_blocked_at_delivery(
     assert status == 201, wh  # a public-looking name: checked when it is used
     try:
         await ready_domain(api, unique_domain)
-        await _mailbox(api, unique_domain, "trigger")
+        await ready_mailbox(api, unique_domain, "trigger")
 
         async def attempted() -> list[dict[str, Any]] | None:
             status, dl = await api.get(f"/v1/webhooks/{wh['id']}/deliveries")

@@ -18,7 +18,15 @@ import dkim
 import pytest
 import pytest_asyncio
 from dnshelp import dkim_dnsfunc, resolver
-from support import imap_subjects, message, smtp_send, wait_for, wait_job
+from support import (
+    imap_subjects,
+    message,
+    ready_mailbox,
+    smtp_send,
+    tenant,
+    wait_for,
+    wait_job,
+)
 
 from mailforge.sandbox import Sandbox
 
@@ -26,14 +34,6 @@ pytestmark = pytest.mark.stack
 
 PASSWORD = "Hostile-pass-" + secrets.token_hex(6)
 
-
-async def _tenant(api: Any, label: str) -> Any:
-    """A sibling customer account below the operator, and its own client."""
-    status, body = await api.post("/v1/reseller/accounts", {
-        "email": f"{label}@customers.example", "company_name": f"{label} Ltd",
-        "domain_limit": 5, "email_user_limit": 20})
-    assert status == 201, body
-    return api.with_token(body["token"])
 
 
 async def _setup_domain(client: Any, name: str, timeout: float = 30.0) -> str:
@@ -54,15 +54,6 @@ async def _setup_domain(client: Any, name: str, timeout: float = 30.0) -> str:
     assert job["status"] == "completed", job
     return str(body["domains"][0]["id"])
 
-
-async def _mailbox(client: Any, domain: str, username: str) -> dict[str, Any]:
-    status, user = await client.post("/v1/email-users", {
-        "domain": domain, "username": username, "name": username.title(),
-        "password": PASSWORD})
-    assert status == 202, user
-    job = await wait_job(client, user["job_id"])
-    assert job["status"] == "completed", job
-    return dict(user)
 
 
 def _port25(sandbox: Sandbox, rcpt: str, msg: Message,
@@ -119,15 +110,15 @@ def _signatures(raw: bytes) -> list[bytes]:
 
 async def test_deleted_domain_mail_never_reaches_the_next_owner(sandbox: Sandbox,
                                                                 api: Any) -> None:
-    x, y = await _tenant(api, f"x{secrets.token_hex(3)}"), await _tenant(
+    x, y = await tenant(api, f"x{secrets.token_hex(3)}"), await tenant(
         api, f"y{secrets.token_hex(3)}")
     name = f"t{secrets.token_hex(5)}.test"
     mail_root = Path(sandbox.info["mail_root"])
     imap = sandbox.info["imap"]
 
     dom_id = await _setup_domain(x, name)
-    carol = await _mailbox(x, name, "carol")
-    dave = await _mailbox(x, name, "dave")
+    carol = await ready_mailbox(x, name, "carol", PASSWORD)
+    dave = await ready_mailbox(x, name, "dave", PASSWORD)
     secret_subject = f"x-secret-{secrets.token_hex(4)}"
     for user in (carol, dave):
         await asyncio.to_thread(_port25, sandbox, user["email"],
@@ -153,8 +144,8 @@ async def test_deleted_domain_mail_never_reaches_the_next_owner(sandbox: Sandbox
     # Both areas of the old domain were destroyed before its name could be reused.
     assert not (mail_root / name / carol["id"]).exists()
     assert not retained.exists() and not (mail_root / ".retention" / name).exists()
-    new_carol = await _mailbox(y, name, "carol")
-    new_dave = await _mailbox(y, name, "dave")
+    new_carol = await ready_mailbox(y, name, "carol", PASSWORD)
+    new_dave = await ready_mailbox(y, name, "dave", PASSWORD)
     assert new_carol["id"] != carol["id"]
     for user in (new_carol, new_dave):
         subjects = await asyncio.to_thread(imap_subjects, imap["host"], imap["port"],
@@ -183,13 +174,13 @@ async def test_deleted_domain_mail_never_reaches_the_next_owner(sandbox: Sandbox
 async def two_tenants(api: Any) -> dict[str, Any]:
     """X with a signing domain, mailboxes alice and bob and an alias to alice; Y with a
     signing domain and its ceo@ mailbox."""
-    x, y = await _tenant(api, f"x{secrets.token_hex(3)}"), await _tenant(
+    x, y = await tenant(api, f"x{secrets.token_hex(3)}"), await tenant(
         api, f"y{secrets.token_hex(3)}")
     dx, dy = f"t{secrets.token_hex(5)}.test", f"t{secrets.token_hex(5)}.test"
     await asyncio.gather(_setup_domain(x, dx), _setup_domain(y, dy))
-    alice = await _mailbox(x, dx, "alice")
-    bob = await _mailbox(x, dx, "bob")
-    ceo = await _mailbox(y, dy, "ceo")
+    alice = await ready_mailbox(x, dx, "alice", PASSWORD)
+    bob = await ready_mailbox(x, dx, "bob", PASSWORD)
+    ceo = await ready_mailbox(y, dy, "ceo", PASSWORD)
     status, alias = await x.post("/v1/aliases", {"domain": dx, "username": "sales",
                                                  "targets": [alice["email"]]})
     assert status == 202, alias

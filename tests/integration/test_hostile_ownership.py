@@ -27,19 +27,19 @@ from typing import Any
 import aiohttp
 import pytest
 from dnshelp import daemon_overlay, pdns, wait_sink
-from support import imap_login_ok, imap_subjects, smtp_rcpt, wait_job
+from support import (
+    imap_login_ok,
+    imap_subjects,
+    ready_mailbox,
+    smtp_rcpt,
+    tenant,
+    wait_job,
+)
 
 pytestmark = pytest.mark.stack
 
 SANDBOX_NS = ["ns1.sandbox.test.", "ns2.sandbox.test."]
 
-
-async def _tenant(api: Any, label: str) -> Any:
-    status, body = await api.post("/v1/reseller/accounts", {
-        "email": f"{label}@customers.example", "company_name": f"{label} Ltd",
-        "domain_limit": 20, "email_user_limit": 20})
-    assert status == 201, body
-    return api.with_token(body["token"])
 
 
 def _name(prefix: str = "o") -> str:
@@ -63,13 +63,6 @@ async def _wait_domain(client: Any, dom_id: str, pred: Any, timeout: float = 30.
         await asyncio.sleep(0.1)
     raise AssertionError(f"domain never reached the expected state: {body}")
 
-
-async def _mailbox(client: Any, domain: str, user: str) -> dict[str, Any]:
-    status, body = await client.post("/v1/email-users", {"domain": domain, "username": user,
-                                                         "name": user.title()})
-    assert status == 202, body
-    assert (await wait_job(client, body["job_id"]))["status"] == "completed"
-    return dict(body)
 
 
 async def _wait_mailbox(client: Any, mailbox_id: str, status: str) -> dict[str, Any]:
@@ -112,8 +105,8 @@ async def _zone_records(sandbox: Any, name: str) -> set[tuple[str, str, str]]:
 async def test_an_undelegated_name_receives_nothing_until_its_delegation_is_seen(
         sandbox: Any, api: Any) -> None:
     info = sandbox.info
-    x = await _tenant(api, "ownx-" + secrets.token_hex(3))
-    y = await _tenant(api, "owny-" + secrets.token_hex(3))
+    x = await tenant(api, "ownx-" + secrets.token_hex(3))
+    y = await tenant(api, "owny-" + secrets.token_hex(3))
     # Y: an honest tenant, proven in its first pass (the sandbox delegates it).
     y_name = _name("y")
     status, body = await y.post("/v1/domains/connect", {"domains": [y_name]})
@@ -124,7 +117,7 @@ async def test_an_undelegated_name_receives_nothing_until_its_delegation_is_seen
     assert (await wait_job(y, setup["job_id"], timeout=30))["status"] == "completed"
     got = await _domain(y, y_id)
     assert got["status"] == "active" and got["ownership_verified"] is True, got
-    sender = await _mailbox(y, y_name, "yann")
+    sender = await ready_mailbox(y, y_name, "yann")
 
     # X claims a name delegated elsewhere (think gmail.com): its zone exists at the
     # provider, but the public view names other nameservers.
@@ -217,7 +210,7 @@ async def test_an_undelegated_name_receives_nothing_until_its_delegation_is_seen
 @pytest.mark.parametrize("as_operator", [False, True])
 async def test_the_hosts_own_names_cannot_be_connected(sandbox: Any, api: Any,
                                                        as_operator: bool) -> None:
-    client = api if as_operator else await _tenant(api, "res-" + secrets.token_hex(3))
+    client = api if as_operator else await tenant(api, "res-" + secrets.token_hex(3))
     mx = sandbox.info["mx_hostname"]
     assert mx == "mail.sandbox.test"
     names = [mx, "MAIL.Sandbox.Test.", "mail\u3002sandbox.test", f"x.{mx}", f"a.b.{mx}",
@@ -244,7 +237,7 @@ async def test_the_hosts_own_names_cannot_be_connected(sandbox: Any, api: Any,
 
 async def test_an_existing_zone_that_is_not_mailforges_is_never_adopted(
         sandbox: Any, api: Any) -> None:
-    x = await _tenant(api, "zone-" + secrets.token_hex(3))
+    x = await tenant(api, "zone-" + secrets.token_hex(3))
     name = _name("op")
     await pdns(sandbox, "POST", "/zones", {"name": f"{name}.", "kind": "Native",
                                            "nameservers": SANDBOX_NS})
@@ -296,13 +289,13 @@ async def test_an_existing_zone_that_is_not_mailforges_is_never_adopted(
 
 async def test_an_unproven_alias_domain_routes_nothing_into_its_target(
         sandbox: Any, api: Any) -> None:
-    x = await _tenant(api, "alias-" + secrets.token_hex(3))
+    x = await tenant(api, "alias-" + secrets.token_hex(3))
     proven = _name("p")
     status, body = await x.post("/v1/domains/connect", {"domains": [proven]})
     assert status == 201, body
     status, setup = await x.post("/v1/domains/setup", {"domain": proven})
     assert (await wait_job(x, setup["job_id"], timeout=30))["status"] == "completed"
-    user = await _mailbox(x, proven, "ann")
+    user = await ready_mailbox(x, proven, "ann")
     # An alias domain claimed for a name delegated elsewhere: with its lines in the
     # target's maps, mail a logged-in sender addresses to ann@<it> would land in ann's
     # mailbox, and ann could send as it.
@@ -352,7 +345,7 @@ async def test_a_domain_that_gave_up_waiting_is_served_once_check_ns_proves_it(
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)
                                          ) as s:
             admin = ApiClient(s, sandbox.info["api_url"], sandbox.info["admin_token"])
-            x = await _tenant(admin, "gave-" + secrets.token_hex(3))
+            x = await tenant(admin, "gave-" + secrets.token_hex(3))
             name = _name("g")
             status, body = await x.post("/v1/domains/connect", {"domains": [name]})
             assert status == 201, body
