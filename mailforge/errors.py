@@ -1,6 +1,7 @@
 """Errors, split by what happens next.
 
-``ApiError`` and its kin become the API's error envelope. ``TemporaryError`` and
+``ServiceError`` and its kinds are refusals of a request (the API maps each kind to an
+HTTP status in ``api/errors.py``). ``TemporaryError`` and
 ``PermanentError`` come out of backends and DNS providers and tell the reconcile
 engine whether to retry later (with a delay) or to record the failure and stop,
 as kopf's handler errors do.
@@ -12,22 +13,24 @@ from collections.abc import Sequence
 from typing import Any
 
 
-class ApiError(Exception):
-    """An error the API answers with ``{"error": {code, message, details}}``."""
+class ServiceError(Exception):
+    """A refused request, said in the service's terms: a stable ``code``, a message,
+    details naming each field. Its class says what kind of refusal it is; ``api/``
+    maps the kind to an HTTP status (``api/errors.py``), the CLI and the MCP server to
+    their own forms, so nothing below ``api/`` speaks HTTP."""
 
-    status = 400
+    default_code = "invalid_request"
 
     def __init__(self, code: str, message: str, details: Sequence[str] = (),
-                 status: int | None = None, extra: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 extra: dict[str, Any] | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = list(details)
-        if status is not None:
-            self.status = status
         self.extra = extra or {}
-        self.headers = headers or {}
+        # Seconds after which trying again may succeed (rate limits, a dependency down).
+        self.retry_after = retry_after
 
     def body(self) -> dict[str, Any]:
         err: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -37,26 +40,47 @@ class ApiError(Exception):
         return {"error": err}
 
 
-class ValidationFailed(ApiError):
-    status = 400
+class ValidationFailed(ServiceError):
+    """Bad input; every detail names its field (``users[7].username: ...``)."""
 
     def __init__(self, details: Sequence[str], message: str = "The request is invalid.") -> None:
         super().__init__("invalid_request", message, details)
 
 
-class NotFound(ApiError):
-    status = 404
-
-    def __init__(self, what: str = "resource") -> None:
-        super().__init__("not_found", f"No such {what}.")
+class Unauthorized(ServiceError):
+    """No valid credentials."""
 
 
-class Conflict(ApiError):
-    status = 409
+class Forbidden(ServiceError):
+    """The caller may not do this (permission, restriction, suspension, a limit)."""
 
 
-class Forbidden(ApiError):
-    status = 403
+class NotFound(ServiceError):
+    """No such object, or one the caller may not see (never reveal which)."""
+
+    def __init__(self, what: str = "resource", details: Sequence[str] = (),
+                 message: str | None = None) -> None:
+        super().__init__("not_found", message or f"No such {what}.", details)
+
+
+class Conflict(ServiceError):
+    """The request contradicts the current state."""
+
+
+class Unprocessable(ServiceError):
+    """Well-formed but semantically impossible."""
+
+
+class TooManyRequests(ServiceError):
+    """A rate or quota limit; ``retry_after`` says when to try again."""
+
+
+class UpstreamRefused(ServiceError):
+    """A remote server (the mail server on submission) refused for good."""
+
+
+class Unavailable(ServiceError):
+    """A dependency is down or not configured; ``retry_after`` when it may be back."""
 
 
 class ReconcileError(Exception):

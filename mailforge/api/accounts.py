@@ -12,11 +12,12 @@ from typing import Any
 from aiohttp import web
 
 from .. import validation
-from ..errors import ApiError, ValidationFailed
+from ..errors import ValidationFailed
 from ..models import Principal
 from ..store import tenancy
 from . import oas
 from .context import CTX
+from .errors import ApiError
 from .http import (
     authenticate,
     check_fields,

@@ -20,11 +20,12 @@ import structlog
 from aiohttp import web
 
 from .. import ids, ratelimit, validation
-from ..errors import ApiError, NotFound, ValidationFailed
+from ..errors import NotFound, ServiceError, ValidationFailed
 from ..log import get
 from ..models import Principal
 from ..store import scope, tenancy
 from .context import CTX
+from .errors import ApiError, error_response
 
 log = get("mailforge.api")
 
@@ -33,13 +34,6 @@ def rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def error_response(err: ApiError) -> web.Response:
-    resp = web.json_response(err.body(), status=err.status)
-    for k, v in err.headers.items():
-        resp.headers[k] = v
-    return resp
 
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -106,7 +100,7 @@ async def envelope_middleware(request: web.Request,
         try:
             _clean_request_parts(request)
             resp = await handler(request)
-        except ApiError as err:
+        except ServiceError as err:
             resp = error_response(err)
         except web.HTTPException as exc:
             if exc.status < 400:

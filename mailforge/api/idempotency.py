@@ -23,10 +23,11 @@ from typing import Any
 from aiohttp import web
 
 from ..claimant import claimant_alive, claimant_id
-from ..errors import ApiError, ValidationFailed
+from ..errors import ValidationFailed
 from ..log import get
 from ..models import Job, Principal
 from .context import CTX
+from .errors import ApiError
 
 log = get("mailforge.api")
 

@@ -11,12 +11,13 @@ from typing import Any
 from aiohttp import web
 
 from .. import ids, netguard, reputation, webhooks
-from ..errors import ApiError, NotFound, ValidationFailed
+from ..errors import NotFound, ValidationFailed
 from ..mail import compose
 from ..mail.imap import check_folder
 from ..mail.service import MailService
 from ..store.queries import Q
 from .context import CTX
+from .errors import ApiError
 from .http import (
     authenticate,
     check_fields,

@@ -17,7 +17,7 @@ import asyncpg
 
 from .. import netguard, reputation, webhooks
 from ..config import Config
-from ..errors import ApiError, Conflict, NotFound
+from ..errors import Conflict, NotFound, TooManyRequests, Unavailable, UpstreamRefused
 from ..log import get
 from ..secretbox import SecretBox
 from ..store import scope
@@ -133,8 +133,8 @@ class MailService:
 
     def _require_ready(self, s: Sender) -> None:
         if not self.cfg.mail.master_password:
-            raise ApiError("mail_unavailable", "Mail through the API is not configured "
-                           "on this server (mail.master_password).", status=503)
+            raise Unavailable("mail_unavailable", "Mail through the API is not configured "
+                              "on this server (mail.master_password).")
         if s.row["status"] != "active" or s.row["suspended"]:
             raise Conflict("email_user_not_active",
                            f"The mailbox {s.address} is {s.row['status']}; only an active "
@@ -161,14 +161,13 @@ class MailService:
                     "start_limit": w.start_limit, "days": w.days,
                     "started_on": w.started_on.isoformat()}}
 
-    def _over_limit(self, q: dict[str, Any]) -> ApiError:
+    def _over_limit(self, q: dict[str, Any]) -> TooManyRequests:
         retry = limits.seconds_until_reset()
-        return ApiError("send_limit_reached",
-                        f"The daily send limit of {q['effective_limit']} messages is "
-                        "reached; it resets at 00:00 UTC.", status=429,
-                        extra={"limit": q["effective_limit"], "remaining": 0,
-                               "retry_after": retry},
-                        headers={"Retry-After": str(retry), "X-Send-Limit-Remaining": "0"})
+        return TooManyRequests("send_limit_reached",
+                               f"The daily send limit of {q['effective_limit']} messages is "
+                               "reached; it resets at 00:00 UTC.",
+                               extra={"limit": q["effective_limit"], "remaining": 0,
+                                      "retry_after": retry}, retry_after=retry)
 
     # ------------------------------------------------------------ send
 
@@ -197,10 +196,10 @@ class MailService:
                 raise self._over_limit(await self.quota(s))
             log.warning("submission refused", mailbox_id=s.id, code=result.code,
                         reply=result.text[:200])
-            status = 502 if result.code >= 500 or result.code == 0 else 503
-            raise ApiError("submission_refused",
-                           f"The mail server refused the message: {result.code} "
-                           f"{result.text[:200]}", status=status)
+            kind = UpstreamRefused if result.code >= 500 or result.code == 0 else Unavailable
+            raise kind("submission_refused",
+                       f"The mail server refused the message: {result.code} "
+                       f"{result.text[:200]}")
         # The copy in Sent keeps Bcc (only the sender sees it) and is marked read.
         if req.bcc:
             msg["Bcc"] = ", ".join(req.bcc)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import ids
-from ..errors import ApiError, Conflict, NotFound
+from ..errors import Conflict, Forbidden, NotFound
 from ..models import Domain, Job, Mailbox, from_record
 from . import scope
 from .queries import Q
@@ -117,8 +117,8 @@ async def delete_mailboxes(store: Store, account_id: str, mailbox_ids: Sequence[
         missing = [f"{field}[{n}]: no such email user" for n, i in enumerate(mailbox_ids)
                    if i not in found]
         if missing:
-            raise NotFound("email user") if single else ApiError(
-                "not_found", "Some email users do not exist.", status=404, details=missing)
+            raise NotFound("email user") if single else NotFound(
+                "email user", missing, "Some email users do not exist.")
         gone = [f"{field}[{n}]: already deleted" for n, i in enumerate(mailbox_ids)
                 if found[i]["deleted"]]
         if gone:
@@ -151,8 +151,8 @@ async def restore_mailbox(store: Store, account_id: str, mailbox_id: str) -> tup
                            [f"email: {row['address']} is already taken"])
         used = await conn.fetchval(Q.count_mailboxes, account_id)
         if used + 1 > acct["email_user_limit"]:
-            raise ApiError("limit_exceeded", "The account's mailbox limit would be exceeded.",
-                           status=403, extra={"resource": "email_users", "used": used,
+            raise Forbidden("limit_exceeded", "The account's mailbox limit would be exceeded.",
+                            extra={"resource": "email_users", "used": used,
                                               "limit": acct["email_user_limit"],
                                               "requested": 1})
         new = await conn.fetchrow(Q.restore_mailbox, account_id, mailbox_id)

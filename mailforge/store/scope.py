@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextvars import ContextVar
 
-from ..errors import ApiError, NotFound
+from ..errors import Forbidden, NotFound
 
 _DOMAINS: ContextVar[frozenset[str] | None] = ContextVar("mailforge_domain_scope",
                                                          default=None)
@@ -48,6 +48,6 @@ def check_new(domain_names: Iterable[str]) -> None:
     """403 when a restricted token tries to bring in a domain outside its list."""
     outside = [n for n in domain_names if not allows(n)]
     if outside:
-        raise ApiError("forbidden", "This token is restricted to other domains.",
-                       [f"domains: {n} is outside this token's domain restriction"
-                        for n in outside], status=403)
+        raise Forbidden("forbidden", "This token is restricted to other domains.",
+                        [f"domains: {n} is outside this token's domain restriction"
+                         for n in outside])

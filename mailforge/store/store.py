@@ -12,21 +12,21 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from .. import ids, publicsuffix, validation
 from .. import reserved as reserved_mod
-from ..errors import ApiError, Conflict, NotFound, ValidationFailed
+from ..errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from ..models import Alias, Domain, DomainState, Job, Mailbox, Principal, from_record
 from . import scope
+from .db import Database
+from .jobs import IDEMPOTENCY, Jobs
 from .queries import Q
 
 TOKEN_PREFIX = "mf_"  # noqa: S105 - a prefix, not a secret
@@ -36,9 +36,8 @@ WORK_CHANNEL = "mailforge_work"
 # share their last label), so the ownership check cannot be raced.
 DOMAIN_NAMES_LOCK = 7270002
 
-# A connection, whether taken from the pool or opened on its own.
 if TYPE_CHECKING:
-    Conn = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+    from .db import Conn
 
 
 async def _init_connection(conn: Conn) -> None:
@@ -91,9 +90,6 @@ def split_token(token: str) -> tuple[str, str] | None:
     return tid, secret
 
 
-# (account id, Idempotency-Key, claimant) of the request being handled, if it has a key.
-_IDEMPOTENCY: ContextVar[tuple[str, str, str] | None] = ContextVar("mailforge_idempotency",
-                                                                   default=None)
 
 
 @dataclass(frozen=True)
@@ -131,15 +127,16 @@ class ClaimedDomain:
     lease_owner: str
 
 
-class Store:
-    def __init__(self, pool: asyncpg.Pool, mail_host: str = "default") -> None:
-        self.pool = pool
-        self.mail_host = mail_host
+class Store(Database):
+    """The database and its repositories, one per concept (``store/db.py``). Methods
+    still defined here move to their concept's repository as each is rebuilt."""
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[Conn]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield conn
+    def __init__(self, pool: asyncpg.Pool, mail_host: str = "default") -> None:
+        super().__init__(pool, mail_host)
+        self.jobs = Jobs(self)
+
+    def _tx(self) -> AbstractAsyncContextManager[Conn]:
+        return self.tx()
 
     # ------------------------------------------------------------------ accounts, tokens
 
@@ -205,8 +202,7 @@ class Store:
         if minted_by is not None:
             parent = await conn.fetchrow(Q.minting_token, minted_by)
             if parent is None or parent["revoked_at"] is not None:
-                raise ApiError("unauthorized", "Missing or invalid bearer token.",
-                               status=401, headers={"WWW-Authenticate": "Bearer"})
+                raise Unauthorized("unauthorized", "Missing or invalid bearer token.")
             limit = parent["expires_at"]
             if limit is not None:
                 if expires_at is None:
@@ -320,10 +316,10 @@ class Store:
                                "of another account cannot be connected.", owned)
             used = await conn.fetchval(Q.count_domains, account_id)
             if used + len(canon) > acct["domain_limit"]:
-                raise ApiError("limit_exceeded", "The account's domain limit would be exceeded.",
-                               status=403, extra={"resource": "domains", "used": used,
-                                                  "limit": acct["domain_limit"],
-                                                  "requested": len(canon)})
+                raise Forbidden("limit_exceeded", "The account's domain limit would be exceeded.",
+                                extra={"resource": "domains", "used": used,
+                                       "limit": acct["domain_limit"],
+                                       "requested": len(canon)})
             out: list[Domain] = []
             for i, (ascii_name, uname) in enumerate(canon):
                 try:
@@ -406,9 +402,9 @@ class Store:
                 raise Conflict("address_taken", "An address is already taken.", details)
             used = await conn.fetchval(Q.count_mailboxes, account_id)
             if used + len(items) > acct["email_user_limit"]:
-                raise ApiError("limit_exceeded",
-                               "The account's mailbox limit would be exceeded.", status=403,
-                               extra={"resource": "email_users", "used": used,
+                raise Forbidden("limit_exceeded",
+                                "The account's mailbox limit would be exceeded.",
+                                extra={"resource": "email_users", "used": used,
                                       "limit": acct["email_user_limit"],
                                       "requested": len(items)})
             # Ids may be chosen by the caller, e.g. to seal them with one-time passwords.
@@ -466,20 +462,8 @@ class Store:
                           result: dict[str, Any] | None = None,
                           sealed_secrets: bytes | None = None,
                           secrets_expire_at: datetime | None = None) -> Job:
-        jid = ids.new_id("job")
-        row = await conn.fetchrow(Q.insert_job, jid, account_id, job_type, resource_id,
-                                  len(items), "pending", result or {}, sealed_secrets,
-                                  secrets_expire_at)
-        if items:
-            await conn.execute(Q.insert_job_items, jid, list(range(len(items))),
-                               [k for k, _, _ in items], [o for _, o, _ in items],
-                               [g for _, _, g in items])
-        claim = _IDEMPOTENCY.get()
-        if claim is not None and claim[0] == account_id:
-            # Same transaction as the job: a crash before the answer is recorded still
-            # lets a retry with the key find this job (api/idempotency.py idempotent).
-            await conn.execute(Q.idempotent_job, *claim, jid)
-        return from_record(Job, row)
+        return await self.jobs.insert(conn, account_id, job_type, resource_id, items, result,
+                                      sealed_secrets, secrets_expire_at)
 
     async def get_job(self, account_id: str, job_id: str) -> tuple[Job, list[dict[str, Any]],
                                                                    bytes | None]:
@@ -553,11 +537,11 @@ class Store:
     def idempotency_scope(self, account_id: str, key: str, claimant: str) -> Iterator[None]:
         """Within this block, the first job created for *account_id* is recorded on the
         idempotency key in the job's own transaction (see ``_insert_job``)."""
-        token = _IDEMPOTENCY.set((account_id, key, claimant))
+        token = IDEMPOTENCY.set((account_id, key, claimant))
         try:
             yield
         finally:
-            _IDEMPOTENCY.reset(token)
+            IDEMPOTENCY.reset(token)
 
     # ------------------------------------------------------------------------- engine
 

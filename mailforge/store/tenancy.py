@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from .. import ids
-from ..errors import ApiError, Conflict, NotFound
+from ..errors import Conflict, NotFound, Unprocessable
 from ..models import Job, Principal, from_record
 from .queries import Q
 from .store import Store, hash_secret, split_token
@@ -146,8 +146,7 @@ def _check_limits(parent: asyncpg.Record, item: SubAccountInput) -> None:
         errs.append("email_user_limit: must not exceed your own limit "
                     f"({parent['email_user_limit']})")
     if errs:
-        raise ApiError("limit_exceeded", "A limit exceeds the reseller's own.", errs,
-                       status=422)
+        raise Unprocessable("limit_exceeded", "A limit exceeds the reseller's own.", errs)
 
 
 async def create_sub_account(store: Store, parent_id: str, item: SubAccountInput,

@@ -20,15 +20,16 @@ from hypothesis import strategies as st
 from mailforge import claimant, reputation
 from mailforge.api import app as app_module
 from mailforge.api import http, idempotency
+from mailforge.api.errors import status_of
 from mailforge.api.openapi import build_document
 from mailforge.api.server import ApiRunner
-from mailforge.errors import ApiError, NotFound, ValidationFailed
+from mailforge.errors import NotFound, ServiceError, ValidationFailed
 
 
-def _refusal(raw: bytes) -> ApiError:
-    with pytest.raises(ApiError) as info:
+def _refusal(raw: bytes) -> ServiceError:
+    with pytest.raises(ServiceError) as info:
         http.parse_json(raw)
-    assert 400 <= info.value.status < 500
+    assert 400 <= status_of(info.value) < 500
     return info.value
 
 
@@ -94,8 +95,8 @@ def test_any_json_is_parsed_or_refused_with_4xx(value: Any) -> None:
     raw = json.dumps({"v": value}).encode()
     try:
         out = http.parse_json(raw)
-    except ApiError as exc:
-        assert 400 <= exc.status < 500
+    except ServiceError as exc:
+        assert 400 <= status_of(exc) < 500
         return
     # Whatever passes is storable: UTF-8 encodable, no NUL.
     text = json.dumps(out, ensure_ascii=False)
