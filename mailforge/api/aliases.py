@@ -185,7 +185,7 @@ async def list_alias_domains(request: web.Request) -> web.Response:
 async def unset_alias_domain(request: web.Request) -> web.Response:
     principal = await authenticate(request, "write")
     ctx = request.app[CTX]
-    domain = await ctx.store.get_domain(principal.account_id, request.match_info["domain_id"])
+    domain = await ctx.store.domains.get(principal.account_id, request.match_info["domain_id"])
     job = await alstore.set_alias_domain(ctx.store, principal.account_id, domain, None)
     return web.json_response({"job_id": job.id, "status": "pending"}, status=202)
 

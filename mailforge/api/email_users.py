@@ -437,7 +437,7 @@ async def restore_user(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     mid = request.match_info["id"]
     box, _ = await ctx.store.get_mailbox(principal.account_id, mid)
-    await require_not_blocked(ctx, await ctx.store.get_domain(principal.account_id,
+    await require_not_blocked(ctx, await ctx.store.domains.get(principal.account_id,
                                                               box.domain_id))
     job, address = await mbstore.restore_mailbox(ctx.store, principal.account_id, mid)
     return web.json_response({"job_id": job.id, "status": "pending", "id": mid,

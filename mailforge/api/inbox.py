@@ -195,7 +195,7 @@ async def mark_unread(request: web.Request) -> web.Response:
 async def domain_reputation(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
     ctx = request.app[CTX]
-    d = await ctx.store.get_domain(principal.account_id, request.match_info["id"])
+    d = await ctx.store.domains.get(principal.account_id, request.match_info["id"])
     rep = await reputation.domain_json(ctx.store.pool, d.id, ctx.cfg.reputation)
     return web.json_response({"domain_id": d.id, "domain": d.name, **rep})
 
