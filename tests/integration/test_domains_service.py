@@ -218,3 +218,24 @@ async def test_domain_writes_of_another_tenant_are_404_and_change_nothing(
     assert await _row(dsn, dom["id"]) == before
     _, listed = await y.get("/v1/domains")
     assert dom["id"] not in {d["id"] for d in listed["domains"]}
+
+
+async def test_the_domain_page_counts_reputation_by_index_for_its_rows_only(
+        sandbox: Any) -> None:
+    """The page is cut first (account index, keyset order), then each of its rows'
+    counts are index lookups: the cost follows the page, not the account's history."""
+    from mailforge.store.queries import Q
+
+    conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(r[0] for r in await conn.fetch(
+                "EXPLAIN " + Q.list_domains_page, "acct_x", 51, 0, None, None, None, 30))
+    finally:
+        await conn.close()
+    assert "domains_account_created_idx" in plan, plan
+    assert "mail_send_counts_domain_day_idx" in plan, plan
+    assert "mail_reputation_events_domain_idx" in plan, plan
+    # The counts run per row of the cut page (below the Limit), not over every domain.
+    assert plan.index("Limit") < plan.index("mail_send_counts_domain_day_idx"), plan
