@@ -149,7 +149,8 @@ class Domain(DomainFields):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {**_DOMAIN_EXAMPLE, "reputation": _REPUTATION_EXAMPLE}]})
-    reputation: Annotated[Reputation, Field(description="Its sending reputation.")]
+    reputation: Annotated[Reputation, Field(description="Its sending reputation.",
+                                            examples=[_REPUTATION_EXAMPLE])]
 
 
 class ConnectedDomain(DomainFields):
@@ -170,7 +171,10 @@ class Connected(Reply):
     model_config = ConfigDict(json_schema_extra={"examples": [{"domains": [
         {**_DOMAIN_EXAMPLE, "status": "pending", "ownership_verified": False,
          "nameservers": ["ns1.example.net.", "ns2.example.net."]}]}]})
-    domains: Annotated[list[ConnectedDomain], Field(description="In request order.")]
+    domains: Annotated[list[ConnectedDomain], Field(
+        description="In request order.",
+        examples=[[{**_DOMAIN_EXAMPLE, "status": "pending", "ownership_verified": False,
+                    "nameservers": ["ns1.example.net.", "ns2.example.net."]}]])]
 
 
 class DomainList(PageInfo):
@@ -179,7 +183,9 @@ class DomainList(PageInfo):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "domains": [{**_DOMAIN_EXAMPLE, "reputation": _REPUTATION_EXAMPLE}], "total": 1,
         "limit": 50, "offset": 0, "next_cursor": None}]})
-    domains: Annotated[list[Domain], Field(description="The domains of this page.")]
+    domains: Annotated[list[Domain], Field(
+        description="The domains of this page.",
+        examples=[[{**_DOMAIN_EXAMPLE, "reputation": _REPUTATION_EXAMPLE}]])]
 
 
 class DomainJob(Reply):
@@ -237,7 +243,11 @@ class DnsStatus(Reply):
                                                 "verified).", examples=[True])]
     provider: Annotated[str, Field(description="The domain's DNS provider.",
                                    examples=["powerdns"])]
-    records: Annotated[list[RecordStatus], Field(description="Each expected record.")]
+    records: Annotated[list[RecordStatus], Field(
+        description="Each expected record.",
+        examples=[[{"name": "outreach-acme.com.", "type": "MX", "purpose": "mx",
+                    "required": True, "status": "ok", "expected": "10 mail.example.net.",
+                    "found": ["10 mail.example.net."]}]])]
     conflicts: Annotated[list[str], Field(
         description="Records of the operator's that mailforge left alone (last setup).",
         examples=[[]])]
