@@ -1,8 +1,8 @@
 """Fixtures for fast tests of the store and the engine: PostgreSQL only, no mail stack.
 
-One PostgreSQL server per session (``Sandbox.up_postgres()``: the sandbox's own
+One PostgreSQL server for the folder (``Sandbox.up_postgres()``: the sandbox's own
 PostgreSQL, started alone; no Postfix, Dovecot, DNS or daemon), one database migrated
-once per session as a template, and for every test a fresh database copied from that
+once as a template, and for every test a fresh database copied from that
 template (``CREATE DATABASE ... TEMPLATE``, tens of milliseconds), dropped after the
 test. Tests are isolated from one another without truncating anything, as
 procrastinate's and kopf's own test suites do it.
@@ -17,7 +17,7 @@ Use in a test module under ``tests/db/``::
 ``store`` is a ``mailforge.store.store.Store`` (mail host ``test-host``) over a small
 pool on the test's database; ``db`` gives the DSN (e.g. to build an ``Engine``, which
 opens its own LISTEN connection) and raw connections for arranging rows and checking
-them. ``tests/db/seed.py`` inserts accounts, domains, mailboxes, aliases and jobs.
+them. ``tests/db/dbseed.py`` inserts accounts, domains, mailboxes, aliases and jobs.
 
 Environment: ``MAILFORGE_TEST_PG_DSN=postgresql://user:pw@host:port/db`` uses an
 existing server instead (the role must be allowed to create databases);
@@ -69,9 +69,10 @@ class TestDatabase:
         return await asyncpg.connect(self.dsn)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pg_server_dsn() -> Iterator[str]:
-    """DSN of a PostgreSQL server (its ``mailforge`` database) for this session."""
+    """DSN of a PostgreSQL server (its ``mailforge`` database) for the tests of this
+    folder; stopped after them, so it does not run beside the session's sandbox."""
     given = os.environ.get("MAILFORGE_TEST_PG_DSN")
     if given:
         yield given
@@ -94,7 +95,7 @@ def pg_server_dsn() -> Iterator[str]:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def pg_template(pg_server_dsn: str) -> AsyncIterator[str]:
     """Name of a database holding every migration, the template of each test's database.
     Its name is unique, so sessions sharing a server do not collide."""

@@ -12,9 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import dbseed
 import pytest
-from fakes import FakeBackend, FakeStep
 
 from mailforge import claimant
 from mailforge.backends.base import MailBackend
@@ -23,6 +21,9 @@ from mailforge.engine import Engine
 from mailforge.errors import PermanentError, TemporaryError
 from mailforge.models import DomainState
 from mailforge.store.store import Store
+
+from . import dbseed
+from .fakes import FakeBackend, FakeStep
 
 # Backoff: base 10 s doubling, capped at 15 s, jitter x0.75..1.25.
 CFG = WorkerConfig(concurrency=1, batch_domains=50, poll_interval=0.05, lease_seconds=30.0,
