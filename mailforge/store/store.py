@@ -47,9 +47,22 @@ async def _init_connection(conn: Conn) -> None:
                               schema="pg_catalog")
 
 
+async def _keep_session(conn: Conn) -> None:
+    """What the pool does to a connection on release, beyond asyncpg's own rollback of
+    an open transaction: nothing. asyncpg's default reset sends ``SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on every release, a
+    round trip per request (measured in docs/benchmarks.md) undoing session state this
+    code never leaves behind: no ``SET`` (only ``SET LOCAL``-free statements and
+    transaction-scoped ``pg_advisory_xact_lock``), no cursors outside transactions, no
+    ``LISTEN`` on pooled connections (the engine and the token cache listen on
+    connections of their own); the one session advisory lock (``migrate.apply``) is
+    released in a ``finally`` and a connection failing there is broken anyway. Code
+    that adds session state must use a connection of its own, not the pool's."""
+
+
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                     init=_init_connection)
+                                     init=_init_connection, reset=_keep_session)
     assert pool is not None
     return pool
 
