@@ -10,40 +10,22 @@ from aiohttp import web
 
 from .. import validation
 from ..errors import ValidationFailed
-from ..models import Alias
-from ..store import aliases as alstore
+from ..service import aliases as service
+from ..service.aliases import MAX_TARGETS
+from ..service.idempotency import fingerprint
 from . import oas
 from .context import CTX
-from .domains import _resolve
-from .email_users import require_not_blocked, require_ready
 from .http import (
     authenticate,
     check_fields,
     json_body,
     list_filters,
     paging,
-    rfc3339,
 )
-from .idempotency import idempotent
+from .idempotency import render
+from .render import json_response
 
 routes = web.RouteTableDef()
-
-MAX_TARGETS = 50
-
-
-def alias_json(a: Alias, domain: str) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "address": a.address,
-        "domain": domain,
-        "domain_id": a.domain_id,
-        "catch_all": a.address.startswith("@"),
-        "targets": list(a.targets),
-        "status": "active" if a.observed_generation >= a.generation else "pending",
-        "last_error": a.last_error,
-        "created_at": rfc3339(a.created_at),
-        "updated_at": rfc3339(a.updated_at),
-    }
 
 
 def parse_targets(value: object, errs: list[str]) -> list[str]:
@@ -67,7 +49,6 @@ def parse_targets(value: object, errs: list[str]) -> list[str]:
 @routes.post("/v1/aliases")
 async def create_alias(request: web.Request) -> web.Response:
     principal = await authenticate(request, "write")
-    ctx = request.app[CTX]
     body = await json_body(request)
     errs = check_fields(body, {"domain", "username", "targets"},
                         {"domain", "username", "targets"})
@@ -83,41 +64,30 @@ async def create_alias(request: web.Request) -> web.Response:
     targets = parse_targets(body.get("targets"), errs) if "targets" in body else []
     if errs or local is None:
         raise ValidationFailed(errs)
-    domain = await _resolve(request, principal.account_id, body["domain"])
-    require_ready(domain)
-    await require_not_blocked(ctx, domain)
-    address = f"{local}@{domain.name}"
-    alstore.check_targets(address, targets)  # the store checks again, in its transaction
-
-    async def produce() -> tuple[int, dict[str, Any]]:
-        alias, job = await alstore.create_alias(ctx.store, principal.account_id, domain,
-                                                address, targets)
-        out = alias_json(alias, domain.name)
-        out["job_id"] = job.id
-        return 202, out
-
-    return await idempotent(request, principal, body, produce)
+    key = request.headers.get("Idempotency-Key")
+    digest = fingerprint(f"{request.method} {request.path}", body)
+    return render(await service.create(request.app[CTX], principal, body["domain"], local,
+                                       targets, key, digest))
 
 
 @routes.get("/v1/aliases")
 async def list_aliases(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
     limit, offset = paging(request)
-    domain, search, errs = list_filters(request)
+    _, search, errs = list_filters(request)
     if errs:
         raise ValidationFailed(errs)
-    items, total = await alstore.list_aliases(request.app[CTX].store, principal.account_id,
-                                              domain, search, limit, offset)
-    return web.json_response({"aliases": [alias_json(a, d) for a, d in items],
-                              "total": total, "limit": limit, "offset": offset})
+    page = await service.page(request.app[CTX], principal,
+                              request.query.get("domain") or None, search, limit, offset)
+    return json_response({"aliases": page.items, "total": page.total, "limit": limit,
+                          "offset": offset})
 
 
 @routes.get("/v1/aliases/{id}")
 async def get_alias(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    a, d = await alstore.get_alias(request.app[CTX].store, principal.account_id,
-                                   request.match_info["id"])
-    return web.json_response(alias_json(a, d))
+    return json_response(await service.get(request.app[CTX], principal,
+                                           request.match_info["id"]))
 
 
 @routes.patch("/v1/aliases/{id}")
@@ -128,22 +98,15 @@ async def update_alias(request: web.Request) -> web.Response:
     targets = parse_targets(body.get("targets"), errs) if "targets" in body else []
     if errs:
         raise ValidationFailed(errs)
-    # Every check (including "not forwarding to itself") runs in the store before the
-    # row changes: a refused update changes nothing.
-    a, d, job = await alstore.change_alias(request.app[CTX].store, principal.account_id,
-                                           request.match_info["id"], targets)
-    out = alias_json(a, d)
-    out["job_id"] = job.id
-    return web.json_response(out, status=202)
+    return render(await service.replace_targets(request.app[CTX], principal,
+                                                request.match_info["id"], targets))
 
 
 @routes.delete("/v1/aliases/{id}")
 async def delete_alias(request: web.Request) -> web.Response:
     principal = await authenticate(request, "write")
-    a, _d, job = await alstore.change_alias(request.app[CTX].store, principal.account_id,
-                                            request.match_info["id"], None)
-    return web.json_response({"job_id": job.id, "status": "pending", "id": a.id},
-                             status=202)
+    return render(await service.delete(request.app[CTX], principal,
+                                       request.match_info["id"]))
 
 
 # ---------------------------------------------------------------------- alias domains
@@ -155,40 +118,26 @@ async def set_alias_domain(request: web.Request) -> web.Response:
     at *target*, whose mailboxes may also send as it. Both must be connected domains of
     the account; *domain* needs its own setup (MX) to receive mail."""
     principal = await authenticate(request, "write")
-    ctx = request.app[CTX]
     body = await json_body(request)
     errs = check_fields(body, {"domain", "target"}, {"domain", "target"})
     if errs:
         raise ValidationFailed(errs)
-    domain = await _resolve(request, principal.account_id, body["domain"])
-    try:
-        target = await _resolve(request, principal.account_id, body["target"])
-    except ValidationFailed as exc:
-        raise ValidationFailed([d.replace("domain:", "target:", 1)
-                                for d in exc.details]) from None
-    # Either way round it would give a blocked domain's senders a new identity.
-    await require_not_blocked(ctx, domain)
-    await require_not_blocked(ctx, target)
-    job = await alstore.set_alias_domain(ctx.store, principal.account_id, domain, target)
-    return web.json_response({"job_id": job.id, "status": "pending", "domain": domain.name,
-                              "target": target.name}, status=202)
+    return render(await service.set_alias_domain(request.app[CTX], principal,
+                                                 body["domain"], body["target"]))
 
 
 @routes.get("/v1/alias-domains")
 async def list_alias_domains(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    rows = await alstore.list_alias_domains(request.app[CTX].store, principal.account_id)
-    return web.json_response({"alias_domains": rows})
+    rows = await service.list_alias_domains(request.app[CTX], principal)
+    return json_response({"alias_domains": rows})
 
 
 @routes.delete("/v1/alias-domains/{domain_id}")
 async def unset_alias_domain(request: web.Request) -> web.Response:
     principal = await authenticate(request, "write")
-    ctx = request.app[CTX]
-    domain = await ctx.store.get_domain(principal.account_id, request.match_info["domain_id"])
-    job = await alstore.set_alias_domain(ctx.store, principal.account_id, domain, None)
-    return web.json_response({"job_id": job.id, "status": "pending"}, status=202)
-
+    return render(await service.unset_alias_domain(request.app[CTX], principal,
+                                                   request.match_info["domain_id"]))
 
 _ERRS = {str(code): oas.error(code) for code in oas.WRITE_ERRORS}
 _ALIAS = {"type": "object", "properties": {

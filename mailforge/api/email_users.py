@@ -4,20 +4,19 @@ username generation."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from .. import ids, names, password, reputation, validation
-from ..errors import Conflict, NotFound, ValidationFailed
-from ..models import Domain, Job, Mailbox, Principal
+from .. import ids, names, validation
+from ..errors import ValidationFailed
+from ..models import Mailbox
+from ..service import email_users as service
+from ..service.email_users import STATUSES, NewUser, UserChanges
+from ..service.idempotency import fingerprint
 from ..store import mailboxes as mbstore
-from ..store.store import NewMailbox
 from . import oas
 from .context import CTX, ApiContext
-from .domains import _resolve
 from .http import (
     authenticate,
     check_fields,
@@ -26,26 +25,18 @@ from .http import (
     paging,
     rfc3339,
 )
-from .idempotency import idempotent, recover_job
+from .idempotency import render
+from .render import json_response
 
 routes = web.RouteTableDef()
 
 USER_FIELDS = {"username", "name", "password", "quota_mb"}
-STATUSES = ("pending", "active", "suspended", "deleting", "deleted", "failed")
 PATCH_FIELDS = {"name", "password", "reset_password", "quota_mb", "daily_send_limit",
                 "signature", "status"}
 
 
-@dataclass(frozen=True)
-class UserInput:
-    local_part: str
-    name: str
-    password: str | None
-    quota_mb: int | None
-
-
 def parse_user(ctx: ApiContext, item: object, prefix: str, extra: frozenset[str] = frozenset()
-               ) -> tuple[UserInput | None, list[str]]:
+               ) -> tuple[NewUser | None, list[str]]:
     """Validate one user item; every problem is reported with its field path."""
     if not isinstance(item, dict):
         return None, [f"{prefix.rstrip('.')}: must be an object"]
@@ -74,7 +65,7 @@ def parse_user(ctx: ApiContext, item: object, prefix: str, extra: frozenset[str]
             quota = q
     if errs or local is None:
         return None, errs
-    return UserInput(local, name or "", pw, quota), []
+    return NewUser(local, name or "", pw, quota), []
 
 
 def mailbox_json(ctx: ApiContext, m: Mailbox, domain: str) -> dict[str, Any]:
@@ -100,48 +91,10 @@ def mailbox_json(ctx: ApiContext, m: Mailbox, domain: str) -> dict[str, Any]:
     }
 
 
-def require_ready(domain: Domain) -> None:
-    if domain.deleted or not domain.backend_enabled:
-        raise Conflict("domain_not_ready",
-                       f"Domain {domain.name} is not set up; call /v1/domains/setup first.")
-
-
-async def require_not_blocked(ctx: ApiContext, domain: Domain) -> None:
-    """No new sending identity on a domain its sending reputation blocked: no new or
-    restored mailbox, no alias, no alias domain either way. Checked on the domain the
-    validated request resolved to (its canonical name and id), so no other spelling of
-    the name gets past it."""
-    async with ctx.store.pool.acquire() as conn:
-        await reputation.require_not_blocked(conn, domain.id, domain.name, ctx.cfg.reputation)
-
-
-async def _recover_create(request: web.Request, principal: Principal,
-                          job: Job) -> tuple[int, dict[str, Any]]:
-    """The answer of a create whose first attempt died after committing: the mailbox
-    and its job. A generated password was never shown and cannot be: reset it."""
-    if job.resource_id is None:
-        return await recover_job(request, principal, job)
-    try:
-        m, _ = await request.app[CTX].store.get_mailbox(principal.account_id, job.resource_id)
-    except NotFound:
-        return await recover_job(request, principal, job)
-    return 202, {"job_id": job.id, "status": "pending", "id": m.id, "email": m.address,
-                 "username": m.local_part, "recovered": True}
-
-
-async def _recover_bulk(request: web.Request, principal: Principal,
-                        job: Job) -> tuple[int, dict[str, Any]]:
-    """The answer of a bulk create whose first attempt died after committing: rebuilt
-    from the users sealed on the job (without their passwords, as the first answer)."""
-    ctx = request.app[CTX]
-    _, _, sealed = await ctx.store.get_job(principal.account_id, job.id)
-    if sealed is None:  # died before the listing was attached, or it expired
-        out = {**(await recover_job(request, principal, job))[1], "users_count": job.total}
-        return 202, out
-    listing = json.loads(ctx.box.open(sealed, f"job-secrets:{job.id}"))
-    return 202, {"job_id": job.id, "users_count": len(listing), "status": "pending",
-                 "users": [{"id": u["id"], "email": u["email"], "username": u["username"]}
-                           for u in listing], "recovered": True}
+def _key(request: web.Request, body: dict[str, Any]) -> tuple[str | None, bytes]:
+    """The ``Idempotency-Key`` and the request it is bound to (method, path, body)."""
+    return (request.headers.get("Idempotency-Key"),
+            fingerprint(f"{request.method} {request.path}", body))
 
 
 @routes.post("/v1/email-users")
@@ -154,28 +107,8 @@ async def create(request: web.Request) -> web.Response:
         errs.append("domain: is required")
     if errs or user is None:
         raise ValidationFailed(errs)
-    domain = await _resolve(request, principal.account_id, body["domain"])
-    require_ready(domain)
-
-    async def produce() -> tuple[int, dict[str, Any]]:
-        await require_not_blocked(ctx, domain)
-        generated = user.password is None
-        pw = password.generate(ctx.cfg.passwords.generated_length) if generated \
-            else user.password
-        assert pw is not None
-        (hashed,) = await ctx.hash_passwords([pw])
-        item = NewMailbox(user.local_part, user.name, hashed,
-                          user.quota_mb or ctx.cfg.backend.postfix_dovecot.default_quota_mb)
-        job, created = await ctx.store.create_mailboxes(principal.account_id, domain, [item],
-                                                        "email_user_create")
-        c = created[0]
-        out: dict[str, Any] = {"job_id": job.id, "status": "pending", "id": c.id,
-                               "email": c.address, "username": c.local_part}
-        if generated:
-            out["password"] = pw  # shown once, here
-        return 202, out
-
-    return await idempotent(request, principal, body, produce, _recover_create)
+    key, digest = _key(request, body)
+    return render(await service.create(ctx, principal, body["domain"], user, key, digest))
 
 
 @routes.get("/v1/email-users")
@@ -203,7 +136,7 @@ async def list_users(request: web.Request) -> web.Response:
 async def get_user(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
     ctx = request.app[CTX]
-    m, d = await ctx.store.get_mailbox(principal.account_id, request.match_info["id"])
+    m, d = await ctx.store.mailboxes.get(principal.account_id, request.match_info["id"])
     return web.json_response(mailbox_json(ctx, m, d))
 
 
@@ -228,7 +161,7 @@ async def bulk_create(request: web.Request) -> web.Response:
     errs = check_fields(body, {"domain", "users"}, {"domain", "users"})
     _domain_field(body, errs)
     most = ctx.cfg.limits.bulk_max_items
-    parsed: list[UserInput] = []
+    parsed: list[NewUser] = []
     raw = body.get("users")
     if "users" in body:
         if not isinstance(raw, list) or not 1 <= len(raw) <= most:
@@ -249,42 +182,9 @@ async def bulk_create(request: web.Request) -> web.Response:
                 parsed.append(user)
     if errs:
         raise ValidationFailed(errs)
-    domain = await _resolve(request, principal.account_id, body["domain"])
-    require_ready(domain)
-
-    async def produce() -> tuple[int, dict[str, Any]]:
-        await require_not_blocked(ctx, domain)
-        addresses = [f"{u.local_part}@{domain.name}" for u in parsed]
-        # Checked again under the account lock by the insert; checking here first saves
-        # hashing 500 passwords for a request that is refused anyway.
-        taken = await mbstore.precheck_taken(ctx.store, addresses)
-        if taken:
-            raise Conflict("address_taken", "Some addresses are already taken.",
-                           [f"users[{n}].username: {a} is already taken"
-                            for n, a in enumerate(addresses) if a in taken])
-        plain = [u.password or password.generate(ctx.cfg.passwords.generated_length)
-                 for u in parsed]
-        hashes = await ctx.hash_passwords(plain)
-        quota = ctx.cfg.backend.postfix_dovecot.default_quota_mb
-        items = [NewMailbox(u.local_part, u.name, h, u.quota_mb or quota)
-                 for u, h in zip(parsed, hashes, strict=True)]
-        new_ids = [ids.new_id("usr") for _ in parsed]
-        # The users and their generated passwords, readable from the job until expiry.
-        listing = [{"id": i, "email": a, "username": u.local_part,
-                    **({"password": p} if u.password is None else {})}
-                   for i, a, u, p in zip(new_ids, addresses, parsed, plain, strict=True)]
-
-        def seal_for(job_id: str) -> bytes:
-            return ctx.box.seal(json.dumps(listing).encode(), f"job-secrets:{job_id}")
-
-        job, created = await mbstore.create_with_secrets(
-            ctx.store, principal.account_id, domain, items, new_ids, seal_for,
-            ctx.cfg.mailboxes.secrets_ttl_seconds)
-        return 202, {"job_id": job.id, "users_count": len(created), "status": "pending",
-                     "users": [{"id": c.id, "email": c.address, "username": c.local_part}
-                               for c in created]}
-
-    return await idempotent(request, principal, body, produce, _recover_bulk)
+    key, digest = _key(request, body)
+    return render(await service.create_bulk(ctx, principal, body["domain"], parsed, key,
+                                            digest))
 
 
 @routes.delete("/v1/email-users/bulk")
@@ -310,17 +210,8 @@ async def bulk_delete(request: web.Request) -> web.Response:
                     seen[i] = n
     if errs:
         raise ValidationFailed(errs)
-
-    async def produce() -> tuple[int, dict[str, Any]]:
-        job = await mbstore.delete_mailboxes(ctx.store, principal.account_id, wanted,
-                                             _retention_seconds(ctx))
-        return 202, {"job_id": job.id, "status": "pending", "users_count": len(wanted)}
-
-    return await idempotent(request, principal, body, produce)
-
-
-def _retention_seconds(ctx: ApiContext) -> float:
-    return ctx.cfg.mailboxes.retention_days * 86400.0
+    key, digest = _key(request, body)
+    return render(await service.delete_bulk(ctx, principal, wanted, key, digest))
 
 
 # ------------------------------------------------------------------------- lifecycle
@@ -340,21 +231,19 @@ async def update_user(request: web.Request) -> web.Response:
             ch["name"] = validation.display_name(body["name"])
         except ValueError as exc:
             errs.append(f"name: {exc}")
-    new_pw: str | None = None
-    generated = False
     if "password" in body and body.get("reset_password"):
         errs.append("password: give either password or reset_password, not both")
     elif "password" in body:
         try:
-            new_pw = validation.password(body["password"], ctx.cfg.passwords.min_length)
+            ch["password"] = validation.password(body["password"],
+                                                 ctx.cfg.passwords.min_length)
         except ValueError as exc:
             errs.append(f"password: {exc}")
     elif "reset_password" in body:
         if body["reset_password"] is not True:
             errs.append("reset_password: must be true (a new password is generated)")
         else:
-            new_pw = password.generate(ctx.cfg.passwords.generated_length)
-            generated = True
+            ch["reset_password"] = True
     if "quota_mb" in body:
         q = body["quota_mb"]
         if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= 1_048_576:
@@ -382,66 +271,39 @@ async def update_user(request: web.Request) -> web.Response:
             ch["suspended"] = body["status"] == "suspended"
     if errs:
         raise ValidationFailed(errs)
-
-    async def produce() -> tuple[int, dict[str, Any]]:
-        if new_pw is not None:
-            (ch["password_hash"],) = await ctx.hash_passwords([new_pw])
-        m, d, job = await mbstore.update_mailbox(ctx.store, principal.account_id,
-                                                 request.match_info["id"],
-                                                 mbstore.MailboxChanges(**ch))
-        out = mailbox_json(ctx, m, d)
-        out["job_id"] = job.id if job else None
-        if generated:
-            out["password"] = new_pw  # shown once, here
-        return 200, out
-
-    return await idempotent(request, principal, body, produce)
-
-
-async def _set_suspended(request: web.Request, suspended: bool) -> web.Response:
-    principal = await authenticate(request, "write")
-    ctx = request.app[CTX]
-    m, d, job = await mbstore.update_mailbox(ctx.store, principal.account_id,
-                                             request.match_info["id"],
-                                             mbstore.MailboxChanges(suspended=suspended))
-    out = mailbox_json(ctx, m, d)
-    out["job_id"] = job.id if job else None
-    return web.json_response(out, status=202 if job else 200)
+    key, digest = _key(request, body)
+    return render(await service.update(ctx, principal, request.match_info["id"],
+                                       UserChanges(**ch), key, digest))
 
 
 @routes.post("/v1/email-users/{id}/suspend")
 async def suspend_user(request: web.Request) -> web.Response:
     """Login (IMAP, SMTP AUTH) and sending refused; mail is still received."""
-    return await _set_suspended(request, True)
+    principal = await authenticate(request, "write")
+    return render(await service.set_suspended(request.app[CTX], principal,
+                                              request.match_info["id"], True))
 
 
 @routes.post("/v1/email-users/{id}/resume")
 async def resume_user(request: web.Request) -> web.Response:
-    return await _set_suspended(request, False)
+    principal = await authenticate(request, "write")
+    return render(await service.set_suspended(request.app[CTX], principal,
+                                              request.match_info["id"], False))
 
 
 @routes.delete("/v1/email-users/{id}")
 async def delete_user(request: web.Request) -> web.Response:
     principal = await authenticate(request, "write")
-    ctx = request.app[CTX]
-    mid = request.match_info["id"]
-    job = await mbstore.delete_mailboxes(ctx.store, principal.account_id, [mid],
-                                         _retention_seconds(ctx), field="id")
-    return web.json_response({"job_id": job.id, "status": "pending", "id": mid}, status=202)
+    return render(await service.delete(request.app[CTX], principal,
+                                       request.match_info["id"]))
 
 
 @routes.post("/v1/email-users/{id}/restore")
 async def restore_user(request: web.Request) -> web.Response:
     """Undo a delete within the retention period: the mailbox comes back with its mail."""
     principal = await authenticate(request, "write")
-    ctx = request.app[CTX]
-    mid = request.match_info["id"]
-    box, _ = await ctx.store.get_mailbox(principal.account_id, mid)
-    await require_not_blocked(ctx, await ctx.store.get_domain(principal.account_id,
-                                                              box.domain_id))
-    job, address = await mbstore.restore_mailbox(ctx.store, principal.account_id, mid)
-    return web.json_response({"job_id": job.id, "status": "pending", "id": mid,
-                              "email": address}, status=202)
+    return render(await service.restore(request.app[CTX], principal,
+                                        request.match_info["id"]))
 
 
 # ----------------------------------------------------------------------------- names
@@ -452,7 +314,6 @@ async def generate_names(request: web.Request) -> web.Response:
     """Available usernames (or addresses, when domains are given) in common patterns.
     Changes nothing, but like every POST it needs the write permission."""
     principal = await authenticate(request, "write")
-    ctx = request.app[CTX]
     body = await json_body(request)
     errs = check_fields(body, {"count", "style", "names", "domains", "per_domain_max"},
                         set())
@@ -468,40 +329,27 @@ async def generate_names(request: web.Request) -> web.Response:
                     given.append(names.parse_person(item))
                 except ValueError as exc:
                     errs.append(f"names[{n}]: {exc}")
-    if count is None:
-        count = len(given) or 10
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 500:
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                              or not 1 <= count <= 500):
         errs.append("count: must be an integer from 1 to 500")
     style = body.get("style", "mixed")
-    if style not in names.STYLES:
-        errs.append(f"style: must be one of {', '.join(names.STYLES)}")
-    cap = body.get("per_domain_max", ctx.cfg.mailboxes.names_per_domain_max)
-    if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 500:
+    try:
+        names.style(style)
+    except ValueError as exc:
+        errs.append(f"style: {exc}")
+    cap = body.get("per_domain_max")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)
+                            or not 1 <= cap <= 500):
         errs.append("per_domain_max: must be an integer from 1 to 500")
     domain_refs = body.get("domains")
     if domain_refs is not None and (not isinstance(domain_refs, list)
                                     or not 1 <= len(domain_refs) <= 50):
         errs.append("domains: must be a list of 1 to 50 domains")
-        domain_refs = None
     if errs:
         raise ValidationFailed(errs)
-    domains: list[Domain] = []
-    for n, ref in enumerate(domain_refs or []):
-        try:
-            domains.append(await _resolve(request, principal.account_id, ref))
-        except ValidationFailed as exc:
-            raise ValidationFailed([d.replace("domain:", f"domains[{n}]:", 1)
-                                    for d in exc.details]) from None
-    if len({d.id for d in domains}) != len(domains):
-        raise ValidationFailed(["domains: each domain may be given once"])
-    if domains and count > cap * len(domains):
-        raise ValidationFailed([f"count: at most {cap} per domain, {cap * len(domains)} "
-                                f"for {len(domains)} domains"])
-    taken = await mbstore.taken_addresses(ctx.store, [d.id for d in domains])
-    out = names.generate(count, style, given, [d.name for d in domains], cap, taken)
-    if len(out) < count:
-        raise Conflict("names_exhausted", f"Only {len(out)} available names were found.")
-    return web.json_response(out)
+    out = await service.generate_names(request.app[CTX], principal, service.NamesRequest(
+        count=count, style=style, people=given, domains=domain_refs, per_domain_max=cap))
+    return json_response(out)
 
 
 # ------------------------------------------------------------------------- OpenAPI
@@ -613,7 +461,7 @@ openapi_paths: dict[str, dict[str, Any]] = {
         "operationId": "generateEmailUserNames",
         "requestBody": _body({"type": "object", "additionalProperties": False, "properties": {
             "count": {"type": "integer", "minimum": 1, "maximum": 500},
-            "style": {"type": "string", "enum": list(names.STYLES)},
+            "style": {"type": "string", "enum": list(names.ACCEPTED_STYLES)},
             "names": {"type": "array", "items": {}},
             "domains": {"type": "array", "items": {"type": "string"}},
             "per_domain_max": {"type": "integer", "minimum": 1, "maximum": 500}}}),
