@@ -16,18 +16,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import paging
+from ..errors import ValidationFailed
 from ..models import Alias, Principal
 from . import guards
 from .context import ServiceContext
 from .idempotency import Answer, idempotent
 
-MAX_TARGETS = 50
+# The order of the alias list, named in its cursors.
+SORT = "address"
 
 
 @dataclass(frozen=True)
 class Page:
     items: list[dict[str, Any]]
     total: int
+    # Pass back as the cursor for the next page; None on the last page.
+    next_cursor: str | None
 
 
 def _rfc3339(value: datetime | None) -> str | None:
@@ -72,13 +77,23 @@ async def get(ctx: ServiceContext, principal: Principal, alias_id: str) -> dict[
 
 
 async def page(ctx: ServiceContext, principal: Principal, domain: str | None,
-               search: str | None, limit: int, offset: int) -> Page:
-    """A page of the caller's aliases. *domain*: a domain id or a name in any
-    spelling (``guards.list_filter_domain``)."""
+               search: str | None, limit: int, offset: int = 0,
+               cursor: str | None = None) -> Page:
+    """A page of the caller's aliases in address order. *domain*: a domain id or a name
+    in any spelling (``guards.list_filter_domain``). *cursor*: a ``next_cursor`` of
+    this list (keyset paging; *offset* then ignored)."""
+    after: str | None = None
+    if cursor is not None:
+        (key,) = paging.decode(cursor, SORT, 1)
+        if not isinstance(key, str):
+            raise ValidationFailed(["cursor: not a cursor of this list (use next_cursor as "
+                                    "given)"])
+        after = key
     name = await guards.list_filter_domain(ctx, principal, domain)
-    items, total = await ctx.store.aliases.page(principal.account_id, name, search, limit,
-                                                offset)
-    return Page([alias_view(a, d) for a, d in items], total)
+    items, total, more = await ctx.store.aliases.page(principal.account_id, name, search,
+                                                      limit, offset, after)
+    nxt = paging.encode(SORT, [items[-1][0].address]) if more and items else None
+    return Page([alias_view(a, d) for a, d in items], total, nxt)
 
 
 async def replace_targets(ctx: ServiceContext, principal: Principal, alias_id: str,

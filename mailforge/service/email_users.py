@@ -22,6 +22,7 @@ from typing import Any
 from .. import ids, names, password
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..models import Domain, Job, Mailbox, Principal
+from ..store import mailboxes
 from ..store.mailboxes import MailboxChanges, NewMailbox
 from . import guards
 from .context import ServiceContext
@@ -215,6 +216,16 @@ async def create_bulk(ctx: ServiceContext, principal: Principal, domain_ref: obj
 async def get(ctx: ServiceContext, principal: Principal, mailbox_id: str) -> tuple[Mailbox, str]:
     """The mailbox and its domain's name (404 outside the account or restriction)."""
     return await ctx.store.mailboxes.get(principal.account_id, mailbox_id)
+
+
+async def list_page(ctx: ServiceContext, principal: Principal, domain: str | None,
+                    status: str | None, search: str | None, sort: str, limit: int,
+                    offset: int) -> tuple[list[tuple[Mailbox, str]], int]:
+    """A page of the caller's mailboxes and the total. *domain*: a domain id or a name
+    in any spelling (``guards.list_filter_domain``)."""
+    name = await guards.list_filter_domain(ctx, principal, domain)
+    return await mailboxes.list_page(ctx.store, principal.account_id, name, status, search,
+                                     sort, limit, offset)
 
 
 # --------------------------------------------------------------------------- update

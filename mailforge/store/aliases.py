@@ -80,16 +80,24 @@ class Aliases(Repository):
         return from_record(Alias, row), row["domain_name"]
 
     async def page(self, account_id: str, domain: str | None, search: str | None,
-                   limit: int, offset: int) -> tuple[list[tuple[Alias, str]], int]:
-        """A page of aliases (of the canonical domain name *domain* if given) and the
-        total."""
+                   limit: int, offset: int, after: str | None = None
+                   ) -> tuple[list[tuple[Alias, str]], int, bool]:
+        """A page of aliases in address order (of the canonical domain name *domain* if
+        given; after the address *after* if given, else from *offset*), the total, and
+        whether more follow."""
         async with self.pool.acquire() as conn:
             allowed = scope.names()
-            rows = await conn.fetch(Q.list_aliases, account_id, domain, search, limit,
-                                    offset, allowed)
-            total = rows[0]["total_count"] if rows else await conn.fetchval(
-                Q.count_aliases, account_id, domain, search, allowed)
-        return [(from_record(Alias, r), r["domain_name"]) for r in rows], int(total)
+            # One row more than the page says whether another page follows.
+            rows = await conn.fetch(Q.list_aliases, account_id, domain, search, limit + 1,
+                                    0 if after is not None else offset, allowed, after)
+            if rows and after is None:
+                total = rows[0]["total_count"]
+            else:
+                total = await conn.fetchval(Q.count_aliases, account_id, domain, search,
+                                            allowed)
+        more = len(rows) > limit
+        return ([(from_record(Alias, r), r["domain_name"]) for r in rows[:limit]],
+                int(total), more)
 
     async def change(self, account_id: str, alias_id: str,
                      targets: Sequence[str] | None) -> tuple[Alias, str, Job]:
