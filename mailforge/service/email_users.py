@@ -28,8 +28,6 @@ from . import guards
 from .context import ServiceContext
 from .idempotency import Answer, idempotent, recover_job
 
-STATUSES = ("pending", "active", "suspended", "deleting", "deleted", "failed")
-
 
 @dataclass(frozen=True)
 class NewUser:
