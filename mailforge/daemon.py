@@ -40,7 +40,7 @@ from .engine import Engine
 from .log import get
 from .mail.service import MailService
 from .service.idempotency import crash_points_from_env
-from .store import mailboxes, migrate
+from .store import migrate
 from .store.store import Store, create_pool
 from .store.tokencache import TokenCache
 
@@ -161,7 +161,7 @@ async def _fold_counts_loop(store: Store, stop: asyncio.Event,
         if stop.is_set():
             return
         try:
-            await mailboxes.fold_counts(store)
+            await store.mailboxes.fold_counts()
         except Exception as exc:
             log.warning("folding mailbox counts failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -124,17 +124,36 @@ WHERE id = ANY($1::text[]) AND deleted AND status = 'deleted' AND purge_after < 
 
 -- name: taken_in_domains
 -- Every address taken (mailbox, alias, or held by a tombstone still being deleted) in
--- the given domains: the name generator avoids them all.
-SELECT address FROM mailboxes WHERE domain_id = ANY($1::text[])
+-- the given domains of account $1: the name generator avoids them all.
+SELECT address FROM mailboxes WHERE account_id = $1 AND domain_id = ANY($2::text[])
                                 AND NOT (deleted AND status = 'deleted')
 UNION
-SELECT address FROM aliases WHERE domain_id = ANY($1::text[]);
-
--- name: set_account_limits
-UPDATE accounts SET domain_limit = $2, email_user_limit = $3, updated_at = now()
-WHERE id = $1;
+SELECT address FROM aliases WHERE account_id = $1 AND domain_id = ANY($2::text[]);
 
 -- name: set_job_secrets
 UPDATE jobs SET sealed_secrets = $2,
                 secrets_expire_at = now() + make_interval(secs => $3::float8)
 WHERE id = $1;
+
+-- name: count_mailboxes
+SELECT count(*) FROM mailboxes WHERE account_id = $1 AND NOT deleted;
+
+-- name: taken_addresses
+-- Addresses are unique on the whole host, so this looks across accounts; callers pass
+-- only addresses at the caller's own domains (a name belongs to one account).
+-- A deleted mailbox holds its address until the backend has moved its Maildir away.
+SELECT address FROM mailboxes WHERE address = ANY($1::text[])
+                                AND NOT (deleted AND status = 'deleted')
+UNION
+SELECT address FROM aliases WHERE address = ANY($1::text[]);
+
+-- name: insert_mailboxes
+INSERT INTO mailboxes (id, account_id, domain_id, local_part, address, name, password_hash,
+                       quota_mb)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::int[])
+RETURNING id, address, local_part, generation, created_at;
+
+-- name: get_mailbox
+SELECT m.*, d.name AS domain_name FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+WHERE m.account_id = $1 AND m.id = $2;
