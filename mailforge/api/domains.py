@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..models import Domain
 from ..schema import domains as schema
 from ..service import domains as service
 from ..service.idempotency import fingerprint
@@ -92,12 +91,3 @@ async def get_domain(request: web.Request) -> web.StreamResponse:
 async def delete_domain(request: web.Request) -> web.StreamResponse:
     return json_response(await service.delete(request.app[CTX], principal_of(request),
                                               request.match_info["id"]), status=202)
-
-
-async def _resolve(request: web.Request, account_id: str, ref: object) -> Domain:
-    """A domain given by id (``dom_…``) or by name (``service.domains.resolve``). Kept
-    for the handlers of other slices (email users, aliases) until they call the service
-    themselves."""
-    principal = principal_of(request)
-    assert principal.account_id == account_id
-    return await service.resolve(request.app[CTX], principal, ref)
