@@ -15,7 +15,6 @@ from aiohttp import web
 from . import secretbox
 from .api.app import make_app
 from .api.context import ApiContext
-from .api.idempotency import crash_points_from_env
 from .api.inbox import MAIL
 from .api.server import ApiRunner
 from .backends.base import load_backend
@@ -24,6 +23,7 @@ from .dns.step import DnsService, DnsStep, revisit_loop
 from .engine import Engine
 from .log import get
 from .mail.service import MailService
+from .service.idempotency import crash_points_from_env
 from .store import migrate
 from .store.store import Store, create_pool
 

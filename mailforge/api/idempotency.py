@@ -1,175 +1,53 @@
-"""``Idempotency-Key``: a write retried with the same key gets the first answer, also
-after the daemon died in the middle of the first attempt.
-
-A key is the calling token's own. It is claimed under a lease naming the process that
-handles it (``claimant``), renewed while the request runs; the first job the request
-creates is tied to the key in the job's own transaction (``Store.idempotency_scope``);
-the answer is recorded last, sealed (it may hold a generated password). A retry that
-finds the claim of a dead request takes it over and answers with the job it committed,
-if any, or runs the request.
-"""
+"""The HTTP edge of idempotency (``service/idempotency.py`` holds the rules): reads the
+``Idempotency-Key`` header, binds the key to the method, path and body, and renders the
+answer, marking a replayed one with ``Idempotent-Replayed: true``."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
-import os
-import re
-import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from ..claimant import claimant_alive, claimant_id
-from ..errors import ValidationFailed
-from ..log import get
 from ..models import Job, Principal
+from ..service import idempotency as rules
+from ..service.idempotency import CRASH_ENV, IDEMPOTENCY_KEY, crash_points_from_env
 from .context import CTX
-from .errors import ApiError
+from .render import json_response
 
-log = get("mailforge.api")
-
+__all__ = ["CRASH_ENV", "IDEMPOTENCY_KEY", "crash_points_from_env", "idempotent",
+           "recover_job"]
 
 Handler = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
 # Builds the answer of a request whose first attempt died after committing its job.
 Recover = Callable[[web.Request, Principal, Job], Awaitable[tuple[int, dict[str, Any]]]]
 
-# Printable ASCII without spaces, full string: the key is stored and compared verbatim.
-IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
-CRASH_ENV = "MAILFORGE_TEST_CRASH_AFTER"
-
-
-def crash_points_from_env() -> frozenset[str]:
-    """TEST ONLY: ``MAILFORGE_TEST_CRASH_AFTER=idempotency_claim,idempotency_job`` makes
-    the daemon SIGKILL itself at those points, so the crash tests can land a kill in a
-    window too narrow to hit from outside. Read once at start-up."""
-    raw = os.environ.get(CRASH_ENV, "")
-    return frozenset(p.strip() for p in raw.split(",") if p.strip())
-
-
-def crash_point(request: web.Request, name: str) -> None:
-    if name in request.app[CTX].crash_points:
-        log.warning("test crash point reached: SIGKILL", point=name)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _in_use() -> ApiError:
-    return ApiError("idempotency_key_in_use",
-                    "A request with this Idempotency-Key is being handled.",
-                    status=409, headers={"Retry-After": "1"})
-
 
 async def recover_job(request: web.Request, principal: Principal,
                       job: Job) -> tuple[int, dict[str, Any]]:
-    """The answer for a request whose first attempt committed *job* and died before
-    answering: the job (what every job-creating endpoint answers), marked recovered.
-    Endpoints whose first answer held more pass their own ``recover``."""
-    out: dict[str, Any] = {"job_id": job.id, "status": "pending", "recovered": True}
-    if job.resource_id is not None:
-        out["resource_id"] = job.resource_id
-        # The field the first answer named the resource with, where it is known.
-        out[_RESOURCE_FIELD.get(job.type, "resource_id")] = job.resource_id
-    return 202, out
+    answer = await rules.recover_job(job)
+    return answer.status, answer.body
 
 
-_RESOURCE_FIELD = {"domain_setup": "domain_id", "alias_create": "id",
-                   "email_user_create": "id", "email_user_update": "id"}
-
-
-async def _keep_lease(request: web.Request, account_id: str, key: str, me: str,
-                      lease: float) -> None:
-    store = request.app[CTX].store
-    while True:
-        await asyncio.sleep(lease / 3)
-        try:
-            await store.renew_idempotent(account_id, key, me, lease)
-        except Exception as exc:  # the request itself will meet the same fault
-            log.warning("idempotency lease not renewed", error=str(exc))
+def render(answer: rules.Answer) -> web.Response:
+    resp = json_response(answer.body, status=answer.status)
+    if answer.replayed:
+        resp.headers["Idempotent-Replayed"] = "true"
+    return resp
 
 
 async def idempotent(request: web.Request, principal: Principal, body: dict[str, Any],
                      produce: Handler, recover: Recover = recover_job) -> web.Response:
-    """Run *produce* once per ``Idempotency-Key``; a retry with the same body gets the
-    first answer, a reuse with another body gets 422.
+    """Run *produce* once per ``Idempotency-Key`` (``service.idempotency.idempotent``);
+    *body* is the parsed request body the key is bound to."""
 
-    Crash-safe in every order: the key is claimed under a lease naming this process
-    (renewed while *produce* runs); the first job *produce* creates is tied to the key
-    in the job's own transaction (``Store.idempotency_scope``); the answer is recorded
-    last. A retry that finds the claim of a dead request (same host: its process is
-    gone; any host: its lease ran out) takes it over: if the dead attempt committed a
-    job, the answer is that job (*recover*), never a second one; if not, nothing was
-    written and *produce* runs.
-    """
+    async def run() -> rules.Answer:
+        return rules.Answer(*await produce())
+
+    async def rebuild(job: Job) -> rules.Answer:
+        return rules.Answer(*await recover(request, principal, job))
+
     key = request.headers.get("Idempotency-Key")
-    if key is None:
-        status, payload = await produce()
-        return web.json_response(payload, status=status)
-    if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise ValidationFailed(["Idempotency-Key: must be 1-200 printable ASCII characters "
-                                "without spaces"])
-    ctx = request.app[CTX]
-    store = ctx.store
-    acct = principal.account_id
-    # Keys are the calling token's own: another token of the account (another domain
-    # restriction, or a sub-account's token against its reseller's) can neither be
-    # answered from this token's first request nor occupy this token's keys.
-    key = f"{principal.token_id}/{key}"
-    digest = hashlib.sha256(
-        f"{request.method} {request.path}\n".encode()
-        + json.dumps(body, sort_keys=True).encode()).digest()
-    context = f"idempotency:{acct}:{key}"
-    lease = ctx.cfg.api_limits.idempotency_lease_seconds
-    me = claimant_id()
-    dead_job: str | None = None
-    if not await store.claim_idempotent(acct, key, digest, me, lease):
-        prior = await store.get_idempotent(acct, key)
-        if prior is None:  # released by a failed first attempt just now: try again
-            raise _in_use()
-        if prior.request_hash != digest:
-            raise ApiError("idempotency_key_reused",
-                           "This Idempotency-Key was used with a different request.",
-                           status=422)
-        if prior.status != 0 and prior.sealed_body is not None:
-            payload = json.loads(ctx.box.open(prior.sealed_body, context))
-            resp = web.json_response(payload, status=prior.status)
-            resp.headers["Idempotent-Replayed"] = "true"
-            return resp
-        # In use while its lease runs (a running request renews it) and its process is
-        # not known to be gone. An expired lease also frees a claim whose process
-        # lives on but lost track of it (e.g. the answer could not be recorded).
-        if not prior.lease_expired and claimant_alive(prior.claimant) is not False:
-            raise _in_use()
-        taken, dead_job = await store.take_over_idempotent(acct, key, prior.claimant, me,
-                                                           lease)
-        if not taken:  # another retry took it over first
-            raise _in_use()
-        log.info("idempotency claim of a dead request taken over", dead=prior.claimant,
-                 job_id=dead_job)
-    crash_point(request, "idempotency_claim")
-    renew = asyncio.create_task(_keep_lease(request, acct, key, me, lease))
-    try:
-        if dead_job is not None:
-            job, _, _ = await store.get_job(acct, dead_job)
-            status, payload = await recover(request, principal, job)
-        else:
-            with store.idempotency_scope(acct, key, me):
-                status, payload = await produce()
-            crash_point(request, "idempotency_job")
-    except BaseException:
-        # A refused or failed attempt records no answer: the client may retry it.
-        renew.cancel()
-        try:
-            await store.release_idempotent(acct, key, me)
-        except Exception as exc:
-            log.warning("idempotency key not released", error=str(exc))
-        raise
-    renew.cancel()
-    sealed = ctx.box.seal(json.dumps(payload).encode(), context)
-    if not await store.put_idempotent(acct, key, me, status, sealed):
-        log.warning("idempotency answer not recorded: the claim was taken over")
-    resp = web.json_response(payload, status=status)
-    if dead_job is not None:
-        resp.headers["Idempotent-Replayed"] = "true"
-    return resp
+    digest = rules.fingerprint(f"{request.method} {request.path}", body)
+    return render(await rules.idempotent(request.app[CTX], principal, key, digest, run,
+                                         rebuild))
