@@ -11,83 +11,61 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import validation
 from ..errors import ValidationFailed
-from ..models import Principal
-from ..store import tenancy
+from ..service import accounts as service
+from ..service.accounts import MAX_LIMIT, AccountInfo, SubAccountChanges, SubAccountInput
 from . import oas
 from .context import CTX
-from .errors import ApiError
-from .http import (
-    authenticate,
-    check_fields,
-    json_body,
-    paging,
-    require_unrestricted,
-    rfc3339,
-)
+from .http import authenticate, check_fields, json_body, paging
 from .idempotency import idempotent
+from .render import json_response, rfc3339
 
 routes = web.RouteTableDef()
 
-MAX_LIMIT = 10_000_000
 
-
-def account_json(row: dict[str, Any]) -> dict[str, Any]:
+def account_json(a: AccountInfo) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "name": row["name"],
-        "email": row["email"],
-        "first_name": row["first_name"],
-        "last_name": row["last_name"],
-        "company_name": row["company_name"],
-        "status": row["status"],
-        "reseller": bool(row["reseller"] or row["parent_id"] is None),
-        "limits": {"domains": row["domain_limit"], "email_users": row["email_user_limit"]},
-        "parent_id": row["parent_id"],
-        "created_at": rfc3339(row["created_at"]),
-    }
-
-
-def _usage_json(acct: dict[str, Any], used: dict[str, int]) -> dict[str, Any]:
-    return {
-        "account_id": acct["id"],
-        "domains": {"used": used["domains"], "limit": acct["domain_limit"]},
-        "email_users": {"used": used["email_users"], "limit": acct["email_user_limit"]},
-        "aliases": {"used": used["aliases"]},
-        "tokens": {"used": used["tokens"]},
-        "sub_accounts": {"used": used["sub_accounts"]},
+        "id": a.id,
+        "name": a.name,
+        "email": a.email,
+        "first_name": a.first_name,
+        "last_name": a.last_name,
+        "company_name": a.company_name,
+        "status": a.status,
+        "reseller": a.reseller,
+        "limits": {"domains": a.domain_limit, "email_users": a.email_user_limit},
+        "parent_id": a.parent_id,
+        "created_at": rfc3339(a.created_at),
     }
 
 
 @routes.get("/v1/account")
 async def get_account(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    row = await tenancy.get_account(request.app[CTX].store, principal.account_id)
-    return web.json_response(account_json(row))
+    return json_response(account_json(await service.get_account(request.app[CTX],
+                                                                principal)))
 
 
 @routes.get("/v1/account/usage")
 async def get_usage(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    store = request.app[CTX].store
-    acct = await tenancy.get_account(store, principal.account_id)
-    return web.json_response(_usage_json(acct, await tenancy.usage(store,
-                                                                    principal.account_id)))
-
-
-async def _reseller(request: web.Request) -> Principal:
-    principal = await authenticate(request, "admin")
-    require_unrestricted(principal)
-    if not principal.reseller:
-        raise ApiError("not_reseller", "This account cannot have sub-accounts.", status=403)
-    return principal
+    acct, used = await service.get_usage(request.app[CTX], principal)
+    return json_response({
+        "account_id": acct.id,
+        "domains": {"used": used.domains, "limit": acct.domain_limit},
+        "email_users": {"used": used.email_users, "limit": acct.email_user_limit},
+        "aliases": {"used": used.aliases},
+        "tokens": {"used": used.tokens},
+        "sub_accounts": {"used": used.sub_accounts},
+    })
 
 
 _TEXT_FIELDS = ("first_name", "last_name", "company_name")
 
 
-def _parse(body: dict[str, Any], creating: bool) -> tuple[dict[str, Any], list[str]]:
+def _parse(body: dict[str, Any], creating: bool) -> dict[str, Any]:
+    """The body's shape and types (the rules on values are the service's): the fields
+    given, JSON null texts as empty."""
     allowed = {"email", *_TEXT_FIELDS, "domain_limit", "email_user_limit"}
     if creating:
         allowed.add("reseller")
@@ -95,25 +73,21 @@ def _parse(body: dict[str, Any], creating: bool) -> tuple[dict[str, Any], list[s
                         {"email", "domain_limit", "email_user_limit"} if creating else set())
     out: dict[str, Any] = {}
     if "email" in body:
-        try:
-            # A real address: unquoted local part, a host name (no IP literal), the
-            # domain in canonical form.
-            out["email"] = validation.contact_address(body["email"])
-        except ValueError as exc:
-            errs.append(f"email: {exc}")
+        if isinstance(body["email"], str):
+            out["email"] = body["email"]
+        else:
+            errs.append("email: must be a string")
     for f in _TEXT_FIELDS:
         if f in body:
-            v = body[f]
-            if v is None:
-                v = ""
-            if not isinstance(v, str) or len(v) > 128 or not (v == "" or v.isprintable()):
-                errs.append(f"{f}: must be at most 128 printable characters")
+            v = "" if body[f] is None else body[f]
+            if isinstance(v, str):
+                out[f] = v
             else:
-                out[f] = v.strip()
+                errs.append(f"{f}: must be at most 128 printable characters")
     for f in ("domain_limit", "email_user_limit"):
         if f in body:
             v = body[f]
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_LIMIT:
+            if isinstance(v, bool) or not isinstance(v, int):
                 errs.append(f"{f}: must be an integer from 0 to {MAX_LIMIT}")
             else:
                 out[f] = v
@@ -124,68 +98,63 @@ def _parse(body: dict[str, Any], creating: bool) -> tuple[dict[str, Any], list[s
             out["reseller"] = body["reseller"]
     if not creating and not body:
         errs.append("body: nothing to change")
-    return out, errs
+    if errs:
+        raise ValidationFailed(errs)
+    return out
 
 
 @routes.post("/v1/reseller/accounts")
 async def create_account(request: web.Request) -> web.Response:
-    principal = await _reseller(request)
+    principal = await authenticate(request, "admin")
     body = await json_body(request)
-    fields, errs = _parse(body, creating=True)
-    if errs:
-        raise ValidationFailed(errs)
-    item = tenancy.SubAccountInput(
+    fields = _parse(body, creating=True)
+    item = SubAccountInput(
         email=fields["email"], first_name=fields.get("first_name", ""),
         last_name=fields.get("last_name", ""), company_name=fields.get("company_name", ""),
         domain_limit=fields["domain_limit"], email_user_limit=fields["email_user_limit"],
         reseller=fields.get("reseller", False))
 
     async def produce() -> tuple[int, dict[str, Any]]:
-        row, tid, token = await tenancy.create_sub_account(request.app[CTX].store,
-                                                           principal.account_id, item,
-                                                           principal.token_id)
-        return 201, {"account_id": row["id"], "email": row["email"], "token": token,
-                     "token_id": tid, "account": account_json(row)}
+        made = await service.create_sub_account(request.app[CTX], principal, item)
+        return 201, {"account_id": made.account.id, "email": made.account.email,
+                     "token": made.token, "token_id": made.token_id,
+                     "account": account_json(made.account)}
 
     return await idempotent(request, principal, body, produce)
 
 
 @routes.get("/v1/reseller/accounts")
 async def list_accounts(request: web.Request) -> web.Response:
-    principal = await _reseller(request)
+    principal = await authenticate(request, "admin")
     limit, offset = paging(request)
-    rows, total = await tenancy.list_sub_accounts(request.app[CTX].store,
-                                                  principal.account_id, limit, offset)
-    return web.json_response({"accounts": [account_json(r) for r in rows], "total": total,
-                              "limit": limit, "offset": offset})
+    accounts, total = await service.list_sub_accounts(request.app[CTX], principal, limit,
+                                                      offset)
+    return json_response({"accounts": [account_json(a) for a in accounts], "total": total,
+                          "limit": limit, "offset": offset})
 
 
 @routes.get("/v1/reseller/accounts/{id}")
 async def get_sub_account(request: web.Request) -> web.Response:
-    principal = await _reseller(request)
-    row = await tenancy.get_sub_account(request.app[CTX].store, principal.account_id,
-                                        request.match_info["id"])
-    return web.json_response(account_json(row))
+    principal = await authenticate(request, "admin")
+    return json_response(account_json(await service.get_sub_account(
+        request.app[CTX], principal, request.match_info["id"])))
 
 
 @routes.patch("/v1/reseller/accounts/{id}")
 async def update_account(request: web.Request) -> web.Response:
-    principal = await _reseller(request)
+    principal = await authenticate(request, "admin")
     body = await json_body(request)
-    fields, errs = _parse(body, creating=False)
-    if errs:
-        raise ValidationFailed(errs)
-    row = await tenancy.update_sub_account(request.app[CTX].store, principal.account_id,
-                                           request.match_info["id"], fields)
-    return web.json_response(account_json(row))
+    changes = SubAccountChanges(**_parse(body, creating=False))
+    return json_response(account_json(await service.update_sub_account(
+        request.app[CTX], principal, request.match_info["id"], changes)))
 
 
 async def _suspension(request: web.Request, suspended: bool) -> web.Response:
-    principal = await _reseller(request)
-    row, job = await tenancy.set_suspended(request.app[CTX].store, principal.account_id,
-                                           request.match_info["id"], suspended)
-    return web.json_response({"account_id": row["id"], "status": row["status"],
-                              "job_id": job.id, "job_status": job.status}, status=202)
+    principal = await authenticate(request, "admin")
+    acct, job = await service.set_suspended(request.app[CTX], principal,
+                                            request.match_info["id"], suspended)
+    return json_response({"account_id": acct.id, "status": acct.status, "job_id": job.id,
+                          "job_status": job.status}, status=202)
 
 
 @routes.post("/v1/reseller/accounts/{id}/suspend")
@@ -200,26 +169,26 @@ async def unsuspend(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/reseller/accounts/{id}")
 async def delete_account(request: web.Request) -> web.Response:
-    principal = await _reseller(request)
-    job = await tenancy.delete_sub_account(request.app[CTX].store, principal.account_id,
+    principal = await authenticate(request, "admin")
+    job = await service.delete_sub_account(request.app[CTX], principal,
                                            request.match_info["id"])
-    return web.json_response({"job_id": job.id, "status": job.status,
-                              "account_id": request.match_info["id"]}, status=202)
+    return json_response({"job_id": job.id, "status": job.status,
+                          "account_id": request.match_info["id"]}, status=202)
 
 
 @routes.get("/v1/reseller/usage")
 async def reseller_usage(request: web.Request) -> web.Response:
-    principal = await _reseller(request)
-    rows = await tenancy.reseller_usage(request.app[CTX].store, principal.account_id)
-    accounts = [{"account_id": r["id"], "name": r["name"], "status": r["status"],
-                 "domains": {"used": int(r["domains"]), "limit": r["domain_limit"]},
-                 "email_users": {"used": int(r["email_users"]),
-                                 "limit": r["email_user_limit"]}} for r in rows]
-    return web.json_response({
+    principal = await authenticate(request, "admin")
+    rows = await service.reseller_usage(request.app[CTX], principal)
+    accounts = [{"account_id": r.id, "name": r.name, "status": r.status,
+                 "domains": {"used": r.domains, "limit": r.domain_limit},
+                 "email_users": {"used": r.email_users, "limit": r.email_user_limit}}
+                for r in rows]
+    return json_response({
         "accounts": accounts,
         "totals": {"accounts": len(rows),
-                   "domains": sum(int(r["domains"]) for r in rows),
-                   "email_users": sum(int(r["email_users"]) for r in rows)},
+                   "domains": sum(r.domains for r in rows),
+                   "email_users": sum(r.email_users for r in rows)},
     })
 
 

@@ -134,7 +134,7 @@ async def _recover_bulk(request: web.Request, principal: Principal,
     """The answer of a bulk create whose first attempt died after committing: rebuilt
     from the users sealed on the job (without their passwords, as the first answer)."""
     ctx = request.app[CTX]
-    _, _, sealed = await ctx.store.get_job(principal.account_id, job.id)
+    sealed = (await ctx.store.jobs.get(principal.account_id, job.id)).sealed_secrets
     if sealed is None:  # died before the listing was attached, or it expired
         out = {**(await recover_job(request, principal, job))[1], "users_count": job.total}
         return 202, out

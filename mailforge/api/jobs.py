@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from ..errors import ValidationFailed
 from ..models import Job
+from ..service import jobs as service
 from .context import CTX
-from .http import authenticate, paging, rfc3339
+from .http import authenticate, paging
+from .render import json_response, rfc3339
 
 routes = web.RouteTableDef()
 
@@ -33,25 +35,26 @@ def job_json(job: Job) -> dict[str, Any]:
 @routes.get("/v1/jobs/{id}")
 async def get_job(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    ctx = request.app[CTX]
-    job, failures, sealed = await ctx.store.get_job(principal.account_id,
-                                                    request.match_info["id"])
-    out = job_json(job)
-    out["failures"] = [{"index": f["seq"], "id": f["object_id"], "email": f["address"],
-                        "error": f["error"]} for f in failures]
-    if sealed is not None:
-        # Generated passwords, readable from the job until the configured expiry.
-        out["users"] = json.loads(ctx.box.open(sealed, f"job-secrets:{job.id}"))
-    return web.json_response(out)
+    view = await service.get_job(request.app[CTX], principal, request.match_info["id"])
+    out = job_json(view.job)
+    out["failures"] = [{"index": f.index, "id": f.object_id, "email": f.address,
+                        "error": f.error} for f in view.failures]
+    if view.users is not None:
+        out["users"] = view.users
+    return json_response(out)
 
 
 @routes.get("/v1/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
     limit, offset = paging(request, default=20)
-    jobs = await request.app[CTX].store.list_jobs(principal.account_id, limit, offset)
-    return web.json_response({"jobs": [job_json(j) for j in jobs], "limit": limit,
-                              "offset": offset})
+    cursor = request.query.get("cursor")
+    if cursor == "":
+        raise ValidationFailed(["cursor: not a cursor this API returned"])
+    page = await service.list_jobs(request.app[CTX], principal, limit, offset, cursor)
+    return json_response({"jobs": [job_json(j) for j in page.jobs], "total": page.total,
+                          "limit": page.limit, "offset": page.offset,
+                          "next_cursor": page.next_cursor})
 
 
 _JOB: dict[str, Any] = {
@@ -83,10 +86,16 @@ def _openapi() -> dict[str, dict[str, Any]]:
             "responses": oas.responses({"200": oas.ok("The job.", one)})}},
         "/v1/jobs": {"get": {
             "summary": "Recent jobs of the account", "operationId": "listJobs",
-            "tags": ["jobs"], "parameters": [oas.LIMIT, oas.OFFSET, oas.ACTING],
+            "tags": ["jobs"],
+            "parameters": [oas.LIMIT, oas.OFFSET, oas.ACTING,
+                           {"name": "cursor", "in": "query", "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+                            "description": "next_cursor of the previous page"}],
             "responses": oas.responses({"200": oas.ok("Jobs.", oas.obj(
-                {"jobs": {"type": "array", "items": _JOB}, "limit": {"type": "integer"},
-                 "offset": {"type": "integer"}}, ("jobs",)))})}},
+                {"jobs": {"type": "array", "items": _JOB}, "total": {"type": "integer"},
+                 "limit": {"type": "integer"}, "offset": {"type": "integer"},
+                 "next_cursor": oas.NULLABLE_STR},
+                ("jobs", "total", "next_cursor")))})}},
     }
 
 

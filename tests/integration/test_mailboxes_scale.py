@@ -286,7 +286,7 @@ async def test_account_limit_holds_under_concurrency(sandbox: Any, api: Any,
     try:
         store = Store(pool, "sandbox")
         acct = await mbstore.create_account(store, "limited", 5, 10)
-        _tid, token, _ = await store.create_token(acct, "limited", ["admin"])
+        _tid, token, _ = await store.tokens.create(acct, "limited", ["admin"])
     finally:
         await pool.close()
     limited = api.with_token(token)
