@@ -13,20 +13,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from ..errors import ValidationFailed
 from ..log import get
 from ..models import Principal
+from ..schema.tenancy import AuditEventReply, AuditPage, AuditQuery
 from ..service import audit as service
-from . import oas
 from .context import CTX
-from .http import BODY_KEY, PRINCIPAL_KEY, authenticate, client_addr
-from .render import json_response, rfc3339
+from .http import BODY_KEY, PRINCIPAL_KEY, client_addr
+from .operation import operation, principal_of, query_of, reply
+from .render import rfc3339
 
 log = get("mailforge.audit")
 routes = web.RouteTableDef()
@@ -119,86 +118,25 @@ async def audit_middleware(request: web.Request,
     return response
 
 
-def _time(name: str, value: str, errs: list[str]) -> datetime | None:
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if t.tzinfo is None:
-            raise ValueError
-        return t
-    except ValueError:
-        errs.append(f"{name}: must be an RFC 3339 time with a zone")
-        return None
-
-
-@routes.get("/v1/audit")
-async def list_audit(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "admin")
-    q = request.query
-    errs: list[str] = []
-    limit = 50
-    if "limit" in q:
-        try:
-            limit = int(q["limit"])
-            if not 1 <= limit <= 500:
-                raise ValueError
-        except ValueError:
-            errs.append("limit: must be an integer from 1 to 500")
-    since = _time("since", q["since"], errs) if q.get("since") else None
-    until = _time("until", q["until"], errs) if q.get("until") else None
-    cursor = q.get("cursor")
-    if cursor == "":
-        errs.append("cursor: not a cursor this API returned")
-    if errs:
-        raise ValidationFailed(errs)
-    flt = service.AuditFilter(action=q.get("action") or None,
-                              token_id=q.get("token_id") or None,
-                              resource_id=q.get("resource_id") or None,
-                              since=since, until=until)
-    page = await service.list_events(request.app[CTX], principal, flt, limit, cursor)
-    events = [{
-        "id": r.id, "at": rfc3339(r.at), "account_id": r.event.account_id,
-        "actor_account_id": r.event.actor_account_id, "token_id": r.event.token_id,
-        "action": r.event.action, "method": r.event.method, "route": r.event.route,
-        "resource_id": r.event.resource_id, "status": r.event.status,
-        "client_addr": r.event.client_addr, "request_id": r.event.request_id,
-        "summary": r.event.summary,
-    } for r in page.events]
-    return json_response({"events": events, "next_cursor": page.next_cursor,
-                          "limit": page.limit})
-
-
-_EVENT = oas.obj({
-    "id": {"type": "string"}, "at": {"type": "string", "format": "date-time"},
-    "account_id": {"type": "string"}, "actor_account_id": {"type": "string"},
-    "token_id": {"type": "string"}, "action": {"type": "string"},
-    "method": {"type": "string"}, "route": {"type": "string"},
-    "resource_id": oas.NULLABLE_STR, "status": {"type": "integer"},
-    "client_addr": oas.NULLABLE_STR, "request_id": oas.NULLABLE_STR,
-    "summary": {"type": "object"},
-}, ("id", "at", "account_id", "token_id", "action", "method", "route", "status"))
-
-
-def _q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}
-
-
-openapi_paths: dict[str, dict[str, Any]] = {
-    "/v1/audit": {"get": {
-        "summary": "Who did what, when, with which token, to which resource (newest first)",
-        "operationId": "listAudit", "tags": ["audit"],
-        "parameters": [
-            oas.LIMIT, oas.ACTING,
-            _q("cursor", {"type": "string"}, "next_cursor of the previous page"),
-            _q("action", {"type": "string", "maxLength": 128}, "e.g. email_users.create"),
-            _q("token_id", {"type": "string", "maxLength": 128}, "events of one token"),
-            _q("resource_id", {"type": "string", "maxLength": 128}, "events of a resource"),
-            _q("since", {"type": "string", "format": "date-time"}, "at or after"),
-            _q("until", {"type": "string", "format": "date-time"}, "before"),
-        ],
-        "responses": oas.responses({"200": oas.ok("Events.", oas.obj({
-            "events": {"type": "array", "items": _EVENT},
-            "next_cursor": oas.NULLABLE_STR, "limit": {"type": "integer"}},
-            ("events", "next_cursor")))}),
-    }},
-}
+@operation(routes, "GET", "/v1/audit", id="listAudit", tag="audit",
+           summary="Who did what, when, with which token, to which resource (newest first)",
+           description="Every successful write of the account (POST, PUT, PATCH, DELETE "
+                       "answered below 400), whatever route served it, with request "
+                       "bodies' secrets redacted. Append-only. For unrestricted admin "
+                       "tokens.",
+           permission="admin", query=AuditQuery, answers={200: AuditPage})
+async def list_audit(request: web.Request) -> web.StreamResponse:
+    q = query_of(request, AuditQuery)
+    flt = service.AuditFilter(action=q.action or None, token_id=q.token_id or None,
+                              resource_id=q.resource_id or None, since=q.since,
+                              until=q.until)
+    page = await service.list_events(request.app[CTX], principal_of(request), flt,
+                                     q.limit, q.cursor)
+    return reply(AuditPage(events=[AuditEventReply(
+        id=r.id, at=rfc3339(r.at) or "", account_id=r.event.account_id,
+        actor_account_id=r.event.actor_account_id, token_id=r.event.token_id,
+        action=r.event.action, method=r.event.method, route=r.event.route,
+        resource_id=r.event.resource_id, status=r.event.status,
+        client_addr=r.event.client_addr, request_id=r.event.request_id,
+        summary=r.event.summary) for r in page.events],
+        next_cursor=page.next_cursor, limit=page.limit))

@@ -10,8 +10,9 @@ its own children only (every store query filters on the parent's id).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from .. import validation
+from .. import ids, paging, validation
 from ..errors import ValidationFailed
 from ..models import Job, Principal
 from ..store.accounts import (
@@ -110,10 +111,43 @@ async def create_sub_account(ctx: ServiceContext, principal: Principal,
     return CreatedAccount(account, tid, token)
 
 
+@dataclass(frozen=True)
+class SubAccountListing:
+    accounts: list[AccountInfo]
+    total: int
+    offset: int
+    next_cursor: str | None
+
+
+# The sort a sub-accounts cursor belongs to: oldest first by (created_at, id).
+CURSOR_SORT = "accounts:created_at,id"
+
+
+def _position(cursor: str) -> tuple[datetime, str]:
+    at, aid = paging.decode(cursor, CURSOR_SORT, 2)
+    try:
+        when = datetime.fromisoformat(at) if isinstance(at, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None or not isinstance(aid, str) \
+            or not ids.has_prefix(aid, "acct"):
+        raise ValidationFailed(["cursor: not a cursor of this list (use next_cursor as "
+                                "given)"])
+    return when, aid
+
+
 async def list_sub_accounts(ctx: ServiceContext, principal: Principal, limit: int,
-                            offset: int) -> tuple[list[AccountInfo], int]:
+                            offset: int, cursor: str | None = None) -> SubAccountListing:
+    """The principal's own sub-accounts, oldest first, from *offset* or *cursor* (which
+    takes precedence; the answer then says offset 0)."""
     require_reseller(principal)
-    return await ctx.store.accounts.list_sub(principal.account_id, limit, offset)
+    after = _position(cursor) if cursor is not None else None
+    if after is not None:
+        offset = 0
+    accounts, total, nxt = await ctx.store.accounts.list_sub(principal.account_id, limit,
+                                                             offset, after)
+    return SubAccountListing(accounts, total, offset, paging.encode(
+        CURSOR_SORT, [nxt[0].isoformat(), nxt[1]]) if nxt is not None else None)
 
 
 async def get_sub_account(ctx: ServiceContext, principal: Principal,

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import paging
 from ..errors import ValidationFailed
 from ..models import Principal
 from ..store.audit import AuditEvent, AuditFilter, AuditRecord
 from .access import require_unrestricted
 from .context import ServiceContext
-from .cursor import Cursors
 
 __all__ = ["AuditEvent", "AuditFilter", "AuditPage", "AuditRecord", "list_events",
            "record"]
 
-CURSOR_KIND = "audit"
+# The sort an audit cursor belongs to: newest first by the log's sequence number.
+CURSOR_SORT = "audit:seq-desc"
 MAX_TEXT = 128
 
 
@@ -54,12 +55,15 @@ async def list_events(ctx: ServiceContext, principal: Principal, flt: AuditFilte
     *cursor* (a ``next_cursor`` this API returned) on."""
     require_unrestricted(principal)
     check_filter(flt)
-    cursors = Cursors(ctx.box)
-    before = (cursors.decode_seq(CURSOR_KIND, principal.account_id, cursor)
-              if cursor is not None else None)
+    before: int | None = None
+    if cursor is not None:
+        (seq,) = paging.decode(cursor, CURSOR_SORT, 1)
+        before = seq if isinstance(seq, int) else None
+        if before is None or before < 1:
+            raise ValidationFailed(["cursor: not a cursor of this list (use next_cursor "
+                                    "as given)"])
     # One more than asked: whether a next page exists.
     rows = await ctx.store.audit.list(principal.account_id, flt, before, limit + 1)
     page = rows[:limit]
-    nxt = (cursors.encode_seq(CURSOR_KIND, principal.account_id, page[-1].seq)
-           if len(rows) > limit else None)
+    nxt = paging.encode(CURSOR_SORT, [page[-1].seq]) if len(rows) > limit else None
     return AuditPage(page, limit, nxt)

@@ -193,14 +193,23 @@ class Accounts(Repository):
                                                      ["admin"], None, None, minted_by)
         return _account(row), tid, token
 
-    async def list_sub(self, parent_id: str, limit: int,
-                       offset: int) -> tuple[list[AccountInfo], int]:
+    async def list_sub(self, parent_id: str, limit: int, offset: int,
+                       after: tuple[datetime, str] | None = None
+                       ) -> tuple[list[AccountInfo], int, tuple[datetime, str] | None]:
+        """Oldest first: *limit* sub-accounts after position *after* (keyset: the
+        (created_at, id) of the last one of the previous page) and *offset*; the number
+        of sub-accounts; where the next page starts (None: this is the last)."""
+        after_at, after_id = after if after is not None else (None, None)
         async with self.pool.acquire() as conn:
             await conn.execute(Q.finish_deleted_accounts, parent_id)
-            rows = await conn.fetch(Q.list_sub_accounts, parent_id, limit, offset)
-            total = rows[0]["total_count"] if rows else await conn.fetchval(
-                Q.count_sub_accounts, parent_id)
-        return [_account(r) for r in rows], int(total)
+            # One more than asked: whether a next page exists.
+            rows = await conn.fetch(Q.list_sub_accounts, parent_id, limit + 1, offset,
+                                    after_at, after_id)
+            total = await conn.fetchval(Q.count_sub_accounts, parent_id)
+        accounts = [_account(r) for r in rows[:limit]]
+        nxt = ((accounts[-1].created_at, accounts[-1].id)
+               if len(rows) > limit and accounts else None)
+        return accounts, int(total), nxt
 
     async def get_sub(self, parent_id: str, account_id: str) -> AccountInfo:
         if not ids.has_prefix(account_id, "acct"):

@@ -70,8 +70,11 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING *;
 
 -- name: list_sub_accounts
-SELECT *, count(*) OVER () AS total_count FROM accounts
+-- Oldest first, keyset: $4/$5 the (created_at, id) of the last account of the previous
+-- page (NULL: from the oldest); $3 an offset on top.
+SELECT * FROM accounts
 WHERE parent_id = $1
+  AND ($4::timestamptz IS NULL OR (created_at, id) > ($4::timestamptz, $5::text))
 ORDER BY created_at, id
 LIMIT $2 OFFSET $3;
 
