@@ -148,6 +148,8 @@ def add_operations(app: web.Application, paths: dict[str, dict[str, Any]],
         for status, model in op.answers.items():
             if isinstance(model, Raw):
                 responses[str(status)] = {"description": model.description}
+                if status == 204:
+                    continue  # No Content: no body to describe
                 if model.media_type != "application/json":
                     responses[str(status)]["content"] = {
                         model.media_type: {"schema": {"type": "string"}}}
