@@ -15,7 +15,6 @@ from aiohttp import web
 from . import secretbox
 from .api.app import make_app
 from .api.context import ApiContext
-from .api.inbox import MAIL
 from .api.server import ApiRunner
 from .backends.base import load_backend
 from .config import Config
@@ -61,9 +60,8 @@ async def run(cfg: Config) -> None:
         ctx = ApiContext(cfg=cfg, store=store, box=box,
                          hashers=ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
                                                     thread_name_prefix="hash"),
-                         crash_points=crash_points_from_env())
+                         crash_points=crash_points_from_env(), mail=mail)
         app = make_app(ctx)
-        app[MAIL] = mail
         runner = ApiRunner(
             app, access_log=None, handler_cancellation=True,
             keepalive_timeout=cfg.api_limits.keepalive_timeout_seconds,

@@ -1,68 +1,53 @@
 """Mail through the API: send, list, read bodies and attachments, mark read/unread,
-sending quota and warm-up, domain reputation, and webhooks."""
+sending quota and warm-up, domain reputation, and webhooks. Each handler parses,
+calls one service function (``service/mail.py``, ``service/webhooks.py``) and renders."""
 
 from __future__ import annotations
 
-import json
-import re
 from datetime import date
 from typing import Any
 
 from aiohttp import web
 
-from .. import ids, netguard, reputation, webhooks
-from ..errors import NotFound, ValidationFailed
+from .. import webhooks
+from ..errors import ValidationFailed
 from ..mail import compose
 from ..mail.imap import check_folder
-from ..mail.service import MailService
-from ..store.queries import Q
+from ..service import idempotency as idem
+from ..service import mail as mail_service
+from ..service import webhooks as webhook_service
 from .context import CTX
-from .errors import ApiError
-from .http import (
-    authenticate,
-    check_fields,
-    json_body,
-    paging,
-    require_unrestricted,
-    rfc3339,
-)
-from .idempotency import idempotent
+from .http import authenticate, check_fields, json_body, paging
+from .idempotency import render
+from .render import json_response
 
 routes = web.RouteTableDef()
-MAIL = web.AppKey("mailforge_mail", MailService)
 
 
-def _svc(request: web.Request) -> MailService:
-    svc = request.app.get(MAIL)
-    if svc is None:
-        raise ApiError("mail_unavailable", "Mail through the API is not running.", status=503)
-    return svc
+def _idempotency(request: web.Request, body: dict[str, Any]) -> tuple[str | None, bytes]:
+    """The request's Idempotency-Key and what it is bound to (method, path, body)."""
+    return (request.headers.get("Idempotency-Key"),
+            idem.fingerprint(f"{request.method} {request.path}", body))
 
 
 @routes.post("/v1/email-users/{id}/inbox/send")
 async def send(request: web.Request) -> web.Response:
     principal = await authenticate(request, "write")
-    svc = _svc(request)
-    sender = await svc.sender(principal.account_id, request.match_info["id"])
     body = await json_body(request)
     req, errs = compose.parse_send(body)
     if errs or req is None:
         raise ValidationFailed(errs)
-
-    async def produce() -> tuple[int, dict[str, Any]]:
-        return 200, await svc.send(sender, req)
-
-    resp = await idempotent(request, principal, body, produce)
-    with_remaining = json.loads(resp.body) if isinstance(resp.body, bytes) else {}
-    if "remaining" in with_remaining:
-        resp.headers["X-Send-Limit-Remaining"] = str(with_remaining["remaining"])
+    answer = await mail_service.send(request.app[CTX], principal, request.match_info["id"],
+                                     req, *_idempotency(request, body))
+    resp = render(answer)
+    if "remaining" in answer.body:
+        resp.headers["X-Send-Limit-Remaining"] = str(answer.body["remaining"])
     return resp
 
 
 @routes.get("/v1/email-users/{id}/inbox")
 async def list_inbox(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    svc = _svc(request)
     limit, offset = paging(request)
     q = request.query
     folder = q.get("folder", "INBOX")
@@ -74,86 +59,73 @@ async def list_inbox(request: web.Request) -> web.Response:
         errs.append("unread: must be true or false")
     if errs:
         raise ValidationFailed(errs)
-    sender = await svc.sender(principal.account_id, request.match_info["id"])
-    out = await svc.list(sender, folder, unread in ("true", "1"), limit, offset)
-    return web.json_response(out)
+    return json_response(await mail_service.list_messages(
+        request.app[CTX], principal, request.match_info["id"], folder,
+        unread in ("true", "1"), limit, offset))
 
 
 @routes.get("/v1/email-users/{id}/sending")
 async def get_sending(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    svc = _svc(request)
-    sender = await svc.sender(principal.account_id, request.match_info["id"])
-    return web.json_response(await svc.quota(sender))
+    return json_response(await mail_service.get_sending(request.app[CTX], principal,
+                                                        request.match_info["id"]))
 
 
-@routes.put("/v1/email-users/{id}/sending")
-async def put_sending(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "write")
-    svc = _svc(request)
-    sender = await svc.sender(principal.account_id, request.match_info["id"])
-    body = await json_body(request)
+def _int_in(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _sending_update(body: dict[str, Any]) -> mail_service.SendingUpdate:
     errs = check_fields(body, {"daily_send_limit", "warmup"}, set())
     limit = body.get("daily_send_limit")
-    if "daily_send_limit" in body and limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 1_000_000):
+    if limit is not None and not _int_in(limit, 0, 1_000_000):
         errs.append("daily_send_limit: must be null or an integer from 0 to 1000000")
     warm = body.get("warmup")
-    warmup: tuple[int, int, date] | None = None
+    warmup = None
     if warm is not None:
         if not isinstance(warm, dict):
             errs.append("warmup: must be an object or null")
         else:
             errs += check_fields(warm, {"start_limit", "days", "started_on"}, set(), "warmup.")
-            start = warm.get("start_limit", svc.cfg.mail.warmup_start)
-            days = warm.get("days", svc.cfg.mail.warmup_days)
-            if isinstance(start, bool) or not isinstance(start, int) or not 1 <= start <= 10000:
+            start, days = warm.get("start_limit"), warm.get("days")
+            if start is not None and not _int_in(start, 1, 10000):
                 errs.append("warmup.start_limit: must be an integer from 1 to 10000")
-            if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365:
+            if days is not None and not _int_in(days, 1, 365):
                 errs.append("warmup.days: must be an integer from 1 to 365")
-            started = date.today()
+            started = None
             if warm.get("started_on") is not None:
                 try:
                     started = date.fromisoformat(str(warm["started_on"]))
                 except ValueError:
                     errs.append("warmup.started_on: must be a date YYYY-MM-DD")
-            warmup = (start, days, started)
+            warmup = mail_service.WarmupInput(start, days, started)
     if errs:
         raise ValidationFailed(errs)
-    async with svc.pool.acquire() as conn, conn.transaction():
-        if "daily_send_limit" in body:
-            await conn.execute(Q.mail_set_daily_limit, principal.account_id, sender.id, limit)
-        if "warmup" in body:
-            if warmup is None:
-                await conn.execute(Q.mail_clear_warmup, sender.id)
-            else:
-                await conn.execute(Q.mail_set_warmup, sender.id, *warmup)
-    sender = await svc.sender(principal.account_id, sender.id)
-    return web.json_response(await svc.quota(sender))
+    return mail_service.SendingUpdate("daily_send_limit" in body, limit, "warmup" in body,
+                                      warmup)
+
+
+@routes.put("/v1/email-users/{id}/sending")
+async def put_sending(request: web.Request) -> web.Response:
+    principal = await authenticate(request, "write")
+    update = _sending_update(await json_body(request))
+    return json_response(await mail_service.set_sending(request.app[CTX], principal,
+                                                        request.match_info["id"], update))
 
 
 @routes.get("/v1/inbox/{msg_id}/body")
 async def body(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    raw = await _svc(request).raw(principal.account_id, request.match_info["msg_id"])
-    msg = compose.parse(raw)
-    text, html = compose.bodies(msg)
-    return web.json_response({"id": request.match_info["msg_id"],
-                              "body": text if text is not None else (html or ""),
-                              "text": text, "html": html,
-                              "subject": compose.header_text(msg.get("Subject")),
-                              "message_id": compose.header_text(msg.get("Message-ID"))})
+    return json_response(await mail_service.message_body(request.app[CTX], principal,
+                                                         request.match_info["msg_id"]))
 
 
 @routes.get("/v1/inbox/{msg_id}/attachments")
 async def attachments(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    msg_id = request.match_info["msg_id"]
-    raw = await _svc(request).raw(principal.account_id, msg_id)
-    items = [{"index": n, "filename": name, "content_type": ctype, "size": len(data),
-              "url": f"/v1/inbox/{msg_id}/attachments/{n}"}
-             for n, (name, ctype, data) in enumerate(compose.attachments(compose.parse(raw)))]
-    return web.json_response({"attachments": items})
+    items = await mail_service.list_attachments(request.app[CTX], principal,
+                                                request.match_info["msg_id"])
+    return json_response({"attachments": items})
 
 
 @routes.get("/v1/inbox/{msg_id}/attachments/{n}")
@@ -162,23 +134,17 @@ async def attachment(request: web.Request) -> web.Response:
     n_text = request.match_info["n"]
     if not n_text.isdigit() or len(n_text) > 4:
         raise ValidationFailed(["n: must be the attachment's index (0, 1, ...)"])
-    raw = await _svc(request).raw(principal.account_id, request.match_info["msg_id"])
-    items = compose.attachments(compose.parse(raw))
-    n = int(n_text)
-    if n >= len(items):
-        raise NotFound("attachment")
-    name, ctype, data = items[n]
-    safe = re.sub(r'[^A-Za-z0-9._ -]', "_", name)[:200] or "attachment"
-    return web.Response(body=data, content_type=ctype, headers={
-        "Content-Disposition": f'attachment; filename="{safe}"',
+    att = await mail_service.attachment(request.app[CTX], principal,
+                                        request.match_info["msg_id"], int(n_text))
+    return web.Response(body=att.data, content_type=att.content_type, headers={
+        "Content-Disposition": f'attachment; filename="{att.filename}"',
         "X-Content-Type-Options": "nosniff"})
 
 
 async def _mark(request: web.Request, read: bool) -> web.Response:
     principal = await authenticate(request, "write")
-    msg_id = request.match_info["msg_id"]
-    await _svc(request).set_read(principal.account_id, msg_id, read)
-    return web.json_response({"id": msg_id, "is_read": read})
+    return json_response(await mail_service.mark(request.app[CTX], principal,
+                                                 request.match_info["msg_id"], read))
 
 
 @routes.post("/v1/inbox/{msg_id}/read")
@@ -194,92 +160,53 @@ async def mark_unread(request: web.Request) -> web.Response:
 @routes.get("/v1/domains/{id}/reputation")
 async def domain_reputation(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    ctx = request.app[CTX]
-    d = await ctx.store.get_domain(principal.account_id, request.match_info["id"])
-    rep = await reputation.domain_json(ctx.store.pool, d.id, ctx.cfg.reputation)
-    return web.json_response({"domain_id": d.id, "domain": d.name, **rep})
+    return json_response(await mail_service.domain_reputation(
+        request.app[CTX], principal, request.match_info["id"]))
 
 
 # ------------------------------------------------------------------ webhooks
 
 
-def _webhook_json(r: Any) -> dict[str, Any]:
-    return {"id": r["id"], "url": r["url"], "events": list(r["events"]),
-            "created_at": rfc3339(r["created_at"])}
-
-
 @routes.post("/v1/webhooks")
 async def create_webhook(request: web.Request) -> web.Response:
     principal = await authenticate(request, "write")
-    # Webhooks carry events of every domain of the account: not for a token restricted
-    # to some of its domains (it would read the others' mail through them).
-    require_unrestricted(principal)
-    ctx = request.app[CTX]
     body = await json_body(request)
     errs = check_fields(body, {"url", "events"}, {"url"})
     url = body.get("url")
-    if "url" in body:
-        # The receiver is tenant-given: the outbound guard refuses an address mailforge
-        # may not connect to for a tenant (it checks every delivery again).
-        errs += netguard.validate_url(
-            url, netguard.Guard.from_config(ctx.cfg.outbound.allow_networks))
+    if "url" in body and not isinstance(url, str):
+        errs.append("url: must be a string")
     events = body.get("events", list(webhooks.EVENTS))
     if not isinstance(events, list) or not events or \
             any(e not in webhooks.EVENTS for e in events):
         errs.append(f"events: must be a non-empty list of: {', '.join(webhooks.EVENTS)}")
     if errs:
         raise ValidationFailed(errs)
-
-    async def produce() -> tuple[int, dict[str, Any]]:
-        wid = ids.new_id("evt").replace("evt_", "whk_", 1)
-        secret = webhooks.new_secret()
-        sealed = ctx.box.seal(secret.encode(), webhooks.secret_context(wid))
-        async with ctx.store.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.webhook_insert, wid, principal.account_id, url,
-                                      sorted(set(events)), sealed)
-        return 201, {**_webhook_json(row), "secret": secret}
-
-    return await idempotent(request, principal, body, produce)
+    assert isinstance(url, str)
+    return render(await webhook_service.create(request.app[CTX], principal, url, events,
+                                               *_idempotency(request, body)))
 
 
 @routes.get("/v1/webhooks")
 async def list_webhooks(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    require_unrestricted(principal)
-    async with request.app[CTX].store.pool.acquire() as conn:
-        rows = await conn.fetch(Q.webhook_list, principal.account_id)
-    return web.json_response({"webhooks": [_webhook_json(r) for r in rows]})
+    hooks = await webhook_service.list_webhooks(request.app[CTX], principal)
+    return json_response({"webhooks": [webhook_service.webhook_json(w) for w in hooks]})
 
 
 @routes.delete("/v1/webhooks/{id}")
 async def delete_webhook(request: web.Request) -> web.Response:
     principal = await authenticate(request, "write")
-    require_unrestricted(principal)
-    async with request.app[CTX].store.pool.acquire() as conn:
-        gone = await conn.fetchval(Q.webhook_delete, principal.account_id,
-                                   request.match_info["id"])
-    if gone is None:
-        raise NotFound("webhook")
+    await webhook_service.delete(request.app[CTX], principal, request.match_info["id"])
     return web.Response(status=204)
 
 
 @routes.get("/v1/webhooks/{id}/deliveries")
 async def webhook_deliveries(request: web.Request) -> web.Response:
     principal = await authenticate(request, "read")
-    require_unrestricted(principal)
     limit, _offset = paging(request)
-    async with request.app[CTX].store.pool.acquire() as conn:
-        row = await conn.fetchrow(Q.webhook_get, principal.account_id,
-                                  request.match_info["id"])
-        if row is None:
-            raise NotFound("webhook")
-        rows = await conn.fetch(Q.webhook_deliveries_of, row["id"], limit)
-    return web.json_response({"deliveries": [
-        {"id": r["id"], "event_id": r["event_id"], "event": r["event"], "state": r["state"],
-         "attempts": r["attempts"], "last_status": r["last_status"],
-         "last_error": r["last_error"], "created_at": rfc3339(r["created_at"]),
-         "delivered_at": rfc3339(r["delivered_at"]),
-         "next_attempt_at": rfc3339(r["next_attempt_at"])} for r in rows]})
+    found = await webhook_service.deliveries(request.app[CTX], principal,
+                                             request.match_info["id"], limit)
+    return json_response({"deliveries": [webhook_service.delivery_json(d) for d in found]})
 
 
 # ------------------------------------------------------------------ OpenAPI

@@ -27,7 +27,9 @@ from ..models import Alias, Domain, DomainState, Job, Mailbox, Principal, from_r
 from . import scope
 from .db import Database
 from .jobs import IDEMPOTENCY, Jobs
+from .mail import InboundScans, Senders, Sending
 from .queries import Q
+from .webhooks import Webhooks
 
 TOKEN_PREFIX = "mf_"  # noqa: S105 - a prefix, not a secret
 WORK_CHANNEL = "mailforge_work"
@@ -134,6 +136,10 @@ class Store(Database):
     def __init__(self, pool: asyncpg.Pool, mail_host: str = "default") -> None:
         super().__init__(pool, mail_host)
         self.jobs = Jobs(self)
+        self.senders = Senders(self)
+        self.sending = Sending(self)
+        self.inbound_scans = InboundScans(self)
+        self.webhooks = Webhooks(self)
 
     def _tx(self) -> AbstractAsyncContextManager[Conn]:
         return self.tx()
