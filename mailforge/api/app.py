@@ -8,47 +8,30 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
-from typing import Any
 
 from aiohttp import web
 
 from .. import ratelimit
-from . import accounts, aliases, audit, dns, domains, email_users, inbox, jobs, oas, openapi, tokens
+from ..schema.meta import Health
+from . import accounts, aliases, audit, dns, domains, email_users, inbox, jobs, openapi, tokens
 from .context import CTX, ApiContext
 from .http import LIMITERS, envelope_middleware
+from .operation import operation, reply
 
 routes = web.RouteTableDef()
 HEALTH_CHECKS = web.AppKey("health_checks", list)
 
 
-@routes.get("/v1/health")
-async def health(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    try:
-        async with ctx.store.pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
-        db = "ok"
-    except Exception:
-        db = "unreachable"
-    status = 200 if db == "ok" else 503
-    return web.json_response({"status": "ok" if status == 200 else "degraded",
-                              "database": db}, status=status)
-
-
-openapi_paths: dict[str, dict[str, Any]] = {
-    "/v1/health": {"get": {
-        "summary": "Liveness and database reachability (no authentication)",
-        "operationId": "health", "tags": ["health"], "security": [],
-        "responses": {
-            "200": oas.ok("Healthy.", oas.obj({"status": {"const": "ok"},
-                                               "database": {"type": "string"}},
-                                              ("status", "database"))),
-            "503": oas.ok("The database is unreachable.", oas.obj(
-                {"status": {"type": "string"}, "database": {"type": "string"}},
-                ("status", "database"))),
-        },
-    }},
-}
+@operation(routes, "GET", "/v1/health", id="health", tag="health",
+           summary="Liveness and database reachability (no authentication)",
+           description="Answers 200 while the daemon serves and PostgreSQL answers, 503 "
+                       "with database unreachable otherwise. For load balancers and "
+                       "monitoring; needs no token.",
+           permission=None, answers={200: Health, 503: Health})
+async def health(request: web.Request) -> web.StreamResponse:
+    ok = await request.app[CTX].store.reachable()
+    return reply(Health(status="ok" if ok else "degraded",
+                        database="ok" if ok else "unreachable"), status=200 if ok else 503)
 
 
 # Every module serving routes; its ``openapi_paths`` documents them.

@@ -16,6 +16,9 @@ from aiohttp import web
 
 from .. import __version__
 from . import oas
+from . import openapi_gen as generated
+from .context import CTX
+from .operation import Raw, operation
 
 routes = web.RouteTableDef()
 
@@ -26,9 +29,15 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 NO_DATABASE = frozenset({"/v1/health", "/v1/openapi.json", "/v1/docs"})
 
 
-def build_document(modules: tuple[ModuleType, ...]) -> dict[str, Any]:
-    """Merge every module's ``openapi_paths``; a (path, method) declared twice is a bug."""
+def build_document(modules: tuple[ModuleType, ...], app: web.Application | None = None,
+                   cfg: Any = None) -> dict[str, Any]:
+    """The operations declared with ``api/operation.py`` on *app*'s routes, generated
+    from their models, plus any module's hand-written ``openapi_paths`` (the older
+    form); a (path, method) declared twice is a bug."""
     paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {"Error": oas.ERROR_SCHEMA}
+    if app is not None:
+        generated.add_operations(app, paths, schemas)
     for module in modules:
         for path, item in getattr(module, "openapi_paths", {}).items():
             merged = paths.setdefault(path, {})
@@ -55,7 +64,7 @@ def build_document(modules: tuple[ModuleType, ...]) -> dict[str, Any]:
                 responses = op.setdefault("responses", {})
                 for status in oas.ANY_ERRORS if path not in NO_DATABASE else (400,):
                     responses.setdefault(str(status), oas.error(status))
-    return {
+    doc = {
         "openapi": "3.1.0",
         "info": {
             "title": "mailforge control API",
@@ -69,11 +78,16 @@ def build_document(modules: tuple[ModuleType, ...]) -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": oas.ERROR_SCHEMA},
+            "schemas": dict(sorted(schemas.items())),
+            "parameters": generated.PARAMETERS,
         },
         "security": [{"bearer": []}],
+        "tags": generated.TAGS,
         "paths": dict(sorted(paths.items())),
     }
+    if cfg is not None:
+        generated.resolve_settings(doc, cfg)
+    return doc
 
 
 def _document(request: web.Request) -> dict[str, Any]:
@@ -83,8 +97,12 @@ def _document(request: web.Request) -> dict[str, Any]:
     return doc
 
 
-@routes.get("/v1/openapi.json")
-async def openapi_json(request: web.Request) -> web.Response:
+@operation(routes, "GET", "/v1/openapi.json", id="openapi", tag="meta",
+           summary="This OpenAPI 3.1 document (no authentication)",
+           description="Generated at start-up from the models every operation validates "
+                       "with, so it says exactly what the API accepts.",
+           permission=None, answers={200: Raw("The document.")})
+async def openapi_json(request: web.Request) -> web.StreamResponse:
     return web.json_response(_document(request), dumps=lambda o: json.dumps(o, indent=1))
 
 
@@ -139,8 +157,11 @@ def render_reference(doc: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-@routes.get("/v1/docs")
-async def reference_page(request: web.Request) -> web.Response:
+@operation(routes, "GET", "/v1/docs", id="reference", tag="meta",
+           summary="The human-readable API reference (HTML, no authentication)",
+           description="One section per operation, rendered from the OpenAPI document.",
+           permission=None, answers={200: Raw("An HTML page.", "text/html")})
+async def reference_page(request: web.Request) -> web.StreamResponse:
     page = request.app.get(PAGE_KEY)
     if page is None:
         page = render_reference(_document(request))
@@ -150,22 +171,7 @@ async def reference_page(request: web.Request) -> web.Response:
 PAGE_KEY = web.AppKey("reference_page", str)
 
 
-openapi_paths: dict[str, dict[str, Any]] = {
-    "/v1/openapi.json": {"get": {
-        "summary": "This OpenAPI 3.1 document (no authentication)",
-        "operationId": "openapi", "tags": ["meta"], "security": [],
-        "responses": {"200": oas.ok("The document.", {"type": "object"})},
-    }},
-    "/v1/docs": {"get": {
-        "summary": "The human-readable API reference (HTML, no authentication)",
-        "operationId": "reference", "tags": ["meta"], "security": [],
-        "responses": {"200": {"description": "An HTML page.",
-                              "content": {"text/html": {"schema": {"type": "string"}}}}},
-    }},
-}
-
-
 def install(app: web.Application, modules: tuple[ModuleType, ...]) -> None:
-    doc = build_document(modules)
+    doc = build_document(modules, app, app[CTX].cfg)
     app[DOC_KEY] = doc
     app[PAGE_KEY] = render_reference(doc)

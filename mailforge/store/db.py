@@ -28,6 +28,14 @@ class Database:
         self.pool = pool
         self.mail_host = mail_host
 
+    async def reachable(self) -> bool:
+        """Whether PostgreSQL answers a trivial query now."""
+        try:
+            async with self.pool.acquire() as conn:
+                return bool(await conn.fetchval("SELECT true"))
+        except Exception:
+            return False
+
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[Conn]:
         """A short transaction: commit on success, roll back on any exception."""
