@@ -25,9 +25,6 @@ MAX_SUBJECT = 998
 _MSGID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 _CTYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 
-SEND_FIELDS = {"to", "cc", "bcc", "subject", "body", "html", "text", "in_reply_to",
-               "references", "attachments"}
-
 
 @dataclass(frozen=True)
 class Attachment:
@@ -145,132 +142,108 @@ def parse_addresses(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def _addresses(value: object, name: str, errs: list[str]
-               ) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The canonical addresses of a to/cc/bcc value and their display names. A string
-    is an address list (one or several addresses); a list holds one address per item
-    (its errors name the item: ``to[3]: ...``)."""
-    names: dict[str, str] = {}
-    out: list[str] = []
+class AddressErrors(ValueError):
+    """What is wrong with a to/cc/bcc value: (list index or None for the whole value,
+    message) pairs, so that each error can name its item (``to[3]: ...``)."""
+
+    def __init__(self, problems: list[tuple[int | None, str]]) -> None:
+        super().__init__("; ".join(m for _, m in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Recipients:
+    """The canonical addresses of a to/cc/bcc value, and the display names given."""
+
+    addresses: tuple[str, ...] = ()
+    names: tuple[tuple[str, str], ...] = ()
+
+
+def recipients(value: object) -> Recipients:
+    """A to/cc/bcc value: a string is an address list (one or several addresses); a
+    list holds one address per item. ``AddressErrors`` names each bad item."""
     if isinstance(value, str):
         try:
             found = parse_addresses(value)
         except ValueError as exc:
-            errs.append(f"{name}: {exc}")
-            return (), {}
+            raise AddressErrors([(None, str(exc))]) from None
     elif isinstance(value, list) and all(isinstance(i, str) for i in value):
         if len(value) > MAX_RECIPIENTS:
             # Refused whatever the items are: do not parse thousands of them.
-            errs.append(f"{name}: at most {MAX_RECIPIENTS} recipients in to, cc and bcc "
-                        "together")
-            return (), {}
+            raise AddressErrors([(None, f"at most {MAX_RECIPIENTS} recipients in to, cc "
+                                        "and bcc together")])
         if sum(len(i) for i in value) > MAX_ADDRESS_TEXT:
-            errs.append(f"{name}: must be at most {MAX_ADDRESS_TEXT} characters in all")
-            return (), {}
+            raise AddressErrors([(None, f"must be at most {MAX_ADDRESS_TEXT} characters "
+                                        "in all")])
         found = []
+        problems: list[tuple[int | None, str]] = []
         for i, item in enumerate(value):
             try:
                 one = parse_addresses(item)
             except ValueError as exc:
-                errs.append(f"{name}[{i}]: {exc}")
+                problems.append((i, str(exc)))
                 continue
             if len(one) != 1:
-                errs.append(f"{name}[{i}]: must be one address (one list item per address)")
+                problems.append((i, "must be one address (one list item per address)"))
                 continue
             found += one
+        if problems:
+            raise AddressErrors(problems)
     else:
-        errs.append(f"{name}: must be an email address, an address list or a list of "
-                    "addresses")
-        return (), {}
+        raise AddressErrors([(None, "must be an email address, an address list or a list "
+                                    "of addresses")])
+    names: dict[str, str] = {}
     for display, addr in found:
-        out.append(addr)
         if display:
             names.setdefault(addr, display)
-    return tuple(out), names
+    return Recipients(tuple(a for _, a in found), tuple(sorted(names.items())))
 
 
-def _msgids(value: object, name: str, errs: list[str]) -> tuple[str, ...]:
+def message_ids(value: object) -> tuple[str, ...]:
+    """Message-IDs (``<id@host>``, the brackets optional) from a space-separated string
+    or a list of them."""
     if isinstance(value, str):
         items = value.split()
     elif isinstance(value, list) and all(isinstance(i, str) for i in value):
         items = list(value)
     else:
-        errs.append(f"{name}: must be a Message-ID like <id@host> or a list of them")
-        return ()
+        raise ValueError("must be a Message-ID like <id@host> or a list of them")
     out = []
-    for item in items:
+    for n, item in enumerate(items):
         v = item.strip()
         if v and not v.startswith("<"):
             v = f"<{v}>"
+        # The value is not echoed: error details never repeat what the client sent.
         if not _MSGID.fullmatch(v) or len(v) > 500:
-            errs.append(f"{name}: {item!r} is not a Message-ID like <id@host>")
-        else:
-            out.append(v)
+            raise ValueError(f"item {n + 1} is not a Message-ID like <id@host>")
+        out.append(v)
     return tuple(out)
 
 
-def parse_send(data: dict[str, Any]) -> tuple[SendRequest | None, list[str]]:
-    """Validate a send request body; every problem names its field."""
-    errs = [f"{k}: unknown field" for k in data if k not in SEND_FIELDS]
-    if "to" not in data:
-        errs.append("to: is required")
-    to, names = _addresses(data.get("to", []), "to", errs)
-    cc: tuple[str, ...] = ()
-    bcc: tuple[str, ...] = ()
-    if data.get("cc") is not None:
-        cc, cc_names = _addresses(data["cc"], "cc", errs)
-        names = {**cc_names, **names}
-    if data.get("bcc") is not None:
-        # Bcc names are dropped: the only header Bcc appears in is the sender's Sent copy.
-        bcc, _ = _addresses(data["bcc"], "bcc", errs)
-    if "to" in data and not to and not any(e.startswith("to") for e in errs):
-        errs.append("to: must name at least one recipient")
-    if len(to) + len(cc) + len(bcc) > MAX_RECIPIENTS:
-        errs.append(f"to: at most {MAX_RECIPIENTS} recipients in to, cc and bcc together")
-    subject = data.get("subject", "")
-    if not isinstance(subject, str) or len(subject) > MAX_SUBJECT:
-        errs.append(f"subject: must be a single line of at most {MAX_SUBJECT} characters")
-        subject = ""
-    else:
-        try:
-            validation.refuse_line_breaks(subject)
-        except ValueError as exc:
-            errs.append(f"subject: {exc}")
-            subject = ""
-    body = data.get("body", "")
-    if not isinstance(body, str):
-        errs.append("body: must be a string")
-        body = ""
-    is_html = data.get("html", False)
-    if not isinstance(is_html, bool):
-        errs.append("html: must be true or false")
-        is_html = False
-    text = data.get("text")
-    if text is not None and not isinstance(text, str):
-        errs.append("text: must be a string")
-        text = None
-    irt: tuple[str, ...] = ()
-    if data.get("in_reply_to") is not None:
-        irt = _msgids(data["in_reply_to"], "in_reply_to", errs)
-        if len(irt) > 1:
-            errs.append("in_reply_to: must be a single Message-ID")
-    refs = _msgids(data["references"], "references", errs) \
-        if data.get("references") is not None else ()
-    atts: list[Attachment] = []
-    raw_atts = data.get("attachments")
-    if raw_atts is not None:
-        if not isinstance(raw_atts, list) or len(raw_atts) > MAX_ATTACHMENTS:
-            errs.append(f"attachments: must be a list of at most {MAX_ATTACHMENTS} objects")
-        else:
-            for i, a in enumerate(raw_atts):
-                att = _attachment(a, f"attachments[{i}]", errs)
-                if att is not None:
-                    atts.append(att)
-    if errs:
-        return None, errs
-    return SendRequest(to=to, cc=cc, bcc=bcc, subject=subject, body=body, is_html=is_html,
-                       text=text, in_reply_to=irt[0] if irt else None, references=refs,
-                       attachments=tuple(atts), names=tuple(sorted(names.items()))), []
+def one_line(value: str) -> str:
+    """*value* if it fits on one header line (no line break, no control character)."""
+    validation.refuse_line_breaks(value)
+    return value
+
+
+def attachment_filename(name: str) -> str:
+    if not 1 <= len(name) <= 255 or any(c in name for c in "/\\") or _breaks_line(name):
+        raise ValueError("must be 1-255 characters without / \\, control characters or "
+                         "line breaks")
+    return name
+
+
+def attachment_type(ctype: str) -> str:
+    if not _CTYPE.fullmatch(ctype.lower()):
+        raise ValueError("must be a MIME type like application/pdf")
+    return ctype.lower()
+
+
+def attachment_data(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid base64") from None
 
 
 def _breaks_line(value: str) -> bool:
@@ -279,35 +252,6 @@ def _breaks_line(value: str) -> bool:
     except ValueError:
         return True
     return False
-
-
-def _attachment(a: object, p: str, errs: list[str]) -> Attachment | None:
-    if not isinstance(a, dict):
-        errs.append(f"{p}: must be an object")
-        return None
-    bad = [f"{p}.{k}: unknown field" for k in a
-           if k not in ("filename", "content_type", "content_base64")]
-    bad += [f"{p}.{k}: is required" for k in ("filename", "content_base64") if k not in a]
-    name = a.get("filename")
-    if "filename" in a and (not isinstance(name, str) or not 1 <= len(name) <= 255
-                            or any(c in name for c in "/\\") or _breaks_line(name)):
-        bad.append(f"{p}.filename: must be 1-255 characters without / \\, control "
-                   "characters or line breaks")
-    ctype = a.get("content_type", "application/octet-stream")
-    if not isinstance(ctype, str) or not _CTYPE.fullmatch(ctype.lower()):
-        bad.append(f"{p}.content_type: must be a MIME type like application/pdf")
-    data = b""
-    if isinstance(a.get("content_base64"), str):
-        try:
-            data = base64.b64decode(a["content_base64"], validate=True)
-        except (binascii.Error, ValueError):
-            bad.append(f"{p}.content_base64: is not valid base64")
-    elif "content_base64" in a:
-        bad.append(f"{p}.content_base64: must be a base64 string")
-    errs.extend(bad)
-    if bad:
-        return None
-    return Attachment(str(name), str(ctype).lower(), data)
 
 
 class _TextExtractor(HTMLParser):

@@ -20,9 +20,16 @@ from typing import Any
 
 import asyncpg
 
-from .. import netguard, reputation, webhooks
+from .. import netguard, paging, reputation, webhooks
 from ..config import Config
-from ..errors import Conflict, NotFound, TooManyRequests, Unavailable, UpstreamRefused
+from ..errors import (
+    Conflict,
+    NotFound,
+    TooManyRequests,
+    Unavailable,
+    UpstreamRefused,
+    ValidationFailed,
+)
 from ..log import get
 from ..secretbox import SecretBox
 from ..store.db import Database
@@ -60,6 +67,19 @@ def _date(value: str | None) -> str | None:
         return _rfc3339(parsedate_to_datetime(value))
     except (TypeError, ValueError, IndexError):
         return None
+
+
+_CURSOR_STALE = "cursor: not a cursor of this list (use next_cursor as given)"
+
+
+def _inbox_cursor(cursor: str, folder: str, unread_only: bool) -> tuple[int, int]:
+    """(UIDVALIDITY, UID) a page of *folder* starts below; 400 naming ``cursor`` for a
+    cursor of another folder or filter."""
+    f, unread, validity, uid = paging.decode(cursor, "inbox", 4)
+    if f != folder or unread != int(unread_only) or not isinstance(validity, int) \
+            or not isinstance(uid, int):
+        raise ValidationFailed([_CURSOR_STALE])
+    return validity, uid
 
 
 def _msgid_list(value: str | None) -> list[str]:
@@ -210,9 +230,14 @@ class MailService:
     # ------------------------------------------------------------ read
 
     async def list(self, s: Sender, folder: str, unread_only: bool, limit: int,
-                   offset: int) -> dict[str, Any]:
+                   offset: int, cursor: str | None = None) -> dict[str, Any]:
+        """A page of *folder*, newest first: from *offset*, or below the UID a
+        *cursor* (a ``next_cursor`` of the same list) names."""
         self.require_ready(s)
         folder = canonical_folder(folder)
+        below = None
+        if cursor is not None:
+            below = _inbox_cursor(cursor, folder, unread_only)
         async with self.imap.session(s.address) as c:
             try:
                 validity = await self.imap.select(c, folder)
@@ -220,7 +245,17 @@ class MailService:
                 raise NotFound("folder") from None
             uids = await self.imap.uid_search(c, "UNSEEN" if unread_only else "ALL")
             uids.sort(reverse=True)
-            page = uids[offset:offset + limit]
+            if below is not None:
+                if below[0] != validity:
+                    # The folder was recreated: its UIDs mean other messages now.
+                    raise ValidationFailed([_CURSOR_STALE])
+                offset = 0
+                uids_after = [u for u in uids if u < below[1]]
+                page = uids_after[:limit]
+                more = len(uids_after) > limit
+            else:
+                page = uids[offset:offset + limit]
+                more = offset + limit < len(uids)
             fetched = []
             if page:
                 fetched = await self.imap.uid_fetch(
@@ -258,8 +293,11 @@ class MailService:
                 "references": _msgid_list(compose.header_text(h.get("References"))),
                 "has_attachments": bool(_ATTACHMENT.search(structure)),
             }
+        next_cursor = paging.encode("inbox", [folder, int(unread_only), validity, page[-1]]) \
+            if page and more else None
         return {"messages": [items[u] for u in page if u in items], "total": len(uids),
-                "limit": limit, "offset": offset, "folder": folder}
+                "limit": limit, "offset": offset, "next_cursor": next_cursor,
+                "folder": folder}
 
     def ref(self, msg_id: str) -> MessageRef:
         """What a message id points at (a forged or altered id is 404 ``message``); the

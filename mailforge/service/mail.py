@@ -70,12 +70,12 @@ async def send(ctx: ServiceContext, principal: Principal, mailbox_id: str,
 
 
 async def list_messages(ctx: ServiceContext, principal: Principal, mailbox_id: str,
-                        folder: str, unread_only: bool, limit: int,
-                        offset: int) -> dict[str, Any]:
-    """A page of a folder's messages, newest first, with the folder's total."""
+                        folder: str, unread_only: bool, limit: int, offset: int,
+                        cursor: str | None = None) -> dict[str, Any]:
+    """A page of a folder's messages, newest first, with the list's paging fields."""
     mail = _mail(ctx)
     sender = await _sender(ctx, principal, mailbox_id)
-    return await mail.list(sender, folder, unread_only, limit, offset)
+    return await mail.list(sender, folder, unread_only, limit, offset, cursor)
 
 
 async def message_body(ctx: ServiceContext, principal: Principal,

@@ -11,9 +11,10 @@ delivery again).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from .. import netguard, webhooks
+from .. import netguard, paging, webhooks
 from ..errors import Forbidden, ValidationFailed
 from ..models import Principal
 from ..store.webhooks import Delivery, Webhook
@@ -68,9 +69,29 @@ async def create(ctx: ServiceContext, principal: Principal, url: str,
     return await idempotency.idempotent(ctx, principal, key, digest, produce)
 
 
-async def list_webhooks(ctx: ServiceContext, principal: Principal) -> list[Webhook]:
+_CURSOR_BAD = "cursor: not a cursor of this list (use next_cursor as given)"
+
+
+async def list_webhooks(ctx: ServiceContext, principal: Principal, limit: int, offset: int,
+                        cursor: str | None) -> dict[str, Any]:
+    """A page of the account's webhooks, oldest first, with the list's paging fields."""
     _account_wide(principal)
-    return await ctx.store.webhooks.of_account(principal.account_id)
+    after = None
+    if cursor is not None:
+        at, wid = paging.decode(cursor, "webhooks", 2)
+        try:
+            after = (datetime.fromisoformat(str(at)), str(wid))
+        except ValueError:
+            raise ValidationFailed([_CURSOR_BAD]) from None
+        if after[0].tzinfo is None or not isinstance(wid, str):
+            raise ValidationFailed([_CURSOR_BAD])
+    hooks, total, more = await ctx.store.webhooks.of_account(principal.account_id, limit,
+                                                             offset, after)
+    last = hooks[-1] if hooks and more else None
+    return {"webhooks": [webhook_json(w) for w in hooks], "total": total, "limit": limit,
+            "offset": 0 if cursor is not None else offset,
+            "next_cursor": None if last is None else paging.encode(
+                "webhooks", [last.created_at.isoformat(), last.id])}
 
 
 async def delete(ctx: ServiceContext, principal: Principal, webhook_id: str) -> None:
@@ -79,7 +100,18 @@ async def delete(ctx: ServiceContext, principal: Principal, webhook_id: str) -> 
 
 
 async def deliveries(ctx: ServiceContext, principal: Principal, webhook_id: str,
-                     limit: int) -> list[Delivery]:
-    """The latest *limit* deliveries of the webhook, newest first."""
+                     limit: int, offset: int, cursor: str | None) -> dict[str, Any]:
+    """A page of the webhook's deliveries, newest first, with the paging fields."""
     _account_wide(principal)
-    return await ctx.store.webhooks.deliveries(principal.account_id, webhook_id, limit)
+    before = None
+    if cursor is not None:
+        (value,) = paging.decode(cursor, f"deliveries:{webhook_id}", 1)
+        if not isinstance(value, int):
+            raise ValidationFailed([_CURSOR_BAD])
+        before = value
+    found, total, more = await ctx.store.webhooks.deliveries(
+        principal.account_id, webhook_id, limit, offset, before)
+    return {"deliveries": [delivery_json(d) for d in found], "total": total,
+            "limit": limit, "offset": 0 if cursor is not None else offset,
+            "next_cursor": paging.encode(f"deliveries:{webhook_id}", [found[-1].id])
+            if found and more else None}

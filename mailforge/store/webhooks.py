@@ -79,10 +79,19 @@ class Webhooks(Repository):
                                       sorted(set(events)), sealed_secret)
         return Webhook.from_row(row)
 
-    async def of_account(self, account_id: str) -> list[Webhook]:
+    async def of_account(self, account_id: str, limit: int, offset: int,
+                         after: tuple[datetime, str] | None
+                         ) -> tuple[list[Webhook], int, bool]:
+        """A page of the account's webhooks, oldest first (after the keyset *after*
+        (created_at, id) when given, else from *offset*), how many it has, and whether
+        more follow the page."""
+        at, wid = after if after is not None else (None, None)
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.webhook_list, account_id)
-        return [Webhook.from_row(r) for r in rows]
+            # One row more than the page tells whether another page follows.
+            rows = await conn.fetch(Q.webhook_list, account_id, limit + 1, at, wid,
+                                    0 if after is not None else offset)
+            total = await conn.fetchval(Q.webhook_count, account_id)
+        return [Webhook.from_row(r) for r in rows[:limit]], int(total), len(rows) > limit
 
     async def get(self, account_id: str, webhook_id: str) -> Webhook:
         async with self.pool.acquire() as conn:
@@ -97,13 +106,18 @@ class Webhooks(Repository):
         if gone is None:
             raise NotFound("webhook")
 
-    async def deliveries(self, account_id: str, webhook_id: str,
-                         limit: int) -> list[Delivery]:
-        """The latest deliveries of a webhook of the account; 404 for no such webhook."""
+    async def deliveries(self, account_id: str, webhook_id: str, limit: int, offset: int,
+                         before: int | None) -> tuple[list[Delivery], int, bool]:
+        """A page of a webhook's deliveries, newest first (below delivery *before* when
+        given, else from *offset*), how many it has and whether more follow the page;
+        404 for no such webhook."""
         await self.get(account_id, webhook_id)
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.webhook_deliveries_of, account_id, webhook_id, limit)
-        return [Delivery(**dict(r)) for r in rows]
+            rows = await conn.fetch(Q.webhook_deliveries_of, account_id, webhook_id,
+                                    limit + 1, before, 0 if before is not None else offset)
+            total = await conn.fetchval(Q.webhook_deliveries_count, account_id, webhook_id)
+        return ([Delivery(**dict(r)) for r in rows[:limit]], int(total),
+                len(rows) > limit)
 
     # ------------------------------------------------------------ the delivery queue
 

@@ -6,15 +6,30 @@ error naming its field."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailforge.config import Config
+from mailforge.errors import ValidationFailed
 from mailforge.mail import compose
+from mailforge.schema.base import validate
+from mailforge.schema.mail import SendMessage
+
+
+def parse_send(data: dict[str, Any]) -> tuple[compose.SendRequest | None, list[str]]:
+    """A send request body as the API validates it (``schema.mail.SendMessage``): the
+    request, or the error details."""
+    try:
+        return validate(SendMessage, data, Config()).to_request(), []
+    except ValidationFailed as exc:
+        return None, exc.details
 
 
 def _send(**fields: object) -> tuple[compose.SendRequest | None, list[str]]:
-    return compose.parse_send({"subject": "s", "body": "b", **fields})
+    return parse_send({"subject": "s", "body": "b", **fields})
 
 
 def test_the_winnr_reply_loop_sends_to_the_inbox_from() -> None:

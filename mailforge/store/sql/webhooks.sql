@@ -6,8 +6,16 @@ VALUES ($1, $2, $3, $4, $5)
 RETURNING id, account_id, url, events, created_at;
 
 -- name: webhook_list
+-- A page ($2 rows) of the account's webhooks, oldest first: after the keyset ($3
+-- created_at, $4 id) when given, else from offset $5.
 SELECT id, account_id, url, events, created_at FROM webhooks
-WHERE account_id = $1 ORDER BY created_at, id;
+WHERE account_id = $1
+  AND ($3::timestamptz IS NULL OR (created_at, id) > ($3::timestamptz, $4::text))
+ORDER BY created_at, id
+LIMIT $2 OFFSET $5;
+
+-- name: webhook_count
+SELECT count(*) FROM webhooks WHERE account_id = $1;
 
 -- name: webhook_get
 SELECT id, account_id, url, events, created_at FROM webhooks
@@ -50,12 +58,17 @@ SET state = CASE WHEN attempts >= $5 THEN 'failed' ELSE 'pending' END,
 WHERE id = $1;
 
 -- name: webhook_deliveries_of
--- The latest deliveries ($3) of webhook $2 of account $1.
+-- A page ($3 rows) of the deliveries of webhook $2 of account $1, newest first: below
+-- delivery $4 when given, else from offset $5.
 SELECT d.id, d.event_id, d.event, d.state, d.attempts, d.last_status, d.last_error,
        d.created_at, d.delivered_at, d.next_attempt_at
 FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-WHERE w.account_id = $1 AND d.webhook_id = $2
-ORDER BY d.id DESC LIMIT $3;
+WHERE w.account_id = $1 AND d.webhook_id = $2 AND ($4::bigint IS NULL OR d.id < $4)
+ORDER BY d.id DESC LIMIT $3 OFFSET $5;
+
+-- name: webhook_deliveries_count
+SELECT count(*) FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+WHERE w.account_id = $1 AND d.webhook_id = $2;
 
 -- name: jobs_finished_info
 -- The engine reports finished jobs (of any account): what their webhook events say.
