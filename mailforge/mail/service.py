@@ -278,9 +278,13 @@ class MailService:
                 with contextlib.suppress(ValueError):
                     date = _rfc3339(datetime.strptime(idate.group(1), "%d-%b-%Y %H:%M:%S %z"))
             structure = text + " ".join(before for before, _ in lits)
+            msg_id = self.ids.encode(MessageRef(s.id, folder, validity, uid))
             items[uid] = {
-                "uid": uid,
-                "id": self.ids.encode(MessageRef(s.id, folder, validity, uid)),
+                # uid is the message's id too: integrations written for the hosted API
+                # read a body at /v1/inbox/{uid}/body (the Winnr reply loop does).
+                "uid": msg_id,
+                "imap_uid": uid,
+                "id": msg_id,
                 "message_id": compose.header_text(h.get("Message-ID")),
                 "from": compose.header_text(h.get("From")),
                 "to": compose.address_list(compose.header_text(h.get("To"))),
@@ -480,9 +484,10 @@ class MailService:
 
     def _event_data(self, r: Watched, validity: int, uid: int, hdr: Any) -> dict[str, Any]:
         mailbox_id = r.mailbox_id
-        return {"email_user_id": mailbox_id, "email": r.address,
-                "id": self.ids.encode(MessageRef(mailbox_id, "INBOX", validity, uid)),
-                "uid": uid, "message_id": compose.header_text(hdr.get("Message-ID")),
+        msg_id = self.ids.encode(MessageRef(mailbox_id, "INBOX", validity, uid))
+        return {"email_user_id": mailbox_id, "email": r.address, "id": msg_id,
+                "uid": msg_id, "imap_uid": uid,
+                "message_id": compose.header_text(hdr.get("Message-ID")),
                 "from": compose.header_text(hdr.get("From")),
                 "subject": compose.header_text(hdr.get("Subject")) or "",
                 "date": _date(compose.header_text(hdr.get("Date")))}

@@ -209,7 +209,11 @@ class Message(Reply):
     """A message of a folder, as its headers say."""
 
     model_config = ConfigDict(populate_by_name=True)
-    uid: Annotated[int, Field(description="Its IMAP UID in the folder.", examples=[42])]
+    uid: Annotated[str, Field(
+        description="Its id, the same as id (the name integrations written for the hosted "
+                    "API use in /v1/inbox/{uid}/body).", examples=["msg_3kQ0p1rX8v"])]
+    imap_uid: Annotated[int, Field(description="Its IMAP UID in the folder.",
+                                   examples=[42])]
     id: Annotated[str, Field(description="Its id for the /v1/inbox/{msg_id} calls.",
                              examples=["msg_3kQ0p1rX8v"])]
     message_id: Annotated[str | None, Field(description="Its Message-ID header.",
