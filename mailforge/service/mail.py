@@ -166,7 +166,7 @@ async def set_sending(ctx: ServiceContext, principal: Principal, mailbox_id: str
         w = update.warmup
         warmup = limits.Warmup(m.warmup_start if w.start_limit is None else w.start_limit,
                                m.warmup_days if w.days is None else w.days,
-                               w.started_on or date.today())
+                               w.started_on or limits.utc_today())
     await ctx.store.sending.change(principal.account_id, mailbox_id, principal.domains,
                                    SendingChange(update.set_limit, update.daily_send_limit,
                                                  update.set_warmup, warmup))
