@@ -33,7 +33,7 @@ from ..errors import (
 from ..log import get
 from ..secretbox import SecretBox
 from ..store.db import Database
-from ..store.mail import InboundScans, Sender, Senders, Sending, Watched
+from ..store.mail import InboundScans, Sender, Sending, Watched
 from . import compose, limits, master, reports
 from .imap import ImapError, ImapPool
 from .msgid import MessageIds, MessageRef, canonical_folder
@@ -92,7 +92,6 @@ class MailService:
         # The pool is lent to reputation's functions, which take a connection.
         self.pool = pool
         self.db = Database(pool, mail_host)
-        self.senders = Senders(self.db)
         self.sending = Sending(self.db)
         self.scans = InboundScans(self.db)
         self.cfg = cfg

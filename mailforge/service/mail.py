@@ -2,11 +2,11 @@
 message's body and attachments, mark it read, the sending quota and warm-up, and a
 domain's reputation.
 
-The rules live here once: mail through the API must be running (503), the mailbox is
-found only within the caller's account and the token's domain restriction (404 for
-anything else, message ids included: a message id names its mailbox, looked up the same
-way), the ``Idempotency-Key`` is checked before anything about the mailbox's state, and
-only then readiness, the reputation guard and the daily quota (``MailService``).
+The rules live here once: mail through the API must be running (503); the
+``Idempotency-Key`` of a send is checked first; the mailbox is found only within the
+caller's account and the token's domain restriction (404 for anything else, message ids
+included: a message id names its mailbox, looked up the same way); then readiness, the
+reputation guard and the daily quota (``MailService``).
 """
 
 from __future__ import annotations
@@ -56,11 +56,13 @@ async def send(ctx: ServiceContext, principal: Principal, mailbox_id: str,
                digest: bytes) -> idempotency.Answer:
     """Send *req* as the mailbox: 200 ``{message_id, status, remaining}``. With an
     Idempotency-Key (*key*, bound to the request by *digest*) a retry gets the first
-    answer, even if the mailbox or its quota changed meanwhile."""
+    answer, even if the mailbox, its quota or its domain's reputation changed meanwhile:
+    the key is checked first, the mailbox looked up (scoped) and its state judged only
+    when the request runs."""
     mail = _mail(ctx)
-    sender = await _sender(ctx, principal, mailbox_id)
 
     async def produce() -> idempotency.Answer:
+        sender = await _sender(ctx, principal, mailbox_id)
         return idempotency.Answer(200, await mail.send(sender, req))
 
     return await idempotency.idempotent(ctx, principal, key, digest, produce)
