@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
         return 0
     if args.command == "status":
-        counts = asyncio.run(_with_store(cfg, lambda s: s.unconverged()))
+        counts = asyncio.run(_with_store(cfg, lambda s: s.reconcile.unconverged()))
         print(json.dumps({"unconverged": counts}))
         return 0
     if args.command == "dns":

@@ -34,7 +34,6 @@ from .errors import PermanentError, ReconcileError, TemporaryError
 from .log import get
 from .models import DomainState
 from .retention import RetentionPurger
-from .store.queries import Q
 from .store.store import WORK_CHANNEL, Store
 
 log = get(__name__)
@@ -77,7 +76,7 @@ class Engine:
     # ------------------------------------------------------------------ running
 
     async def run(self, stop: asyncio.Event) -> None:
-        released = await self.store.release_dead_leases(self._node, claimant.pid_alive)
+        released = await self.store.reconcile.release_dead_leases(self._node, claimant.pid_alive)
         if released:
             log.info("released leases of dead workers", count=released)
         tasks = [asyncio.create_task(self._listen(stop), name="engine-listen")]
@@ -146,13 +145,13 @@ class Engine:
         owner = owner or f"{self._id}:once"
         self.passes += 1
         self.last_pass_at = time.time()
-        await self.store.expire_job_secrets()
+        await self.store.reconcile.expire_job_secrets()
         try:
             await self.retention.maybe_run()
         except Exception:  # never let housekeeping stop converging
             log.exception("purging deleted mailboxes failed")
-        states = await self.store.claim_domains(owner, self.cfg.batch_domains,
-                                                self.cfg.lease_seconds)
+        states = await self.store.reconcile.claim_domains(owner, self.cfg.batch_domains,
+                                                          self.cfg.lease_seconds)
         if not states:
             return 0
         with structlog.contextvars.bound_contextvars(pass_id=f"pass_{uuid.uuid4().hex[:12]}"):
@@ -166,9 +165,7 @@ class Engine:
                 raise
 
     async def _release(self, states: list[DomainState], owner: str) -> None:
-        async with self.store.pool.acquire() as conn:
-            for st in states:
-                await conn.execute(Q.release_domain, st.domain.id, owner)
+        await self.store.reconcile.release([st.domain.id for st in states], owner)
 
     async def _converge(self, states: list[DomainState], owner: str) -> int:
         started = time.monotonic()
@@ -216,21 +213,23 @@ class Engine:
         backend_ok = st.domain.id not in result.domain_errors
         with structlog.contextvars.bound_contextvars(domain=st.domain.name):
             if err is None:
-                return await self.store.record_applied(st, owner, True, result.mailbox_errors)
+                return await self.store.reconcile.record_applied(st, owner, True,
+                                                                 result.mailbox_errors)
             finished: list[str] = []
             if backend_ok:
                 # The mail server holds the mailboxes even though a domain step failed.
-                finished = await self.store.record_applied(st, owner, False,
-                                                           result.mailbox_errors)
+                finished = await self.store.reconcile.record_applied(st, owner, False,
+                                                                     result.mailbox_errors)
             if isinstance(err, PermanentError):
                 log.error("permanent failure", error=str(err))
-                return finished + await self.store.record_permanent_failure(st, str(err))
+                return finished + await self.store.reconcile.record_permanent_failure(
+                    st, str(err))
             delay = err.delay if isinstance(err, TemporaryError) else None
-            attempts = await self.store.record_retry(st, str(err), self.cfg.retry_base_seconds,
-                                                     self.cfg.retry_max_seconds, delay)
+            attempts = await self.store.reconcile.record_retry(
+                st, str(err), self.cfg.retry_base_seconds, self.cfg.retry_max_seconds, delay)
             if attempts >= self.cfg.max_attempts:
                 msg = f"gave up after {attempts} attempts: {err}"
                 log.error("permanent failure", error=msg)
-                return finished + await self.store.record_permanent_failure(st, msg)
+                return finished + await self.store.reconcile.record_permanent_failure(st, msg)
             log.warning("temporary failure", error=str(err), attempts=attempts)
             return finished

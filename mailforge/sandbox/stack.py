@@ -842,6 +842,20 @@ class Sandbox:
             self._save()
         return self.info
 
+    def up_postgres(self) -> dict[str, Any]:
+        """Start PostgreSQL alone, for tests of the store and the engine that need no
+        mail stack (``tests/db/``); ``down()`` stops it. Returns the sandbox.json content
+        (``postgres_dsn``: the ``mailforge`` role, which may create databases)."""
+        with self._lock():
+            self._ensure_info()
+            self._save()
+            # The postgres user must traverse the directory (mkdtemp makes it 0700).
+            os.chmod(self.dir, 0o711)  # noqa: S103 - traverse only, no listing
+            for sub in ("logs", "run"):
+                (self.dir / sub).mkdir(exist_ok=True)
+            self.start_service("postgres")
+        return self.info
+
     def down(self) -> None:
         """Stop every service this sandbox started (in reverse order); idempotent."""
         with self._lock():

@@ -1,8 +1,9 @@
 """The store: every read and write of desired state, scoped by account.
 
 Tenant scoping lives here: each tenant method takes the account id and every query
-filters on it, so a handler cannot forget the check. The engine's methods are scoped
-by mail host instead. Transactions are short and never span a backend call.
+filters on it, so a handler cannot forget the check. The engine's repository
+(``store.reconcile``) is scoped by mail host instead. Transactions are short and never
+span a backend call.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import asyncpg
 from .. import ids, publicsuffix, validation
 from .. import reserved as reserved_mod
 from ..errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
-from ..models import Alias, Domain, DomainState, Job, Mailbox, Principal, from_record
+from ..models import Domain, Job, Mailbox, Principal, from_record
 from . import scope
 from .db import Database
 from .jobs import IDEMPOTENCY, Jobs
 from .mail import InboundScans, Senders, Sending
 from .queries import Q
+from .reconcile import Reconcile
 from .webhooks import Webhooks
 
 TOKEN_PREFIX = "mf_"  # noqa: S105 - a prefix, not a secret
@@ -123,12 +125,6 @@ class CreatedMailbox:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class ClaimedDomain:
-    state: DomainState
-    lease_owner: str
-
-
 class Store(Database):
     """The database and its repositories, one per concept (``store/db.py``). Methods
     still defined here move to their concept's repository as each is rebuilt."""
@@ -136,6 +132,7 @@ class Store(Database):
     def __init__(self, pool: asyncpg.Pool, mail_host: str = "default") -> None:
         super().__init__(pool, mail_host)
         self.jobs = Jobs(self)
+        self.reconcile = Reconcile(self)
         self.senders = Senders(self)
         self.sending = Sending(self)
         self.inbound_scans = InboundScans(self)
@@ -548,129 +545,3 @@ class Store(Database):
             yield
         finally:
             IDEMPOTENCY.reset(token)
-
-    # ------------------------------------------------------------------------- engine
-
-    async def claim_domains(self, owner: str, limit: int,
-                            lease_seconds: float) -> list[DomainState]:
-        async with self._tx() as conn:
-            rows = await conn.fetch(Q.claim_domains, self.mail_host, limit, owner,
-                                    lease_seconds)
-        if not rows:
-            return []
-        states: list[DomainState] = []
-        object_ids: list[str] = []
-        async with self.pool.acquire() as conn:
-            for r in rows:
-                d = from_record(Domain, r)
-                mbs = tuple(from_record(Mailbox, m)
-                            for m in await conn.fetch(Q.domain_mailboxes, d.id))
-                als = tuple(from_record(Alias, a)
-                            for a in await conn.fetch(Q.domain_aliases, d.id))
-                alias_domains = tuple(row["name"] for row in
-                                      await conn.fetch(Q.alias_domain_names, d.id))
-                states.append(DomainState(d, mbs, als, alias_domains,
-                                          account_suspended=r["account_status"] != "active"))
-                object_ids.append(d.id)
-                object_ids.extend(m.id for m in mbs if m.observed_generation < m.generation)
-            await conn.execute(Q.mark_jobs_processing, object_ids)
-        return states
-
-    async def record_applied(self, state: DomainState, owner: str, domain_done: bool,
-                             failed_mailboxes: dict[str, str]) -> list[str]:
-        """Record what the backend now holds for *state*; returns ids of finished jobs.
-
-        A set-up domain whose name is not proven yet is rendered as absent: the backend
-        holds none of its mailboxes and aliases, so they stay unobserved (``pending``,
-        their jobs open) until the pass that serves them."""
-        d = state.domain
-        held = state.present or d.deleted or not d.backend_enabled
-        mb_ok = [m for m in state.mailboxes
-                 if m.observed_generation < m.generation and m.id not in failed_mailboxes
-                 and not m.deleted and held]
-        mb_gone = [m for m in state.mailboxes
-                   if m.deleted and m.id not in failed_mailboxes]
-        mb_fail = [m for m in state.mailboxes if m.id in failed_mailboxes]
-        al_ok = [a for a in state.aliases if a.observed_generation < a.generation
-                 and not a.deleted and held]
-        al_gone = [a for a in state.aliases if a.deleted]
-        touched = [state.domain.id, *(m.id for m in state.mailboxes
-                                      if m.observed_generation < m.generation),
-                   *(a.id for a in state.aliases if a.observed_generation < a.generation)]
-        async with self._tx() as conn:
-            if mb_ok:
-                await conn.execute(Q.observe_mailboxes, [m.id for m in mb_ok],
-                                   [m.generation for m in mb_ok])
-            if mb_gone:
-                # Kept as tombstones until their retention ends (store/mailboxes.py).
-                await conn.execute(Q.tombstone_mailboxes, [m.id for m in mb_gone],
-                                   [m.generation for m in mb_gone])
-            if mb_fail:
-                await conn.execute(Q.fail_mailboxes, [m.id for m in mb_fail],
-                                   [m.generation for m in mb_fail],
-                                   [failed_mailboxes[m.id] for m in mb_fail])
-            if al_ok:
-                await conn.execute(Q.observe_aliases, [a.id for a in al_ok],
-                                   [a.generation for a in al_ok])
-            if al_gone:
-                await conn.execute(Q.purge_deleted_aliases, [a.id for a in al_gone],
-                                   [a.generation for a in al_gone])
-            if domain_done:
-                if d.deleted:
-                    await conn.execute(Q.purge_deleted_domain, d.id, d.generation)
-                await conn.execute(Q.observe_domain, d.id, d.generation)
-            else:
-                await conn.execute(Q.release_domain, d.id, owner)
-            return await self._settle_jobs(conn, touched)
-
-    async def _settle_jobs(self, conn: Conn, object_ids: list[str]) -> list[str]:
-        job_ids = sorted({r["job_id"] for r in await conn.fetch(Q.settle_job_items,
-                                                                 object_ids)})
-        if not job_ids:
-            return []
-        rows = await conn.fetch(Q.refresh_jobs, job_ids)
-        return [r["id"] for r in rows if r["status"] in ("completed", "failed")]
-
-    async def record_retry(self, state: DomainState, error: str, base: float, cap: float,
-                           delay: float | None) -> int:
-        """Schedule another attempt; returns the number of failed attempts so far."""
-        async with self._tx() as conn:
-            return int(await conn.fetchval(Q.retry_domain, state.domain.id, error, base, cap,
-                                           delay))
-
-    async def record_permanent_failure(self, state: DomainState, error: str) -> list[str]:
-        pending = {m.id: error for m in state.mailboxes
-                   if m.observed_generation < m.generation}
-        async with self._tx() as conn:
-            await conn.execute(Q.fail_domain, state.domain.id, error)
-            if pending:
-                mbs = [m for m in state.mailboxes if m.id in pending]
-                await conn.execute(Q.fail_mailboxes, [m.id for m in mbs],
-                                   [m.generation for m in mbs], [error] * len(mbs))
-            touched = [state.domain.id, *pending]
-            return await self._settle_jobs(conn, touched)
-
-    async def release_dead_leases(self, node: str, alive: Callable[[int], bool]) -> int:
-        """Release leases held by processes of this node (``node:pid:worker``) that no
-        longer run, so a restart after a crash need not wait for their expiry."""
-        async with self._tx() as conn:
-            owners = [r["lease_owner"] for r in await conn.fetch(Q.lease_owners,
-                                                                  self.mail_host, node)]
-            dead = []
-            for owner in owners:
-                _, _, rest = owner.partition(f"{node}:")
-                pid = rest.split(":", 1)[0]
-                if pid.isdigit() and not alive(int(pid)):
-                    dead.append(owner)
-            if dead:
-                await conn.execute(Q.release_owner_leases, self.mail_host, dead)
-            return len(dead)
-
-    async def expire_job_secrets(self) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(Q.expire_job_secrets)
-
-    async def unconverged(self) -> dict[str, int]:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.unconverged_counts)
-        return dict(row) if row else {}

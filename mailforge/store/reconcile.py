@@ -1,0 +1,170 @@
+"""Reconcile: the reconcile engine's reads and writes (``mailforge/engine.py``).
+
+Scoped by mail host, not by tenant: a worker converges every domain of its host. The
+unit a worker claims is a domain, under a lease committed at once (``FOR UPDATE SKIP
+LOCKED`` only picks the candidates; no transaction stays open while the backend runs).
+What a pass converged is recorded by compare-and-set on each object's generation, so a
+change made while the backend applied stays unconverged for the next pass. Job items
+are settled from the objects' observed state in the same transaction as the record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from ..models import Alias, Domain, DomainState, Mailbox, from_record
+from .db import Repository
+from .queries import Q
+
+if TYPE_CHECKING:
+    from .db import Conn
+
+
+class Reconcile(Repository):
+    """The engine's repository: claim, record, retry, fail, release."""
+
+    async def claim_domains(self, owner: str, limit: int,
+                            lease_seconds: float) -> list[DomainState]:
+        """Lease up to *limit* domains of this host that have unconverged objects to
+        *owner* for *lease_seconds*, and load the whole desired state of each. Their
+        pending jobs become ``processing``."""
+        async with self.db.tx() as conn:
+            rows = await conn.fetch(Q.claim_domains, self.db.mail_host, limit, owner,
+                                    lease_seconds)
+        if not rows:
+            return []
+        states: list[DomainState] = []
+        object_ids: list[str] = []
+        async with self.pool.acquire() as conn:
+            for r in rows:
+                d = from_record(Domain, r)
+                mbs = tuple(from_record(Mailbox, m)
+                            for m in await conn.fetch(Q.domain_mailboxes, d.id))
+                als = tuple(from_record(Alias, a)
+                            for a in await conn.fetch(Q.domain_aliases, d.id))
+                alias_domains = tuple(row["name"] for row in
+                                      await conn.fetch(Q.alias_domain_names, d.id))
+                states.append(DomainState(d, mbs, als, alias_domains,
+                                          account_suspended=r["account_status"] != "active"))
+                object_ids.append(d.id)
+                object_ids.extend(m.id for m in mbs if m.observed_generation < m.generation)
+            await conn.execute(Q.mark_jobs_processing, object_ids)
+        return states
+
+    async def release(self, domain_ids: Sequence[str], owner: str) -> None:
+        """Hand back domains *owner* leased without recording anything (a pass cut
+        short): the next pass may claim them at once instead of after the lease."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.release_domains, list(domain_ids), owner)
+
+    async def record_applied(self, state: DomainState, owner: str, domain_done: bool,
+                             failed_mailboxes: dict[str, str]) -> list[str]:
+        """Record what the backend now holds for *state*; returns ids of finished jobs.
+
+        *domain_done*: the domain itself converged (backend and every domain step), so
+        its generation is recorded and its lease dropped; otherwise only its mailboxes
+        and aliases are recorded and the lease is released.
+
+        A set-up domain whose name is not proven yet is rendered as absent: the backend
+        holds none of its mailboxes and aliases, so they stay unobserved (``pending``,
+        their jobs open) until the pass that serves them."""
+        d = state.domain
+        held = state.present or d.deleted or not d.backend_enabled
+        mb_ok = [m for m in state.mailboxes
+                 if m.observed_generation < m.generation and m.id not in failed_mailboxes
+                 and not m.deleted and held]
+        mb_gone = [m for m in state.mailboxes
+                   if m.deleted and m.id not in failed_mailboxes]
+        mb_fail = [m for m in state.mailboxes if m.id in failed_mailboxes]
+        al_ok = [a for a in state.aliases if a.observed_generation < a.generation
+                 and not a.deleted and held]
+        al_gone = [a for a in state.aliases if a.deleted]
+        touched = [state.domain.id, *(m.id for m in state.mailboxes
+                                      if m.observed_generation < m.generation),
+                   *(a.id for a in state.aliases if a.observed_generation < a.generation)]
+        async with self.db.tx() as conn:
+            if mb_ok:
+                await conn.execute(Q.observe_mailboxes, [m.id for m in mb_ok],
+                                   [m.generation for m in mb_ok])
+            if mb_gone:
+                # Kept as tombstones until their retention ends (store/mailboxes.py).
+                await conn.execute(Q.tombstone_mailboxes, [m.id for m in mb_gone],
+                                   [m.generation for m in mb_gone])
+            if mb_fail:
+                await conn.execute(Q.fail_mailboxes, [m.id for m in mb_fail],
+                                   [m.generation for m in mb_fail],
+                                   [failed_mailboxes[m.id] for m in mb_fail])
+            if al_ok:
+                await conn.execute(Q.observe_aliases, [a.id for a in al_ok],
+                                   [a.generation for a in al_ok])
+            if al_gone:
+                await conn.execute(Q.purge_deleted_aliases, [a.id for a in al_gone],
+                                   [a.generation for a in al_gone])
+            if domain_done:
+                if d.deleted:
+                    await conn.execute(Q.purge_deleted_domain, d.id, d.generation)
+                await conn.execute(Q.observe_domain, d.id, d.generation)
+            else:
+                await conn.execute(Q.release_domains, [d.id], owner)
+            return await self._settle_jobs(conn, touched)
+
+    async def _settle_jobs(self, conn: Conn, object_ids: list[str]) -> list[str]:
+        """Settle the pending job items of *object_ids* from the objects' observed state
+        and refresh their jobs; returns the ids of jobs that finished now."""
+        job_ids = sorted({r["job_id"] for r in await conn.fetch(Q.settle_job_items,
+                                                                 object_ids)})
+        if not job_ids:
+            return []
+        rows = await conn.fetch(Q.refresh_jobs, job_ids)
+        return [r["id"] for r in rows if r["status"] in ("completed", "failed")]
+
+    async def record_retry(self, state: DomainState, error: str, base: float, cap: float,
+                           delay: float | None) -> int:
+        """Schedule another attempt (after *delay* seconds if given, else capped
+        exponential backoff from *base* to *cap* with jitter) and release the lease;
+        returns the number of failed attempts so far."""
+        async with self.db.tx() as conn:
+            return int(await conn.fetchval(Q.retry_domain, state.domain.id, error, base, cap,
+                                           delay))
+
+    async def record_permanent_failure(self, state: DomainState, error: str) -> list[str]:
+        """Record *error* on the domain and its pending mailboxes, not to be retried
+        until the desired state changes; returns ids of jobs that finished now."""
+        pending = {m.id: error for m in state.mailboxes
+                   if m.observed_generation < m.generation}
+        async with self.db.tx() as conn:
+            await conn.execute(Q.fail_domain, state.domain.id, error)
+            if pending:
+                mbs = [m for m in state.mailboxes if m.id in pending]
+                await conn.execute(Q.fail_mailboxes, [m.id for m in mbs],
+                                   [m.generation for m in mbs], [error] * len(mbs))
+            touched = [state.domain.id, *pending]
+            return await self._settle_jobs(conn, touched)
+
+    async def release_dead_leases(self, node: str, alive: Callable[[int], bool]) -> int:
+        """Release leases held by processes of this node (``node:pid:worker``) that no
+        longer run, so a restart after a crash need not wait for their expiry."""
+        async with self.db.tx() as conn:
+            owners = [r["lease_owner"] for r in await conn.fetch(Q.lease_owners,
+                                                                  self.db.mail_host, node)]
+            dead = []
+            for owner in owners:
+                _, _, rest = owner.partition(f"{node}:")
+                pid = rest.split(":", 1)[0]
+                if pid.isdigit() and not alive(int(pid)):
+                    dead.append(owner)
+            if dead:
+                await conn.execute(Q.release_owner_leases, self.db.mail_host, dead)
+            return len(dead)
+
+    async def expire_job_secrets(self) -> None:
+        """Erase jobs' one-time secrets whose time is over."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.expire_job_secrets)
+
+    async def unconverged(self) -> dict[str, int]:
+        """How many domains, mailboxes and aliases (all hosts) await convergence."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.unconverged_counts)
+        return dict(row) if row else {}
