@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import daemon
 
         try:
-            asyncio.run(daemon.run(cfg))
+            daemon.main(cfg)
         except config_mod.ConfigError as exc:
             print(f"mailforge: configuration error: {exc}", file=sys.stderr)
             return 2

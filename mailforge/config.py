@@ -48,6 +48,17 @@ class ApiConfig:
     port: int = 8080
     # Requests with a larger body are refused with 413 before they are parsed.
     max_body_bytes: int = 1_048_576
+    # API worker processes serving the one port (SO_REUSEPORT; the kernel spreads the
+    # connections). 0: one per CPU core, at most 4. The first process also runs the
+    # reconcile workers and the mail services; the others serve only the API.
+    workers: int = 1
+    # Run the event loop on uvloop (faster) when it is installed.
+    uvloop: bool = True
+    # Successful token lookups are cached this many seconds per process, invalidated
+    # at once through NOTIFY on revocation or account change; 0 disables the cache.
+    token_cache_seconds: float = 5.0
+    # One log line per request (method, path, status, ms).
+    access_log: bool = True
 
 
 @dataclass(frozen=True)
@@ -518,6 +529,11 @@ def _validate(cfg: Config) -> None:
     for key in ("api.port",):
         if not 0 < flat[key] < 65536:
             raise ConfigError(cfg.source, key, f"must be a TCP port (1-65535), got {flat[key]}")
+    if not 0 <= cfg.api.workers <= 64:
+        raise ConfigError(cfg.source, "api.workers", "must be from 0 (one per core) to 64")
+    if not 0 <= cfg.api.token_cache_seconds <= 60:
+        raise ConfigError(cfg.source, "api.token_cache_seconds",
+                          "must be from 0 (no cache) to 60")
     if cfg.worker.concurrency < 0:
         raise ConfigError(cfg.source, "worker.concurrency", "must be 0 or more")
     if cfg.database.pool_min > cfg.database.pool_max:

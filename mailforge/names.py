@@ -52,9 +52,30 @@ PATTERNS: dict[str, Pattern] = {
     "first_last": lambda f, la: f"{f}_{la}",
     "firstlast": lambda f, la: f"{f}{la}",
 }
-# "mixed" cycles through the common patterns, as a real team's addresses look.
+# "mixed" cycles through the common patterns, as a real team's addresses look;
+# "dotted" through the dotted ones only (a company directory's look).
 MIXED = ("first.last", "first", "f.last", "firstl", "first.l", "flast")
-STYLES = (*PATTERNS, "mixed")
+ROTATIONS: dict[str, tuple[str, ...]] = {
+    **{p: (p,) for p in PATTERNS},
+    "mixed": MIXED,
+    "dotted": ("first.last", "first.l", "f.last"),
+}
+STYLES = tuple(ROTATIONS)
+# Style names of the hosted products integrators come from, mapped to ours: Winnr's
+# guide asks for {"count": 5, "style": "professional"} and shows ["sarah.chen",
+# "james.r", "m.santos", ...], which is our "dotted".
+STYLE_ALIASES: dict[str, str] = {"professional": "dotted"}
+ACCEPTED_STYLES = (*STYLES, *STYLE_ALIASES)
+
+
+def style(name: object) -> str:
+    """Our style for *name* (ours, or a hosted product's name for one of ours)."""
+    if isinstance(name, str):
+        if name in ROTATIONS:
+            return name
+        if name in STYLE_ALIASES:
+            return STYLE_ALIASES[name]
+    raise ValueError(f"must be one of {', '.join(ACCEPTED_STYLES)}")
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
@@ -95,7 +116,8 @@ def _canonical(user: str) -> bool:
 def _candidates(first: str, last: str, style: str, n: int) -> list[str]:
     """Usernames for one person, preferred first: the chosen pattern, then the others,
     then the preferred one with a number."""
-    order = [MIXED[n % len(MIXED)]] if style == "mixed" else [style]
+    rotation = ROTATIONS[style]
+    order = [rotation[n % len(rotation)]]
     order += [p for p in (*MIXED, *PATTERNS) if p not in order]
     out: list[str] = []
     for p in order:

@@ -12,6 +12,8 @@ Two schemes, chosen by ``passwords.scheme``:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import string
 import sys
@@ -31,6 +33,12 @@ SCHEMES = ("sha512-crypt", "argon2id")
 def generate(length: int = 24) -> str:
     """A random password of *length* characters from 62 symbols (~5.95 bits each)."""
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def lower_priority() -> None:
+    """Initializer of the hashing processes: hashing yields the CPU to serving."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
 
 
 def hash_password(password: str, scheme: str = "sha512-crypt") -> str:

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from .log import get
-from .store.mailboxes import expired_tombstones, purge_tombstones
 from .store.store import Store
 
 log = get(__name__)
@@ -51,11 +50,11 @@ class RetentionPurger:
         return await self.run()
 
     async def run(self) -> int:
-        rows = await expired_tombstones(self.store, self.batch)
+        rows = await self.store.mailboxes.expired_tombstones(self.batch)
         if not rows:
             return 0
         if isinstance(self.backend, RetainingBackend):
             await self.backend.purge_retained(rows)
-        purged = await purge_tombstones(self.store, [mid for _, _, mid in rows])
+        purged = await self.store.mailboxes.purge_tombstones([mid for _, _, mid in rows])
         log.info("deleted mailboxes purged", count=purged)
         return purged

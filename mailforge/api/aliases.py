@@ -1,257 +1,128 @@
 """Alias endpoints: forwards from one address to one or more targets (internal or
 external), catch-alls (``username: "*"``; a real mailbox always wins over it), and alias
-domains (every mailbox name of one domain also at another)."""
+domains (every mailbox name of one domain also at another). Each handler takes the
+validated models, calls one function of ``service/aliases.py`` and renders."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
-from .. import validation
-from ..errors import ValidationFailed
-from ..models import Alias
-from ..store import aliases as alstore
-from . import oas
-from .context import CTX
-from .domains import _resolve
-from .email_users import require_not_blocked, require_ready
-from .http import (
-    authenticate,
-    check_fields,
-    json_body,
-    list_filters,
-    paging,
-    rfc3339,
+from ..schema.aliases import (
+    Alias,
+    AliasChanged,
+    AliasDeleted,
+    AliasDomain,
+    AliasDomains,
+    AliasDomainSet,
+    AliasFilters,
+    AliasPage,
+    AliasTargets,
+    NewAlias,
 )
-from .idempotency import idempotent
+from ..service import aliases as service
+from ..service.idempotency import fingerprint
+from .context import CTX
+from .idempotency import render
+from .operation import body_of, operation, principal_of, query_of
+from .render import json_response
 
 routes = web.RouteTableDef()
 
-MAX_TARGETS = 50
+_ALIAS_ID = {"id": "The alias's id (ali_...)."}
 
 
-def alias_json(a: Alias, domain: str) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "address": a.address,
-        "domain": domain,
-        "domain_id": a.domain_id,
-        "catch_all": a.address.startswith("@"),
-        "targets": list(a.targets),
-        "status": "active" if a.observed_generation >= a.generation else "pending",
-        "last_error": a.last_error,
-        "created_at": rfc3339(a.created_at),
-        "updated_at": rfc3339(a.updated_at),
-    }
+@operation(routes, "POST", "/v1/aliases", id="createAlias", tag="aliases",
+           summary="Create an alias (forward), or a catch-all with username \"*\"",
+           description="Mail to username@domain goes to every target (addresses here or "
+                       "elsewhere). The domain must be set up and not blocked by its "
+                       "sending reputation; the address must be free (no mailbox, no "
+                       "alias). A catch-all (\"*\") takes every name of the domain that no "
+                       "mailbox or alias has. Answers at once; the job brings it to the "
+                       "mail server.",
+           permission="write", body=NewAlias, answers={202: AliasChanged}, errors=(409,),
+           idempotent=True)
+async def create_alias(request: web.Request) -> web.StreamResponse:
+    body = body_of(request, NewAlias)
+    return render(await service.create(
+        request.app[CTX], principal_of(request), body.domain, body.username, body.targets,
+        request.headers.get("Idempotency-Key"),
+        fingerprint(f"{request.method} {request.path}", body.model_dump(mode="json"))))
 
 
-def parse_targets(value: object, errs: list[str]) -> list[str]:
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_TARGETS:
-        errs.append(f"targets: must be a list of 1 to {MAX_TARGETS} addresses")
-        return []
-    out: list[str] = []
-    for n, t in enumerate(value):
-        try:
-            local, dom = validation.email_address(t)
-        except ValueError as exc:
-            errs.append(f"targets[{n}]: {exc}")
-            continue
-        addr = f"{local}@{dom}"
-        if addr in out:
-            errs.append(f"targets[{n}]: {addr} is given twice")
-        out.append(addr)
-    return out
+@operation(routes, "GET", "/v1/aliases", id="listAliases", tag="aliases",
+           summary="List aliases", description="The account's aliases (within the token's "
+           "domain restriction) in address order, filtered by domain and text, paged by "
+           "cursor or offset.", permission="read", query=AliasFilters,
+           answers={200: AliasPage})
+async def list_aliases(request: web.Request) -> web.StreamResponse:
+    q = query_of(request, AliasFilters)
+    page = await service.page(request.app[CTX], principal_of(request), q.domain or None,
+                              q.search or None, q.limit, q.offset, q.cursor)
+    return json_response({"aliases": page.items, "total": page.total, "limit": q.limit,
+                          "offset": 0 if q.cursor else q.offset,
+                          "next_cursor": page.next_cursor})
 
 
-@routes.post("/v1/aliases")
-async def create_alias(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "write")
-    ctx = request.app[CTX]
-    body = await json_body(request)
-    errs = check_fields(body, {"domain", "username", "targets"},
-                        {"domain", "username", "targets"})
-    local = None
-    if "username" in body:
-        if body["username"] == "*":
-            local = ""  # catch-all: "@domain"
-        else:
-            try:
-                local = validation.local_part(body["username"])
-            except ValueError as exc:
-                errs.append(f"username: {exc} (or \"*\" for a catch-all)")
-    targets = parse_targets(body.get("targets"), errs) if "targets" in body else []
-    if errs or local is None:
-        raise ValidationFailed(errs)
-    domain = await _resolve(request, principal.account_id, body["domain"])
-    require_ready(domain)
-    await require_not_blocked(ctx, domain)
-    address = f"{local}@{domain.name}"
-    alstore.check_targets(address, targets)  # the store checks again, in its transaction
-
-    async def produce() -> tuple[int, dict[str, Any]]:
-        alias, job = await alstore.create_alias(ctx.store, principal.account_id, domain,
-                                                address, targets)
-        out = alias_json(alias, domain.name)
-        out["job_id"] = job.id
-        return 202, out
-
-    return await idempotent(request, principal, body, produce)
+@operation(routes, "GET", "/v1/aliases/{id}", id="getAlias", tag="aliases",
+           summary="Get an alias", description="One alias of the account.",
+           permission="read", answers={200: Alias}, path_params=_ALIAS_ID)
+async def get_alias(request: web.Request) -> web.StreamResponse:
+    return json_response(await service.get(request.app[CTX], principal_of(request),
+                                           request.match_info["id"]))
 
 
-@routes.get("/v1/aliases")
-async def list_aliases(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "read")
-    limit, offset = paging(request)
-    domain, search, errs = list_filters(request)
-    if errs:
-        raise ValidationFailed(errs)
-    items, total = await alstore.list_aliases(request.app[CTX].store, principal.account_id,
-                                              domain, search, limit, offset)
-    return web.json_response({"aliases": [alias_json(a, d) for a, d in items],
-                              "total": total, "limit": limit, "offset": offset})
+@operation(routes, "PATCH", "/v1/aliases/{id}", id="updateAlias", tag="aliases",
+           summary="Replace an alias's targets", description="The new targets replace the "
+           "old ones; an alias never forwards to itself. A refused request changes "
+           "nothing.", permission="write", body=AliasTargets, answers={202: AliasChanged},
+           errors=(409,), path_params=_ALIAS_ID)
+async def update_alias(request: web.Request) -> web.StreamResponse:
+    body = body_of(request, AliasTargets)
+    return render(await service.replace_targets(request.app[CTX], principal_of(request),
+                                                request.match_info["id"], body.targets))
 
 
-@routes.get("/v1/aliases/{id}")
-async def get_alias(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "read")
-    a, d = await alstore.get_alias(request.app[CTX].store, principal.account_id,
-                                   request.match_info["id"])
-    return web.json_response(alias_json(a, d))
-
-
-@routes.patch("/v1/aliases/{id}")
-async def update_alias(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "write")
-    body = await json_body(request)
-    errs = check_fields(body, {"targets"}, {"targets"})
-    targets = parse_targets(body.get("targets"), errs) if "targets" in body else []
-    if errs:
-        raise ValidationFailed(errs)
-    # Every check (including "not forwarding to itself") runs in the store before the
-    # row changes: a refused update changes nothing.
-    a, d, job = await alstore.change_alias(request.app[CTX].store, principal.account_id,
-                                           request.match_info["id"], targets)
-    out = alias_json(a, d)
-    out["job_id"] = job.id
-    return web.json_response(out, status=202)
-
-
-@routes.delete("/v1/aliases/{id}")
-async def delete_alias(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "write")
-    a, _d, job = await alstore.change_alias(request.app[CTX].store, principal.account_id,
-                                            request.match_info["id"], None)
-    return web.json_response({"job_id": job.id, "status": "pending", "id": a.id},
-                             status=202)
+@operation(routes, "DELETE", "/v1/aliases/{id}", id="deleteAlias", tag="aliases",
+           summary="Delete an alias", description="The address stops forwarding once the "
+           "job completes.", permission="write", answers={202: AliasDeleted},
+           path_params=_ALIAS_ID)
+async def delete_alias(request: web.Request) -> web.StreamResponse:
+    return render(await service.delete(request.app[CTX], principal_of(request),
+                                       request.match_info["id"]))
 
 
 # ---------------------------------------------------------------------- alias domains
 
 
-@routes.post("/v1/alias-domains")
-async def set_alias_domain(request: web.Request) -> web.Response:
-    """``{domain, target}``: mail to any mailbox name at *domain* goes to the same name
-    at *target*, whose mailboxes may also send as it. Both must be connected domains of
-    the account; *domain* needs its own setup (MX) to receive mail."""
-    principal = await authenticate(request, "write")
-    ctx = request.app[CTX]
-    body = await json_body(request)
-    errs = check_fields(body, {"domain", "target"}, {"domain", "target"})
-    if errs:
-        raise ValidationFailed(errs)
-    domain = await _resolve(request, principal.account_id, body["domain"])
-    try:
-        target = await _resolve(request, principal.account_id, body["target"])
-    except ValidationFailed as exc:
-        raise ValidationFailed([d.replace("domain:", "target:", 1)
-                                for d in exc.details]) from None
-    # Either way round it would give a blocked domain's senders a new identity.
-    await require_not_blocked(ctx, domain)
-    await require_not_blocked(ctx, target)
-    job = await alstore.set_alias_domain(ctx.store, principal.account_id, domain, target)
-    return web.json_response({"job_id": job.id, "status": "pending", "domain": domain.name,
-                              "target": target.name}, status=202)
+@operation(routes, "POST", "/v1/alias-domains", id="setAliasDomain", tag="aliases",
+           summary="Make a domain an alias of another",
+           description="Mail to any mailbox name at domain goes to the same name at target, "
+                       "whose mailboxes may also send as it. Both must be domains of the "
+                       "account, neither blocked by its sending reputation, and the target "
+                       "not itself an alias domain; domain needs its own setup (MX) to "
+                       "receive mail.",
+           permission="write", body=AliasDomain, answers={202: AliasDomainSet},
+           errors=(409,))
+async def set_alias_domain(request: web.Request) -> web.StreamResponse:
+    body = body_of(request, AliasDomain)
+    return render(await service.set_alias_domain(request.app[CTX], principal_of(request),
+                                                 body.domain, body.target))
 
 
-@routes.get("/v1/alias-domains")
-async def list_alias_domains(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "read")
-    rows = await alstore.list_alias_domains(request.app[CTX].store, principal.account_id)
-    return web.json_response({"alias_domains": rows})
+@operation(routes, "GET", "/v1/alias-domains", id="listAliasDomains", tag="aliases",
+           summary="List alias domains", description="Each alias domain of the account and "
+           "its target (both within the token's domain restriction).", permission="read",
+           answers={200: AliasDomains})
+async def list_alias_domains(request: web.Request) -> web.StreamResponse:
+    rows = await service.list_alias_domains(request.app[CTX], principal_of(request))
+    return json_response({"alias_domains": rows})
 
 
-@routes.delete("/v1/alias-domains/{domain_id}")
-async def unset_alias_domain(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "write")
-    ctx = request.app[CTX]
-    domain = await ctx.store.get_domain(principal.account_id, request.match_info["domain_id"])
-    job = await alstore.set_alias_domain(ctx.store, principal.account_id, domain, None)
-    return web.json_response({"job_id": job.id, "status": "pending"}, status=202)
-
-
-_ERRS = {str(code): oas.error(code) for code in oas.WRITE_ERRORS}
-_ALIAS = {"type": "object", "properties": {
-    "id": {"type": "string"}, "address": {"type": "string"}, "domain": {"type": "string"},
-    "catch_all": {"type": "boolean"}, "targets": {"type": "array",
-                                                  "items": {"type": "string"}},
-    "status": {"type": "string"}, "job_id": {"type": "string"}}}
-_TARGETS = {"type": "array", "minItems": 1, "maxItems": MAX_TARGETS,
-            "items": {"type": "string"}}
-
-
-def _ok(schema: dict[str, Any], desc: str = "OK") -> dict[str, Any]:
-    return {"description": desc, "content": {"application/json": {"schema": schema}}}
-
-
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-
-_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
-
-openapi_paths: dict[str, dict[str, Any]] = {
-    "/v1/aliases": {
-        "post": {"summary": "Create an alias/forward (username \"*\": catch-all)",
-                 "operationId": "createAlias",
-                 "requestBody": _body({"type": "object", "additionalProperties": False,
-                                       "required": ["domain", "username", "targets"],
-                                       "properties": {"domain": {"type": "string"},
-                                                      "username": {"type": "string"},
-                                                      "targets": _TARGETS}}),
-                 "responses": {"202": _ok(_ALIAS, "Accepted"), **_ERRS}},
-        "get": {"summary": "List aliases", "operationId": "listAliases",
-                "responses": {"200": _ok({"type": "object", "properties": {
-                    "aliases": {"type": "array", "items": _ALIAS},
-                    "total": {"type": "integer"}}}), **_ERRS}},
-    },
-    "/v1/aliases/{id}": {
-        "get": {"summary": "Get an alias", "operationId": "getAlias", "parameters": _ID,
-                "responses": {"200": _ok(_ALIAS), **_ERRS}},
-        "patch": {"summary": "Replace an alias's targets", "operationId": "updateAlias",
-                  "parameters": _ID,
-                  "requestBody": _body({"type": "object", "additionalProperties": False,
-                                        "required": ["targets"],
-                                        "properties": {"targets": _TARGETS}}),
-                  "responses": {"202": _ok(_ALIAS, "Accepted"), **_ERRS}},
-        "delete": {"summary": "Delete an alias", "operationId": "deleteAlias",
-                   "parameters": _ID,
-                   "responses": {"202": _ok({"type": "object"}, "Accepted"), **_ERRS}},
-    },
-    "/v1/alias-domains": {
-        "post": {"summary": "Make a domain an alias of another", "operationId":
-                 "setAliasDomain",
-                 "requestBody": _body({"type": "object", "additionalProperties": False,
-                                       "required": ["domain", "target"],
-                                       "properties": {"domain": {"type": "string"},
-                                                      "target": {"type": "string"}}}),
-                 "responses": {"202": _ok({"type": "object"}, "Accepted"), **_ERRS}},
-        "get": {"summary": "List alias domains", "operationId": "listAliasDomains",
-                "responses": {"200": _ok({"type": "object"}), **_ERRS}},
-    },
-    "/v1/alias-domains/{domain_id}": {"delete": {
-        "summary": "Stop a domain being an alias", "operationId": "unsetAliasDomain",
-        "parameters": [{"name": "domain_id", "in": "path", "required": True,
-                        "schema": {"type": "string"}}],
-        "responses": {"202": _ok({"type": "object"}, "Accepted"), **_ERRS}}},
-}
+@operation(routes, "DELETE", "/v1/alias-domains/{domain_id}", id="unsetAliasDomain",
+           tag="aliases", summary="Stop a domain being an alias",
+           description="The domain keeps its own mailboxes; names at it no longer reach the "
+                       "target's.", permission="write", answers={202: AliasDomainSet},
+           path_params={"domain_id": "The alias domain's id (dom_...)."})
+async def unset_alias_domain(request: web.Request) -> web.StreamResponse:
+    return render(await service.unset_alias_domain(request.app[CTX], principal_of(request),
+                                                   request.match_info["domain_id"]))

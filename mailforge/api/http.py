@@ -24,6 +24,7 @@ from ..errors import NotFound, ServiceError, ValidationFailed
 from ..log import get
 from ..models import Principal
 from ..store import scope, tenancy
+from ..store.tokencache import TokenCache
 from .context import CTX
 from .errors import ApiError, error_response
 
@@ -125,14 +126,19 @@ async def envelope_middleware(request: web.Request,
                 resp = error_response(ApiError("internal_error", "Internal server error.",
                                                status=500))
         resp.headers["X-Request-Id"] = rid
-        log.info("request", method=request.method, path=request.path, status=resp.status,
-                 ms=round((time.monotonic() - started) * 1000, 1))
+        if request.app[CTX].cfg.api.access_log:
+            # The request's id and account come from the bound context; no more fields
+            # than these (each costs on every request: docs/benchmarks.md).
+            log.info("request", method=request.method, path=request.path,
+                     status=resp.status, ms=round((time.monotonic() - started) * 1000, 1))
         return resp
 
 
 ACTING_HEADER = "X-Mailforge-Account"
 LIMITERS = web.AppKey("rate_limiters", dict)  # name -> ratelimit.RateLimiter
 PRINCIPAL_KEY = web.RequestKey("mailforge_principal", Principal)
+# The process's token cache (daemon.py installs it); absent: every lookup queries.
+TOKEN_CACHE = web.AppKey("mailforge_token_cache", TokenCache)
 BODY_KEY = web.RequestKey("mailforge_body", dict)
 
 
@@ -162,8 +168,18 @@ async def authenticate(request: web.Request, permission: str) -> Principal:
     Resolves ``X-Mailforge-Account`` (a parent's admin token acting for one of its
     sub-accounts), applies the token's domain restriction to the store for this request
     (``store.scope``), refuses writes of a suspended account, and rate-limits per token.
-    No cache: a revoked token fails on the next request on every daemon.
+
+    Once per request: a second call (a handler not yet converted to ``@operation``
+    calling it itself, say) reuses the principal found by the first and only checks
+    *permission*; it neither queries nor takes from the rate limits again. Token
+    lookups go through the app's ``TOKEN_CACHE`` when it has one (a revoked token is
+    refused on every daemon within milliseconds of the revoking commit:
+    ``store/tokencache.py``).
     """
+    if PRINCIPAL_KEY in request:
+        done = request[PRINCIPAL_KEY]
+        _check_permission(done, permission)
+        return done
     limiters = request.app.get(LIMITERS, {})
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -172,7 +188,8 @@ async def authenticate(request: web.Request, permission: str) -> Principal:
     # carry anything aiohttp could decode, surrogate escapes included).
     if scheme.lower() != "bearer" or not _TOKEN_TEXT.fullmatch(token):
         raise _unauthorized()
-    result = await tenancy.authenticate(request.app[CTX].store, token)
+    result = await tenancy.authenticate(request.app[CTX].store, token,
+                                        request.app.get(TOKEN_CACHE))
     principal = result.principal
     if principal is None:
         log.info("authentication failed", reason=result.reason, client=client_addr(request))
@@ -210,17 +227,21 @@ async def authenticate(request: web.Request, permission: str) -> Principal:
                                         reseller=row["reseller"])
         structlog.contextvars.bind_contextvars(account_id=principal.account_id,
                                                acting_from=principal.acting_from)
+    _check_permission(principal, permission)
+    scope.set_domains(principal.domains)
+    if principal.domains is not None:
+        await _guard_path(request, principal)
+    request[PRINCIPAL_KEY] = principal
+    return principal
+
+
+def _check_permission(principal: Principal, permission: str) -> None:
     if not principal.can(permission):
         raise ApiError("forbidden", f"This token lacks the {permission!r} permission.",
                        status=403)
     if permission != "read" and principal.account_status != "active":
         raise ApiError("account_suspended", "The account is suspended; it can only read.",
                        status=403)
-    scope.set_domains(principal.domains)
-    request[PRINCIPAL_KEY] = principal
-    if principal.domains is not None:
-        await _guard_path(request, principal)
-    return principal
 
 
 async def _guard_path(request: web.Request, principal: Principal) -> None:

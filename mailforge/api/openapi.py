@@ -139,6 +139,8 @@ def render_reference(doc: dict[str, Any]) -> str:
         if params:
             parts.append("<p>Parameters:</p><ul>")
             for p in params:
+                if "$ref" in p:  # a shared parameter (components/parameters)
+                    p = doc["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]]
                 parts.append(f"<li><code>{esc(p['name'])}</code> ({esc(p['in'])}"
                              f"{', required' if p.get('required') else ''})"
                              f"{' — ' + esc(p['description']) if p.get('description') else ''}"

@@ -4,7 +4,7 @@ the password hashers and (when configured) mail through the API."""
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,8 +22,9 @@ class ServiceContext:
     cfg: Config
     store: Store
     box: SecretBox
-    # Password hashing is CPU work; it runs off the event loop.
-    hashers: ThreadPoolExecutor
+    # Password hashing is CPU work; it runs off the event loop (in processes: see
+    # daemon._hashers).
+    hashers: Executor
     # TEST ONLY: points where the process kills itself with SIGKILL
     # (service/idempotency.py crash_point), from MAILFORGE_TEST_CRASH_AFTER at start-up;
     # empty in production.

@@ -1,37 +1,110 @@
-"""Store functions for the mailbox lifecycle: listing with sort, updates, deletion into
-tombstones, restore, purge after retention, and account limits.
+"""Mailboxes ("email users"): creation within the account's limit, reads, updates,
+deletion into restorable tombstones, restore, purge after retention.
 
-Like ``Store``'s tenant methods, each takes the account id and every query filters on
-it. Writes that the backend must see bump the mailbox's ``generation``, record a job
-item for it and notify the workers, all in one short transaction.
+Every method that reaches tenant data takes the account id first, every query filters
+on it, and each applies the request's domain restriction (``scope``). Writes that the
+backend must see bump the mailbox's ``generation``, record a job item for it and wake
+the workers, all in one short transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from .. import ids
-from ..errors import Conflict, Forbidden, NotFound
+import asyncpg
+
+from .. import ids, paging
+from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..models import Domain, Job, Mailbox, from_record
 from . import scope
+from .db import Database, Repository
+from .jobs import Jobs
 from .queries import Q
-from .store import CreatedMailbox, NewMailbox, Store
 
-# ORDER BY clauses a client may choose (?sort=); never built from client text.
+if TYPE_CHECKING:
+    from .db import Conn
+
+# ORDER BY clauses a client may choose (?sort=); never built from client text. Each ends
+# with the id, so the order is total and a keyset cursor names one place in it.
 SORTS = {
     "created_at": "m.created_at, m.id",
     "-created_at": "m.created_at DESC, m.id DESC",
-    "email": "m.address",
-    "-email": "m.address DESC",
-    "name": "m.name, m.address",
-    "-name": "m.name DESC, m.address DESC",
-    "status": "m.status, m.address",
-    "-status": "m.status DESC, m.address DESC",
+    "email": "m.address, m.id",
+    "-email": "m.address DESC, m.id DESC",
+    "name": "m.name, m.address, m.id",
+    "-name": "m.name DESC, m.address DESC, m.id DESC",
+    "status": "m.status, m.address, m.id",
+    "-status": "m.status DESC, m.address DESC, m.id DESC",
     "updated_at": "m.updated_at, m.id",
     "-updated_at": "m.updated_at DESC, m.id DESC",
 }
+
+# Counter rows of one account (migration 0011) beyond which they are folded into one
+# per status.
+FOLD_PIECES = 32
+
+
+# The keyset of each sort: (column, its type), in ORDER BY order.
+_TS, _TEXT = "timestamptz", "text"
+_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "created_at": (("created_at", _TS), ("id", _TEXT)),
+    "email": (("address", _TEXT), ("id", _TEXT)),
+    "name": (("name", _TEXT), ("address", _TEXT), ("id", _TEXT)),
+    "status": (("status", _TEXT), ("address", _TEXT), ("id", _TEXT)),
+    "updated_at": (("updated_at", _TS), ("id", _TEXT)),
+}
+
+
+@dataclass(frozen=True)
+class MailboxPage:
+    """A page of mailbox rows (the API's columns and ``domain_name``), the total of
+    the filtered list, and the cursor of the next page (None on the last)."""
+
+    rows: list[asyncpg.Record]
+    total: int
+    next_cursor: str | None
+
+
+def _keyset(sort: str, cursor: str | None, first: int) -> tuple[str, list[Any]]:
+    """The WHERE condition continuing after *cursor* (parameters from ``$first``) and
+    its parameters; a cursor that is not one of this sort's is a 400 on ``cursor``."""
+    if cursor is None:
+        return "TRUE", []
+    keys = _KEYS[sort.lstrip("-")]
+    values = paging.decode(cursor, sort, len(keys))
+    params: list[Any] = []
+    for (_col, kind), value in zip(keys, values, strict=True):
+        if not isinstance(value, str):
+            raise _bad_cursor()
+        if kind == _TS:
+            try:
+                when = datetime.fromisoformat(value)
+            except ValueError:
+                raise _bad_cursor() from None
+            if when.tzinfo is None:
+                raise _bad_cursor()
+            params.append(when)
+        else:
+            params.append(value)
+    cols = ", ".join(f"m.{c}" for c, _ in keys)
+    args = ", ".join(f"${first + n}::{kind}" for n, (_c, kind) in enumerate(keys))
+    return f"({cols}) {'<' if sort.startswith('-') else '>'} ({args})", params
+
+
+def _bad_cursor() -> ValidationFailed:
+    return ValidationFailed(["cursor: not a cursor of this list (use next_cursor as given)"])
+
+
+def _cursor_of(sort: str, row: asyncpg.Record) -> str:
+    values = []
+    for col, kind in _KEYS[sort.lstrip("-")]:
+        v = row[col]
+        # Microseconds kept: the cursor must name the row's exact place.
+        values.append(v.isoformat() if kind == _TS else v)
+    return paging.encode(sort, values)
 
 
 @dataclass(frozen=True)
@@ -47,27 +120,29 @@ class MailboxChanges:
     suspended: bool | None = None
 
 
-async def list_page(store: Store, account_id: str, domain: str | None, status: str | None,
-                    search: str | None, sort: str, limit: int,
-                    offset: int) -> tuple[list[tuple[Mailbox, str]], int]:
-    query = Q.list_mailboxes_page.replace("{order}", SORTS[sort])
-    async with store.pool.acquire() as conn:
-        # A domain-restricted token sees only its domains' mailboxes.
-        allowed = scope.names()
-        rows = await conn.fetch(query, account_id, domain, status, search, limit, offset,
-                                allowed)
-        total = await conn.fetchval(Q.count_mailboxes_page, account_id, domain, status,
-                                    search, allowed)
-    return [(from_record(Mailbox, r), r["domain_name"]) for r in rows], int(total)
+@dataclass(frozen=True)
+class NewMailbox:
+    local_part: str
+    name: str
+    password_hash: str
+    quota_mb: int
 
 
-async def _queue(store: Store, conn: Any, account_id: str, job_type: str,
-                 resource_id: str | None, items: Sequence[tuple[str, int]],
-                 domains: Sequence[tuple[str, str]], kind: str = "mailbox") -> Job:
-    """Record a job waiting for *items* (id, generation) and wake the workers of the
-    touched (domain id, mail host) pairs."""
-    job = await store._insert_job(conn, account_id, job_type, resource_id,
-                                  [(kind, i, g) for i, g in items])
+@dataclass(frozen=True)
+class CreatedMailbox:
+    id: str
+    address: str
+    local_part: str
+    created_at: datetime
+
+
+async def queue_work(jobs: Jobs, conn: Conn, account_id: str, job_type: str,
+                     resource_id: str | None, items: Sequence[tuple[str, int]],
+                     domains: Sequence[tuple[str, str]], kind: str = "mailbox") -> Job:
+    """On the caller's transaction: a job waiting for *items* (id, generation), and the
+    workers of the touched (domain id, mail host) pairs woken."""
+    job = await jobs.insert(conn, account_id, job_type, resource_id,
+                            [(kind, i, g) for i, g in items])
     for domain_id, _host in sorted(set(domains)):
         await conn.execute(Q.touch_domain_for_work, domain_id)
     for host in sorted({h for _, h in domains}):
@@ -75,140 +150,233 @@ async def _queue(store: Store, conn: Any, account_id: str, job_type: str,
     return job
 
 
-async def update_mailbox(store: Store, account_id: str, mailbox_id: str,
-                         ch: MailboxChanges) -> tuple[Mailbox, str, Job | None]:
-    async with store._tx() as conn:
-        row = await conn.fetchrow(Q.lock_mailbox, account_id, mailbox_id)
+class Mailboxes(Repository):
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.jobs = Jobs(db)
+
+    async def fold_counts(self) -> None:
+        """Fold the mailbox counter rows of accounts where they piled up (the daemon calls
+        this every minute; a list folds its own account's)."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.fold_all_mailbox_counts, FOLD_PIECES)
+
+    async def list_rows(self, account_id: str, domain: str | None, status: str | None,
+                        search: str | None, sort: str, limit: int, offset: int = 0,
+                        cursor: str | None = None) -> MailboxPage:
+        """A page of the account's mailboxes within the request's domain restriction, as
+        rows for rendering straight to JSON (no model objects: they cost more than the
+        query on a 100-item page). *cursor*: a ``next_cursor`` of this list and sort
+        (keyset: constant time however deep); *offset* applies after it."""
+        after, key_params = _keyset(sort, cursor, 8)
+        query = Q.list_mailboxes_page.replace("{order}", SORTS[sort]).replace("{after}", after)
+        # A domain-restricted token sees only its domains' mailboxes.
+        allowed = scope.names()
+        async with self.pool.acquire() as conn:
+            # One more row than asked: whether a next page exists, without a second query.
+            rows = await conn.fetch(query, account_id, domain, status, search, limit + 1, offset,
+                                    allowed, *key_params)
+            if domain is None and allowed is None and search is None:
+                # The common case from the counter rows of migration 0011: constant time
+                # however many mailboxes the account or the host holds.
+                counted = await conn.fetchrow(Q.count_account_mailboxes, account_id, status)
+                assert counted is not None
+                total = counted["total"]
+                if counted["pieces"] > FOLD_PIECES:
+                    await conn.execute(Q.fold_mailbox_counts, account_id)
+            else:
+                total = await conn.fetchval(Q.count_mailboxes_page, account_id, domain, status,
+                                            search, allowed)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return MailboxPage(rows, int(total or 0), _cursor_of(sort, rows[-1]) if more else None)
+
+    async def create(self, account_id: str, domain: Domain, items: Sequence[NewMailbox],
+                     job_type: str, mailbox_ids: Sequence[str] | None = None,
+                     seal: Callable[[str], bytes] | None = None,
+                     secrets_ttl: float = 0) -> tuple[Job, list[CreatedMailbox]]:
+        """Record mailboxes and their job in one transaction, within the account's limit.
+
+        *mailbox_ids*: chosen by the caller (e.g. to seal them with one-time passwords).
+        *seal* (job id -> sealed bytes): one-time secrets readable from the job for
+        *secrets_ttl* seconds, sealed with the job id as context and stored in the job's
+        own transaction, so a job never exists without the secrets it announces."""
+        scope.check(domain.name)
+        addresses = [f"{i.local_part}@{domain.name}" for i in items]
+        async with self.db.tx() as conn:
+            # Locking the account row serialises concurrent creations of one account, so
+            # the limit check below cannot be raced past.
+            acct = await conn.fetchrow(Q.lock_account, account_id)
+            if acct is None:
+                raise NotFound("account")
+            taken = {r["address"] for r in await conn.fetch(Q.taken_addresses, addresses)}
+            if taken:
+                details = [f"users[{n}].username: {a} is already taken"
+                           for n, a in enumerate(addresses) if a in taken]
+                if len(items) == 1:
+                    details = [f"username: {addresses[0]} is already taken"]
+                raise Conflict("address_taken", "An address is already taken.", details)
+            used = await conn.fetchval(Q.count_mailboxes, account_id)
+            if used + len(items) > acct["email_user_limit"]:
+                raise Forbidden("limit_exceeded",
+                                "The account's mailbox limit would be exceeded.",
+                                extra={"resource": "email_users", "used": used,
+                                       "limit": acct["email_user_limit"],
+                                       "requested": len(items)})
+            new_ids = list(mailbox_ids) if mailbox_ids else [ids.new_id("usr") for _ in items]
+            try:
+                rows = await conn.fetch(
+                    Q.insert_mailboxes, new_ids, [account_id] * len(items),
+                    [domain.id] * len(items), [i.local_part for i in items], addresses,
+                    [i.name for i in items], [i.password_hash for i in items],
+                    [i.quota_mb for i in items])
+            except asyncpg.UniqueViolationError:
+                raise Conflict("address_taken", "An address is already taken.") from None
+            by_addr = {r["address"]: r for r in rows}
+            ordered = [by_addr[a] for a in addresses]
+            job = await queue_work(
+                self.jobs, conn, account_id, job_type,
+                ordered[0]["id"] if len(items) == 1 else domain.id,
+                [(r["id"], r["generation"]) for r in ordered],
+                [(domain.id, domain.mail_host)])
+            if seal is not None:
+                await conn.execute(Q.set_job_secrets, job.id, seal(job.id), secrets_ttl)
+        created = [CreatedMailbox(r["id"], r["address"], r["local_part"], r["created_at"])
+                   for r in ordered]
+        return job, created
+
+    async def get(self, account_id: str, mailbox_id: str) -> tuple[Mailbox, str]:
+        """The mailbox and its domain's name; 404 outside the account or restriction."""
+        if not ids.has_prefix(mailbox_id, "usr"):
+            raise NotFound("email user")
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.get_mailbox, account_id, mailbox_id)
         if row is None:
             raise NotFound("email user")
         scope.check(row["domain_name"], "email user")
-        if row["deleted"]:
-            raise Conflict("mailbox_deleted", "This email user is deleted; restore it first.")
-        cur = from_record(Mailbox, row)
-        new_hash = ch.password_hash or cur.password_hash
-        quota = ch.quota_mb or cur.quota_mb
-        suspended = cur.suspended if ch.suspended is None else ch.suspended
-        # Only what the mail server holds needs a new generation (and a job).
-        backend = (new_hash != cur.password_hash or quota != cur.quota_mb
-                   or suspended != cur.suspended)
-        send_limit = None if ch.clear_send_limit else (
-            ch.daily_send_limit if ch.daily_send_limit is not None else cur.daily_send_limit)
-        new = await conn.fetchrow(
-            Q.update_mailbox, account_id, mailbox_id,
-            cur.name if ch.name is None else ch.name, new_hash, quota, send_limit,
-            cur.signature if ch.signature is None else ch.signature, backend, suspended)
-        assert new is not None  # the row is locked and not deleted
-        job = None
-        if backend:
-            job = await _queue(store, conn, account_id, "email_user_update", mailbox_id,
-                               [(mailbox_id, new["generation"])],
-                               [(row["domain_id"], row["mail_host"])])
-    return from_record(Mailbox, new), row["domain_name"], job
+        return from_record(Mailbox, row), row["domain_name"]
 
-
-async def delete_mailboxes(store: Store, account_id: str, mailbox_ids: Sequence[str],
-                           retention_seconds: float, field: str = "ids") -> Job:
-    """Mark mailboxes deleted (all or nothing); their mail is kept for the retention."""
-    async with store._tx() as conn:
-        found = {r["id"]: r for r in await conn.fetch(Q.mailboxes_by_ids, account_id,
-                                                      list(mailbox_ids))
-                 if scope.allows(r["domain_name"])}
-        single = len(mailbox_ids) == 1 and field == "id"
-        missing = [f"{field}[{n}]: no such email user" for n, i in enumerate(mailbox_ids)
-                   if i not in found]
-        if missing:
-            raise NotFound("email user") if single else NotFound(
-                "email user", missing, "Some email users do not exist.")
-        gone = [f"{field}[{n}]: already deleted" for n, i in enumerate(mailbox_ids)
-                if found[i]["deleted"]]
-        if gone:
-            raise Conflict("mailbox_deleted", "An email user is already deleted.",
-                           [] if single else gone)
-        rows = await conn.fetch(Q.delete_mailboxes, account_id, list(mailbox_ids),
-                                retention_seconds)
-        by_id = {r["id"]: r for r in rows}
-        return await _queue(
-            store, conn, account_id, "email_user_delete",
-            mailbox_ids[0] if len(mailbox_ids) == 1 else None,
-            [(i, by_id[i]["generation"]) for i in mailbox_ids],
-            [(found[i]["domain_id"], found[i]["mail_host"]) for i in mailbox_ids])
-
-
-async def restore_mailbox(store: Store, account_id: str, mailbox_id: str) -> tuple[Job, str]:
-    """Bring a deleted mailbox back with its retained mail, within the retention."""
-    async with store._tx() as conn:
-        acct = await conn.fetchrow(Q.lock_account, account_id)
-        if acct is None:
-            raise NotFound("account")
-        row = await conn.fetchrow(Q.lock_mailbox, account_id, mailbox_id)
-        if row is None:
+    async def update(self, account_id: str, mailbox_id: str,
+                     ch: MailboxChanges) -> tuple[Mailbox, str, Job | None]:
+        if not ids.has_prefix(mailbox_id, "usr"):
             raise NotFound("email user")
-        scope.check(row["domain_name"], "email user")
-        if not row["deleted"]:
-            raise Conflict("not_deleted", "This email user is not deleted.")
-        if await conn.fetchval(Q.live_address_taken, row["address"]):
-            raise Conflict("address_taken", "The address was given to another user since.",
-                           [f"email: {row['address']} is already taken"])
-        used = await conn.fetchval(Q.count_mailboxes, account_id)
-        if used + 1 > acct["email_user_limit"]:
-            raise Forbidden("limit_exceeded", "The account's mailbox limit would be exceeded.",
-                            extra={"resource": "email_users", "used": used,
-                                              "limit": acct["email_user_limit"],
-                                              "requested": 1})
-        new = await conn.fetchrow(Q.restore_mailbox, account_id, mailbox_id)
-        if new is None:
-            raise Conflict("retention_expired",
-                           "The retention period is over; the mail has been destroyed.")
-        job = await _queue(store, conn, account_id, "email_user_restore", mailbox_id,
-                           [(mailbox_id, new["generation"])],
-                           [(row["domain_id"], row["mail_host"])])
-    return job, str(row["address"])
+        async with self.db.tx() as conn:
+            row = await conn.fetchrow(Q.lock_mailbox, account_id, mailbox_id)
+            if row is None:
+                raise NotFound("email user")
+            scope.check(row["domain_name"], "email user")
+            if row["deleted"]:
+                raise Conflict("mailbox_deleted",
+                               "This email user is deleted; restore it first.")
+            cur = from_record(Mailbox, row)
+            new_hash = ch.password_hash or cur.password_hash
+            quota = ch.quota_mb or cur.quota_mb
+            suspended = cur.suspended if ch.suspended is None else ch.suspended
+            # Only what the mail server holds needs a new generation (and a job).
+            backend = (new_hash != cur.password_hash or quota != cur.quota_mb
+                       or suspended != cur.suspended)
+            send_limit = None if ch.clear_send_limit else (
+                ch.daily_send_limit if ch.daily_send_limit is not None
+                else cur.daily_send_limit)
+            new = await conn.fetchrow(
+                Q.update_mailbox, account_id, mailbox_id,
+                cur.name if ch.name is None else ch.name, new_hash, quota, send_limit,
+                cur.signature if ch.signature is None else ch.signature, backend, suspended)
+            assert new is not None  # the row is locked and not deleted
+            job = None
+            if backend:
+                job = await queue_work(self.jobs, conn, account_id, "email_user_update",
+                                       mailbox_id, [(mailbox_id, new["generation"])],
+                                       [(row["domain_id"], row["mail_host"])])
+        return from_record(Mailbox, new), row["domain_name"], job
 
+    async def delete(self, account_id: str, mailbox_ids: Sequence[str],
+                     retention_seconds: float, field: str = "ids") -> Job:
+        """Mark mailboxes deleted (all or nothing); their mail is kept for the
+        retention. *field* names the ids in error details (``ids[3]: ...``); a single
+        ``id`` is a plain 404 / 409."""
+        async with self.db.tx() as conn:
+            found = {r["id"]: r for r in await conn.fetch(Q.mailboxes_by_ids, account_id,
+                                                          list(mailbox_ids))
+                     if scope.allows(r["domain_name"])}
+            single = len(mailbox_ids) == 1 and field == "id"
+            missing = [f"{field}[{n}]: no such email user"
+                       for n, i in enumerate(mailbox_ids) if i not in found]
+            if missing:
+                raise NotFound("email user") if single else NotFound(
+                    "email user", missing, "Some email users do not exist.")
+            gone = [f"{field}[{n}]: already deleted" for n, i in enumerate(mailbox_ids)
+                    if found[i]["deleted"]]
+            if gone:
+                raise Conflict("mailbox_deleted", "An email user is already deleted.",
+                               [] if single else gone)
+            rows = await conn.fetch(Q.delete_mailboxes, account_id, list(mailbox_ids),
+                                    retention_seconds)
+            by_id = {r["id"]: r for r in rows}
+            return await queue_work(
+                self.jobs, conn, account_id, "email_user_delete",
+                mailbox_ids[0] if len(mailbox_ids) == 1 else None,
+                [(i, by_id[i]["generation"]) for i in mailbox_ids],
+                [(found[i]["domain_id"], found[i]["mail_host"]) for i in mailbox_ids])
 
-async def expired_tombstones(store: Store, limit: int) -> list[tuple[str, str, str]]:
-    """(domain, local part, mailbox id) of this host's tombstones past retention."""
-    async with store.pool.acquire() as conn:
-        rows = await conn.fetch(Q.expired_tombstones, store.mail_host, limit)
-    return [(r["domain_name"], r["local_part"], r["id"]) for r in rows]
+    async def restore(self, account_id: str, mailbox_id: str) -> tuple[Job, str]:
+        """Bring a deleted mailbox back with its retained mail, within the retention
+        and the account's limit; (job, address)."""
+        if not ids.has_prefix(mailbox_id, "usr"):
+            raise NotFound("email user")
+        async with self.db.tx() as conn:
+            acct = await conn.fetchrow(Q.lock_account, account_id)
+            if acct is None:
+                raise NotFound("account")
+            row = await conn.fetchrow(Q.lock_mailbox, account_id, mailbox_id)
+            if row is None:
+                raise NotFound("email user")
+            scope.check(row["domain_name"], "email user")
+            if not row["deleted"]:
+                raise Conflict("not_deleted", "This email user is not deleted.")
+            if await conn.fetchval(Q.live_address_taken, row["address"]):
+                raise Conflict("address_taken",
+                               "The address was given to another user since.",
+                               [f"email: {row['address']} is already taken"])
+            used = await conn.fetchval(Q.count_mailboxes, account_id)
+            if used + 1 > acct["email_user_limit"]:
+                raise Forbidden("limit_exceeded",
+                                "The account's mailbox limit would be exceeded.",
+                                extra={"resource": "email_users", "used": used,
+                                       "limit": acct["email_user_limit"], "requested": 1})
+            new = await conn.fetchrow(Q.restore_mailbox, account_id, mailbox_id)
+            if new is None:
+                raise Conflict("retention_expired",
+                               "The retention period is over; the mail has been destroyed.")
+            job = await queue_work(self.jobs, conn, account_id, "email_user_restore",
+                                   mailbox_id, [(mailbox_id, new["generation"])],
+                                   [(row["domain_id"], row["mail_host"])])
+        return job, str(row["address"])
 
+    async def taken_in_domains(self, account_id: str, domain_ids: Sequence[str]) -> set[str]:
+        """Every address taken in these domains of the account (mailboxes, aliases,
+        tombstones still holding theirs)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.taken_in_domains, account_id, list(domain_ids))
+        return {r["address"] for r in rows}
 
-async def purge_tombstones(store: Store, mailbox_ids: Sequence[str]) -> int:
-    async with store.pool.acquire() as conn:
-        status = await conn.execute(Q.purge_tombstones, list(mailbox_ids))
-    return int(status.split()[-1])
+    async def taken(self, addresses: Sequence[str]) -> set[str]:
+        """Those of *addresses* already taken: a fast check before hashing passwords
+        (``create`` checks again under the account lock). Addresses are unique on the
+        whole host; pass only addresses at the caller's own domains."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.taken_addresses, list(addresses))
+        return {r["address"] for r in rows}
 
+    # Retention: the engine's, scoped by mail host rather than by account.
 
-async def taken_addresses(store: Store, domain_ids: Sequence[str]) -> set[str]:
-    async with store.pool.acquire() as conn:
-        rows = await conn.fetch(Q.taken_in_domains, list(domain_ids))
-    return {r["address"] for r in rows}
+    async def expired_tombstones(self, limit: int) -> list[tuple[str, str, str]]:
+        """(domain, local part, mailbox id) of this host's tombstones past retention."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.expired_tombstones, self.db.mail_host, limit)
+        return [(r["domain_name"], r["local_part"], r["id"]) for r in rows]
 
-
-async def precheck_taken(store: Store, addresses: Sequence[str]) -> set[str]:
-    """Addresses already taken (a fast check before hashing; the insert re-checks)."""
-    async with store.pool.acquire() as conn:
-        rows = await conn.fetch(Q.taken_addresses, list(addresses))
-    return {r["address"] for r in rows}
-
-
-async def create_account(store: Store, name: str, domain_limit: int,
-                         email_user_limit: int, parent_id: str | None = None) -> str:
-    """A (sub-)account with explicit limits (the reseller API builds on this)."""
-    acct = ids.new_id("acct")
-    async with store._tx() as conn:
-        await conn.execute(Q.insert_account, acct, name, None, parent_id, domain_limit,
-                           email_user_limit)
-    return acct
-
-
-async def create_with_secrets(store: Store, account_id: str, domain: Domain,
-                              items: Sequence[NewMailbox], mailbox_ids: Sequence[str],
-                              seal: Callable[[str], bytes],
-                              ttl_seconds: float) -> tuple[Job, list[CreatedMailbox]]:
-    """Create mailboxes in one job, then attach the sealed one-time secrets to the job
-    (sealed with the job id as context, known only once the job exists)."""
-    job, created = await store.create_mailboxes(account_id, domain, items,
-                                                "email_user_create", mailbox_ids=mailbox_ids)
-    async with store.pool.acquire() as conn:
-        await conn.execute(Q.set_job_secrets, job.id, seal(job.id), ttl_seconds)
-    return job, created
+    async def purge_tombstones(self, mailbox_ids: Sequence[str]) -> int:
+        async with self.pool.acquire() as conn:
+            status = await conn.execute(Q.purge_tombstones, list(mailbox_ids))
+        return int(status.split()[-1])

@@ -24,11 +24,13 @@ import asyncpg
 from .. import ids, publicsuffix, validation
 from .. import reserved as reserved_mod
 from ..errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
-from ..models import Domain, Job, Mailbox, Principal, from_record
+from ..models import Domain, Job, Principal, from_record
 from . import scope
+from .aliases import Aliases
 from .db import Database
 from .jobs import IDEMPOTENCY, Jobs
 from .mail import InboundScans, Senders, Sending
+from .mailboxes import Mailboxes
 from .queries import Q
 from .reconcile import Reconcile
 from .webhooks import Webhooks
@@ -49,9 +51,22 @@ async def _init_connection(conn: Conn) -> None:
                               schema="pg_catalog")
 
 
+async def _keep_session(conn: Conn) -> None:
+    """What the pool does to a connection on release, beyond asyncpg's own rollback of
+    an open transaction: nothing. asyncpg's default reset sends ``SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on every release, a
+    round trip per request (measured in docs/benchmarks.md) undoing session state this
+    code never leaves behind: no ``SET`` (only ``SET LOCAL``-free statements and
+    transaction-scoped ``pg_advisory_xact_lock``), no cursors outside transactions, no
+    ``LISTEN`` on pooled connections (the engine and the token cache listen on
+    connections of their own); the one session advisory lock (``migrate.apply``) is
+    released in a ``finally`` and a connection failing there is broken anyway. Code
+    that adds session state must use a connection of its own, not the pool's."""
+
+
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                     init=_init_connection)
+                                     init=_init_connection, reset=_keep_session)
     assert pool is not None
     return pool
 
@@ -109,22 +124,6 @@ class IdempotencyClaim:
     job_id: str | None
 
 
-@dataclass(frozen=True)
-class NewMailbox:
-    local_part: str
-    name: str
-    password_hash: str
-    quota_mb: int
-
-
-@dataclass(frozen=True)
-class CreatedMailbox:
-    id: str
-    address: str
-    local_part: str
-    created_at: datetime
-
-
 class Store(Database):
     """The database and its repositories, one per concept (``store/db.py``). Methods
     still defined here move to their concept's repository as each is rebuilt."""
@@ -132,6 +131,8 @@ class Store(Database):
     def __init__(self, pool: asyncpg.Pool, mail_host: str = "default") -> None:
         super().__init__(pool, mail_host)
         self.jobs = Jobs(self)
+        self.mailboxes = Mailboxes(self)
+        self.aliases = Aliases(self)
         self.reconcile = Reconcile(self)
         self.senders = Senders(self)
         self.sending = Sending(self)
@@ -378,85 +379,6 @@ class Store(Database):
                                          [("domain", domain_id, row["generation"])])
             await conn.execute(Q.notify_work, row["mail_host"])
         return job
-
-    # ---------------------------------------------------------------------- mailboxes
-
-    async def create_mailboxes(self, account_id: str, domain: Domain,
-                               items: Sequence[NewMailbox], job_type: str,
-                               sealed_secrets: bytes | None = None,
-                               secrets_ttl: float = 0,
-                               mailbox_ids: Sequence[str] | None = None,
-                               ) -> tuple[Job, list[CreatedMailbox]]:
-        """Record mailboxes and their job in one transaction, within the account's limit."""
-        scope.check(domain.name)
-        addresses = [f"{i.local_part}@{domain.name}" for i in items]
-        async with self._tx() as conn:
-            # Locking the account row serialises concurrent creations of one account, so
-            # the limit check below cannot be raced past.
-            acct = await conn.fetchrow(Q.lock_account, account_id)
-            if acct is None:
-                raise NotFound("account")
-            taken = {r["address"] for r in await conn.fetch(Q.taken_addresses, addresses)}
-            if taken:
-                details = [f"users[{n}].username: {a} is already taken"
-                           for n, a in enumerate(addresses) if a in taken]
-                if len(items) == 1:
-                    details = [f"username: {addresses[0]} is already taken"]
-                raise Conflict("address_taken", "An address is already taken.", details)
-            used = await conn.fetchval(Q.count_mailboxes, account_id)
-            if used + len(items) > acct["email_user_limit"]:
-                raise Forbidden("limit_exceeded",
-                                "The account's mailbox limit would be exceeded.",
-                                extra={"resource": "email_users", "used": used,
-                                      "limit": acct["email_user_limit"],
-                                      "requested": len(items)})
-            # Ids may be chosen by the caller, e.g. to seal them with one-time passwords.
-            new_ids = list(mailbox_ids) if mailbox_ids else [ids.new_id("usr") for _ in items]
-            try:
-                rows = await conn.fetch(
-                    Q.insert_mailboxes, new_ids, [account_id] * len(items),
-                    [domain.id] * len(items), [i.local_part for i in items], addresses,
-                    [i.name for i in items], [i.password_hash for i in items],
-                    [i.quota_mb for i in items])
-            except asyncpg.UniqueViolationError:
-                raise Conflict("address_taken", "An address is already taken.") from None
-            by_addr = {r["address"]: r for r in rows}
-            ordered = [by_addr[a] for a in addresses]
-            expire = (datetime.now().astimezone() + timedelta(seconds=secrets_ttl)
-                      if sealed_secrets else None)
-            job = await self._insert_job(
-                conn, account_id, job_type, ordered[0]["id"] if len(items) == 1 else domain.id,
-                [("mailbox", r["id"], r["generation"]) for r in ordered],
-                sealed_secrets=sealed_secrets, secrets_expire_at=expire)
-            await conn.execute(Q.touch_domain_for_work, domain.id)
-            await conn.execute(Q.notify_work, domain.mail_host)
-        created = [CreatedMailbox(r["id"], r["address"], r["local_part"], r["created_at"])
-                   for r in ordered]
-        return job, created
-
-    async def get_mailbox(self, account_id: str, mailbox_id: str) -> tuple[Mailbox, str]:
-        if not ids.has_prefix(mailbox_id, "usr"):
-            raise NotFound("email user")
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.get_mailbox, account_id, mailbox_id)
-        if row is None:
-            raise NotFound("email user")
-        scope.check(row["domain_name"], "email user")
-        return from_record(Mailbox, row), row["domain_name"]
-
-    async def list_mailboxes(self, account_id: str, domain: str | None, status: str | None,
-                             search: str | None, limit: int,
-                             offset: int) -> tuple[list[tuple[Mailbox, str]], int]:
-        domain = canonical_domain(domain) if domain is not None else None
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.list_mailboxes, account_id, domain, status, search,
-                                    limit, offset, scope.names())
-            if rows:
-                total = rows[0]["total_count"]
-            else:
-                total = await conn.fetchval(Q.count_mailboxes_filtered, account_id, domain,
-                                            status, search, scope.names())
-        return [(from_record(Mailbox, r), r["domain_name"]) for r in rows], int(total)
 
     # --------------------------------------------------------------------------- jobs
 

@@ -7,7 +7,9 @@ it, so a reseller reaches its own children and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,10 @@ from ..errors import Conflict, NotFound, Unprocessable
 from ..models import Job, Principal, from_record
 from .queries import Q
 from .store import Store, hash_secret, split_token
+from .tokencache import Entry, TokenCache
+
+# How often a token's last_used_at is written (at most once a minute per token).
+TOUCH_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -29,18 +35,41 @@ class AuthResult:
     reason: str = ""
 
 
-async def authenticate(store: Store, token: str) -> AuthResult:
-    """Check a bearer token against its stored hash (constant-time compare)."""
+async def authenticate(store: Store, token: str,
+                       cache: TokenCache | None = None) -> AuthResult:
+    """Check a bearer token against its stored hash (constant-time compare).
+
+    With *cache*, a token that authenticated in the last few seconds is answered from
+    memory (the secret still checked against the stored hash, the expiry against the
+    clock); see ``store/tokencache.py`` for why that is safe. Only successes are cached.
+    """
     parts = split_token(token)
     if parts is None:
         return AuthResult(None, "malformed")
     tid, secret = parts
+    digest = hash_secret(secret)
+    if cache is not None:
+        hit = cache.get(tid)
+        if hit is not None:
+            if not hmac.compare_digest(hit.secret_hash, digest):
+                return AuthResult(None, "mismatch")
+            if hit.expires_at is not None and hit.expires_at <= time.time():
+                cache.drop(tid)
+                return AuthResult(None, "expired")
+            now = time.monotonic()
+            if now - hit.touched >= TOUCH_SECONDS:
+                # Recording every use would make each request a write; a minute is enough.
+                cache.put(tid, dataclasses.replace(hit, touched=now), cache.generation)
+                async with store.pool.acquire() as conn:
+                    await conn.execute(Q.touch_token, tid)
+            return AuthResult(hit.principal)
+    generation = cache.generation if cache is not None else 0
     async with store.pool.acquire() as conn:
         row = await conn.fetchrow(Q.auth_token, tid)
         if row is None:
-            hmac.compare_digest(hash_secret(secret), b"\0" * 32)  # same work either way
+            hmac.compare_digest(digest, b"\0" * 32)  # same work either way
             return AuthResult(None, "unknown")
-        if not hmac.compare_digest(bytes(row["secret_hash"]), hash_secret(secret)):
+        if not hmac.compare_digest(bytes(row["secret_hash"]), digest):
             return AuthResult(None, "mismatch")
         if row["revoked"]:
             return AuthResult(None, "revoked")
@@ -49,13 +78,16 @@ async def authenticate(store: Store, token: str) -> AuthResult:
         if row["account_status"] == "deleting":
             return AuthResult(None, "account deleted")
         if row["stale"]:
-            # Recording every use would make each request a write; a minute is enough.
             await conn.execute(Q.touch_token, tid)
     doms = frozenset(row["domains"]) if row["domains"] is not None else None
-    return AuthResult(Principal(token_id=tid, account_id=row["account_id"],
-                                permissions=frozenset(row["permissions"]), domains=doms,
-                                account_status=row["account_status"],
-                                reseller=row["reseller"]))
+    principal = Principal(token_id=tid, account_id=row["account_id"],
+                          permissions=frozenset(row["permissions"]), domains=doms,
+                          account_status=row["account_status"], reseller=row["reseller"])
+    if cache is not None:
+        now = time.monotonic()
+        cache.put(tid, Entry(bytes(row["secret_hash"]), principal, row["expires_epoch"], now,
+                             now), generation)
+    return AuthResult(principal)
 
 
 async def descendant(store: Store, ancestor_id: str, account_id: str) -> asyncpg.Record | None:

@@ -17,12 +17,10 @@ from support import (
     ready_domain,
     smtp_rcpt,
     smtp_send,
+    tenant,
     wait_for,
     wait_job,
 )
-
-from mailforge.store import mailboxes as mbstore
-from mailforge.store.store import Store, create_pool
 
 pytestmark = pytest.mark.stack
 
@@ -282,14 +280,8 @@ async def test_alias_catch_all_and_sender_restrictions(sandbox: Any, api: Any,
 
 async def test_account_limit_holds_under_concurrency(sandbox: Any, api: Any,
                                                      unique_domain: str) -> None:
-    pool = await create_pool(sandbox.info["postgres_dsn"], 1, 2)
-    try:
-        store = Store(pool, "sandbox")
-        acct = await mbstore.create_account(store, "limited", 5, 10)
-        _tid, token, _ = await store.create_token(acct, "limited", ["admin"])
-    finally:
-        await pool.close()
-    limited = api.with_token(token)
+    limited = await tenant(api, f"limited-{unique_domain}", domain_limit=5,
+                           email_user_limit=10)
     await ready_domain(limited, unique_domain)
     results = await asyncio.gather(*(
         limited.post("/v1/email-users", {"domain": unique_domain, "username": f"p{n}"})

@@ -67,7 +67,7 @@ def test_document_is_well_formed_openapi_31() -> None:
             assert op.get("summary"), f"{where}: summary"
             op_ids.append(op.get("operationId"))
             assert op["responses"], f"{where}: responses"
-            declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            declared = {p["name"] for p in op.get("parameters", []) if p.get("in") == "path"}
             declared |= {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
             assert declared == params_in_path, f"{where}: path parameters {declared}"
             for status, resp in op["responses"].items():

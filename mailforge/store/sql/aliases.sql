@@ -27,6 +27,8 @@ WHERE account_id = $1 AND id = $2 AND NOT deleted
 RETURNING *;
 
 -- name: list_aliases
+-- Ordered by address (unique): the keyset cursor $7 is the last address of the previous
+-- page. The window count is the total only without a cursor (it counts what follows it).
 SELECT a.*, d.name AS domain_name, count(*) OVER () AS total_count
 FROM aliases a JOIN domains d ON d.id = a.domain_id
 WHERE a.account_id = $1 AND NOT a.deleted
@@ -34,6 +36,7 @@ WHERE a.account_id = $1 AND NOT a.deleted
   AND ($3::text IS NULL OR a.address ILIKE '%' || $3 || '%'
        OR array_to_string(a.targets, ',') ILIKE '%' || $3 || '%')
   AND ($6::text[] IS NULL OR d.name = ANY($6::text[]))
+  AND ($7::text IS NULL OR a.address > $7)
 ORDER BY a.address
 LIMIT $4 OFFSET $5;
 

@@ -84,38 +84,6 @@ RETURNING *;
 UPDATE domains SET attempts = 0, next_attempt_at = now()
 WHERE id = $1 AND next_attempt_at > now();
 
--- name: count_mailboxes
-SELECT count(*) FROM mailboxes WHERE account_id = $1 AND NOT deleted;
-
--- name: taken_addresses
--- A deleted mailbox holds its address until the backend has moved its Maildir away.
-SELECT address FROM mailboxes WHERE address = ANY($1::text[])
-                                AND NOT (deleted AND status = 'deleted')
-UNION
-SELECT address FROM aliases WHERE address = ANY($1::text[]);
-
--- name: insert_mailboxes
-INSERT INTO mailboxes (id, account_id, domain_id, local_part, address, name, password_hash,
-                       quota_mb)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::int[])
-RETURNING id, address, local_part, generation, created_at;
-
--- name: get_mailbox
-SELECT m.*, d.name AS domain_name FROM mailboxes m JOIN domains d ON d.id = m.domain_id
-WHERE m.account_id = $1 AND m.id = $2;
-
--- name: list_mailboxes
-SELECT m.*, d.name AS domain_name, count(*) OVER () AS total_count
-FROM mailboxes m JOIN domains d ON d.id = m.domain_id
-WHERE m.account_id = $1
-  AND ($2::text IS NULL OR d.name = $2)
-  AND ($3::text IS NULL OR m.status = $3)
-  AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%')
-  AND ($7::text[] IS NULL OR d.name = ANY($7::text[]))
-ORDER BY m.created_at, m.id
-LIMIT $5 OFFSET $6;
-
 -- name: insert_job
 INSERT INTO jobs (id, account_id, type, resource_id, total, message, result,
                   sealed_secrets, secrets_expire_at)
@@ -197,15 +165,6 @@ WHERE account_id = $1 AND key = $2 AND status = 0 AND claimant = $3
 
 -- name: notify_work
 SELECT pg_notify('mailforge_work', $1);
-
--- name: count_mailboxes_filtered
-SELECT count(*)
-FROM mailboxes m JOIN domains d ON d.id = m.domain_id
-WHERE m.account_id = $1
-  AND ($2::text IS NULL OR d.name = $2)
-  AND ($3::text IS NULL OR m.status = $3)
-  AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%')
-  AND ($5::text[] IS NULL OR d.name = ANY($5::text[]));
 
 -- name: count_all_domains
 SELECT count(*) FROM domains

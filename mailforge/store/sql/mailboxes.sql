@@ -10,17 +10,22 @@ FROM unnest($1::text[], $2::bigint[]) AS u(id, gen)
 WHERE m.id = u.id AND m.deleted AND m.generation = u.gen;
 
 -- name: list_mailboxes_page
--- {order} is replaced by a whitelisted ORDER BY clause (api/email_users.py SORTS).
--- Tombstones are listed only when asked for with status=deleted. The total comes from
--- count_mailboxes_page: a count(*) OVER () here made PostgreSQL materialise every row of
--- the account (20 ms at 10,000 mailboxes against 0.6 ms for the page and 2 ms for a count).
-SELECT m.*, d.name AS domain_name
+-- {order} is replaced by a whitelisted ORDER BY clause (store/mailboxes.py SORTS) and
+-- {after} by the keyset condition of a cursor (its values are parameters from $8) or
+-- TRUE. Tombstones are listed only when asked for with status=deleted. Only the columns
+-- the API shows (never the password hash). The total comes from a count query: a
+-- count(*) OVER () here made PostgreSQL materialise every row of the account.
+SELECT m.id, m.account_id, m.domain_id, m.local_part, m.address, m.name, m.quota_mb,
+       m.daily_send_limit, m.signature, m.suspended, m.deleted, m.status, m.generation,
+       m.observed_generation, m.last_error, m.deleted_at, m.purge_after, m.created_at,
+       m.updated_at, d.name AS domain_name
 FROM mailboxes m JOIN domains d ON d.id = m.domain_id
 WHERE m.account_id = $1
   AND ($2::text IS NULL OR d.name = $2)
   AND (CASE WHEN $3::text IS NULL THEN m.status <> 'deleted' ELSE m.status = $3 END)
   AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%')
   AND ($7::text[] IS NULL OR d.name = ANY($7::text[]))
+  AND {after}
 ORDER BY {order}
 LIMIT $5 OFFSET $6;
 
@@ -32,6 +37,34 @@ WHERE m.account_id = $1
   AND (CASE WHEN $3::text IS NULL THEN m.status <> 'deleted' ELSE m.status = $3 END)
   AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%')
   AND ($5::text[] IS NULL OR d.name = ANY($5::text[]));
+
+-- name: count_account_mailboxes
+-- The total of an unfiltered list (no domain, search or restriction) from the counter
+-- rows of migration 0011 (constant time), and how many rows it summed (folded when
+-- they pile up).
+SELECT coalesce(sum(n) FILTER (WHERE CASE WHEN $2::text IS NULL THEN status <> 'deleted'
+                                          ELSE status = $2 END), 0) AS total,
+       count(*) AS pieces
+FROM mailbox_counts WHERE account_id = $1;
+
+-- name: fold_mailbox_counts
+-- Merge the counter rows of account $1 into one per status. Atomic: a concurrent fold
+-- waits for the rows this one deletes and then skips them; rows added meanwhile stay.
+WITH gone AS (DELETE FROM mailbox_counts WHERE account_id = $1 RETURNING status, n)
+INSERT INTO mailbox_counts (account_id, status, n)
+SELECT $1, status, sum(n) FROM gone GROUP BY status HAVING sum(n) <> 0;
+
+-- name: fold_all_mailbox_counts
+-- The same for up to 1000 accounts whose counter rows piled up (the daemon, every minute).
+WITH many AS (
+    SELECT account_id FROM mailbox_counts GROUP BY account_id HAVING count(*) > $1
+    LIMIT 1000
+), gone AS (
+    DELETE FROM mailbox_counts c USING many WHERE c.account_id = many.account_id
+    RETURNING c.account_id, c.status, c.n
+)
+INSERT INTO mailbox_counts (account_id, status, n)
+SELECT account_id, status, sum(n) FROM gone GROUP BY 1, 2 HAVING sum(n) <> 0;
 
 -- name: lock_mailbox
 SELECT m.*, d.name AS domain_name, d.mail_host
@@ -91,17 +124,36 @@ WHERE id = ANY($1::text[]) AND deleted AND status = 'deleted' AND purge_after < 
 
 -- name: taken_in_domains
 -- Every address taken (mailbox, alias, or held by a tombstone still being deleted) in
--- the given domains: the name generator avoids them all.
-SELECT address FROM mailboxes WHERE domain_id = ANY($1::text[])
+-- the given domains of account $1: the name generator avoids them all.
+SELECT address FROM mailboxes WHERE account_id = $1 AND domain_id = ANY($2::text[])
                                 AND NOT (deleted AND status = 'deleted')
 UNION
-SELECT address FROM aliases WHERE domain_id = ANY($1::text[]);
-
--- name: set_account_limits
-UPDATE accounts SET domain_limit = $2, email_user_limit = $3, updated_at = now()
-WHERE id = $1;
+SELECT address FROM aliases WHERE account_id = $1 AND domain_id = ANY($2::text[]);
 
 -- name: set_job_secrets
 UPDATE jobs SET sealed_secrets = $2,
                 secrets_expire_at = now() + make_interval(secs => $3::float8)
 WHERE id = $1;
+
+-- name: count_mailboxes
+SELECT count(*) FROM mailboxes WHERE account_id = $1 AND NOT deleted;
+
+-- name: taken_addresses
+-- Addresses are unique on the whole host, so this looks across accounts; callers pass
+-- only addresses at the caller's own domains (a name belongs to one account).
+-- A deleted mailbox holds its address until the backend has moved its Maildir away.
+SELECT address FROM mailboxes WHERE address = ANY($1::text[])
+                                AND NOT (deleted AND status = 'deleted')
+UNION
+SELECT address FROM aliases WHERE address = ANY($1::text[]);
+
+-- name: insert_mailboxes
+INSERT INTO mailboxes (id, account_id, domain_id, local_part, address, name, password_hash,
+                       quota_mb)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::int[])
+RETURNING id, address, local_part, generation, created_at;
+
+-- name: get_mailbox
+SELECT m.*, d.name AS domain_name FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+WHERE m.account_id = $1 AND m.id = $2;

@@ -2,10 +2,12 @@
 -- takes the parent's id too: a reseller reaches only its own children.
 
 -- name: auth_token
--- One round trip per request: the token, its state and its account. No cache, so a
--- revocation is effective on the next request on every daemon.
+-- One round trip: the token, its state and its account. Its answer may be cached for a
+-- few seconds (store/tokencache.py): the triggers of migration 0011 notify every API
+-- process of each change to it, and the expiry is rechecked on every cache hit.
 SELECT t.id, t.account_id, t.secret_hash, t.permissions, t.domains,
        (t.expires_at IS NOT NULL AND t.expires_at <= now()) AS expired,
+       extract(epoch FROM t.expires_at)::float8 AS expires_epoch,
        (t.revoked_at IS NOT NULL) AS revoked,
        (t.last_used_at IS NULL OR t.last_used_at < now() - interval '60 seconds') AS stale,
        a.status AS account_status, (a.reseller OR a.parent_id IS NULL) AS reseller
@@ -164,3 +166,7 @@ WHERE d.account_id = $2
       WHEN starts_with($1, 'usr_') THEN (SELECT m.domain_id FROM mailboxes m WHERE m.id = $1)
       WHEN starts_with($1, 'ali_') THEN (SELECT a.domain_id FROM aliases a WHERE a.id = $1)
   END);
+
+-- name: ping
+-- Keeps the token cache's LISTEN connection checked alive.
+SELECT 1;
