@@ -27,6 +27,7 @@ from .audit import Audit
 from .db import Database
 from .idempotency import Idempotency
 from .jobs import Jobs
+from .mail import InboundScans, Senders, Sending
 from .mailboxes import Mailboxes
 from .queries import Q
 from .reconcile import Reconcile
@@ -34,6 +35,7 @@ from .tokens import TOKEN_PREFIX as TOKEN_PREFIX
 from .tokens import Tokens
 from .tokens import hash_secret as hash_secret
 from .tokens import split_token as split_token
+from .webhooks import Webhooks
 
 WORK_CHANNEL = "mailforge_work"
 # pg_advisory_xact_lock(DOMAIN_NAMES_LOCK, hashtext(top-level label)) serialises the
@@ -105,6 +107,10 @@ class Store(Database):
         self.audit = Audit(self)
         self.idempotency = Idempotency(self)
         self.reconcile = Reconcile(self)
+        self.senders = Senders(self)
+        self.sending = Sending(self)
+        self.inbound_scans = InboundScans(self)
+        self.webhooks = Webhooks(self)
 
     def _tx(self) -> AbstractAsyncContextManager[Conn]:
         return self.tx()
