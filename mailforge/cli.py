@@ -7,12 +7,14 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from . import config as config_mod
 from . import log as log_mod
-from .models import PERMISSIONS
+from .models import PERMISSIONS, Principal
+
+T = TypeVar("T")
 
 DEFAULT_CONFIG = "/etc/mailforge/mailforge.yaml"
 
@@ -152,11 +154,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _token_command(args: argparse.Namespace, cfg: config_mod.Config) -> int:
-    from datetime import UTC, datetime, timedelta
+    """``mailforge token create|list|revoke``: the token service, acting as the operator
+    (no minting token) for the root account or ``--account``."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    from . import validation
+    from . import secretbox
     from .errors import NotFound, ValidationFailed
-    from .store import tenancy
+    from .service import tokens as service
+    from .service.context import ServiceContext
+    from .store.store import Store
+
+    def run(fn: Callable[[ServiceContext, Principal], Awaitable[T]]) -> T:
+        async def with_ctx(store: Store) -> T:
+            # The token service needs neither the box nor the hashers; the context is
+            # the one every service function takes.
+            with ThreadPoolExecutor(max_workers=1) as hashers:
+                ctx = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
+                                     hashers=hashers)
+                account = args.account or await store.accounts.ensure_root()
+                return await fn(ctx, service.operator(account))
+
+        out: T = asyncio.run(_with_store(cfg, with_ctx))
+        return out
 
     if args.token_cmd == "create":  # noqa: S105
         perms = [p.strip() for p in args.permissions.split(",") if p.strip()]
@@ -165,50 +184,32 @@ def _token_command(args: argparse.Namespace, cfg: config_mod.Config) -> int:
             print(f"mailforge: --permissions must be among {', '.join(PERMISSIONS)}",
                   file=sys.stderr)
             return 2
-        domains = None
-        if args.domains:
-            try:
-                domains = sorted({validation.domain_name(d.strip())
-                                  for d in args.domains.split(",") if d.strip()})
-            except ValueError as exc:
-                print(f"mailforge: --domains: {exc}", file=sys.stderr)
-                return 2
-        expires = None
-        if args.expires_in is not None:
-            if args.expires_in <= 0:
-                print("mailforge: --expires-in must be positive", file=sys.stderr)
-                return 2
-            expires = datetime.now(UTC) + timedelta(seconds=args.expires_in)
-
-        async def create(store: Any) -> tuple[str, str]:
-            account = args.account or await store.ensure_root_account()
-            # Refuses domains the account does not own.
-            tid, token, _ = await store.create_owned_token(account, args.name, perms,
-                                                           domains, expires)
-            return tid, token
-
+        domains = ([d.strip() for d in args.domains.split(",") if d.strip()]
+                   if args.domains else None)
+        if args.expires_in is not None and args.expires_in <= 0:
+            print("mailforge: --expires-in must be positive", file=sys.stderr)
+            return 2
+        item = service.NewToken(name=args.name, permissions=perms,
+                                expires_in_seconds=args.expires_in, domains=domains)
         try:
-            tid, token = asyncio.run(_with_store(cfg, create))
+            made = run(lambda ctx, op: service.create_token(ctx, op, item))
         except ValidationFailed as exc:
-            print(f"mailforge: --domains: {'; '.join(exc.details)}", file=sys.stderr)
+            print(f"mailforge: {'; '.join(exc.details)}", file=sys.stderr)
             return 2
         if args.json:
-            print(json.dumps({"id": tid, "token": token}))
+            print(json.dumps({"id": made.info.id, "token": made.token}))
         else:
-            print(f"token id: {tid}\ntoken (shown once, store it now): {token}")
+            print(f"token id: {made.info.id}\ntoken (shown once, store it now): {made.token}")
         return 0
     if args.token_cmd == "list":  # noqa: S105
-        async def listing(store: Any) -> list[dict[str, Any]]:
-            account = args.account or await store.ensure_root_account()
-            return await tenancy.list_tokens(store, account)
-
-        rows = asyncio.run(_with_store(cfg, listing))
-        items = [{"id": r["id"], "name": r["name"], "permissions": list(r["permissions"]),
-                  "domains": r["domains"],
-                  "created_at": r["created_at"].isoformat(),
-                  "expires_at": r["expires_at"].isoformat() if r["expires_at"] else None,
-                  "last_used_at": r["last_used_at"].isoformat() if r["last_used_at"]
-                  else None} for r in rows]
+        tokens = run(service.list_tokens)
+        items: list[dict[str, Any]] = [
+            {"id": t.id, "name": t.name, "permissions": list(t.permissions),
+             "domains": list(t.domains) if t.domains is not None else None,
+             "created_at": t.created_at.isoformat(),
+             "expires_at": t.expires_at.isoformat() if t.expires_at else None,
+             "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None}
+            for t in tokens]
         if args.json:
             print(json.dumps({"tokens": items}))
         else:
@@ -216,13 +217,8 @@ def _token_command(args: argparse.Namespace, cfg: config_mod.Config) -> int:
                 print(f"{it['id']}  {','.join(it['permissions']):<16} {it['name']}"
                       f"  last used: {it['last_used_at'] or 'never'}")
         return 0
-
-    async def revoke(store: Any) -> None:
-        account = args.account or await store.ensure_root_account()
-        await tenancy.revoke_token(store, account, args.id)
-
     try:
-        asyncio.run(_with_store(cfg, revoke))
+        run(lambda ctx, op: service.revoke_token(ctx, op, args.id))
     except NotFound:
         print(f"mailforge: no live token {args.id} in that account", file=sys.stderr)
         return 1

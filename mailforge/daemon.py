@@ -31,7 +31,6 @@ from . import password, secretbox
 from .api.app import make_app
 from .api.context import ApiContext
 from .api.http import TOKEN_CACHE
-from .api.inbox import MAIL
 from .api.server import ApiRunner
 from .backends.base import load_backend
 from .config import Config
@@ -183,9 +182,8 @@ async def run(cfg: Config) -> None:
                         on_jobs_finished=mail.dispatcher.on_jobs_finished,
                         steps=[DnsStep(dns_svc)])
         ctx = ApiContext(cfg=cfg, store=store, box=box, hashers=_hashers(),
-                         crash_points=crash_points_from_env())
+                         crash_points=crash_points_from_env(), mail=mail)
         app = make_app(ctx)
-        app[MAIL] = mail
         workers = workers_for(cfg)
         runner = await _serve(app, cfg, shared=workers > 1)
         stop = asyncio.Event()
@@ -223,13 +221,13 @@ async def run_api_worker(cfg: Config, parent: int | None = None) -> None:
     pool = await create_pool(cfg.database.dsn, cfg.database.pool_min, cfg.database.pool_max)
     mail = MailService(pool, cfg, box, cfg.host.name)
     try:
-        ctx = ApiContext(cfg=cfg, store=Store(pool, cfg.host.name), box=box,
-                         hashers=_hashers(), crash_points=crash_points_from_env())
-        app = make_app(ctx)
         # Sending and reading through the API; the policy service and the inbound
         # scanner run in the daemon's own process only.
+        ctx = ApiContext(cfg=cfg, store=Store(pool, cfg.host.name), box=box,
+                         hashers=_hashers(), crash_points=crash_points_from_env(),
+                         mail=mail)
+        app = make_app(ctx)
         mail.imap.start()
-        app[MAIL] = mail
         runner = await _serve(app, cfg, shared=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

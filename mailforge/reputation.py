@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from .config import ReputationConfig
 from .errors import Conflict
 from .log import get
@@ -183,10 +181,3 @@ async def count_report(conn: Any, domain_id: str, mailbox_id: str,
     for ref in verdict.refs:
         await record(conn, verdict.domain_id, verdict.mailbox_id, report.kind, ref)
     return verdict
-
-
-async def domain_json(pool: asyncpg.Pool, domain_id: str,
-                      cfg: ReputationConfig) -> dict[str, Any]:
-    """The ``reputation`` object shown on the domain resource."""
-    async with pool.acquire() as conn:
-        return (await for_domain(conn, domain_id, cfg)).as_json()

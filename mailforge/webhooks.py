@@ -18,7 +18,7 @@ import random
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import asyncpg
@@ -27,7 +27,11 @@ from . import ids, netguard
 from .config import WebhookConfig
 from .log import get
 from .secretbox import SecretBox
-from .store.queries import Q
+from .store.db import Database
+from .store.webhooks import DueDelivery, Webhooks
+
+if TYPE_CHECKING:
+    from .store.db import Conn
 
 log = get(__name__)
 
@@ -54,23 +58,31 @@ def secret_context(webhook_id: str) -> str:
     return f"webhook:{webhook_id}"
 
 
-async def enqueue(conn: Any, account_id: str, event: str, data: dict[str, Any],
-                  event_id: str | None = None) -> str:
+def new_webhook_id() -> str:
+    return ids.new_id("evt").replace("evt_", "whk_", 1)
+
+
+def payload(event: str, data: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """The JSON body every receiver of *event* gets."""
+    return {"id": event_id, "type": event,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds")
+            .replace("+00:00", "Z"),
+            "data": data}
+
+
+async def enqueue(store: Webhooks, conn: Conn, account_id: str, event: str,
+                  data: dict[str, Any], event_id: str | None = None) -> str:
     """Queue *event* for every webhook of the account subscribed to it (idempotent per
-    event id)."""
+    event id), on the caller's transaction."""
     eid = event_id or ids.new_id("evt")
-    payload = {"id": eid, "type": event,
-               "created_at": datetime.now(UTC).isoformat(timespec="seconds")
-               .replace("+00:00", "Z"),
-               "data": data}
-    await conn.execute(Q.webhook_enqueue, account_id, event, eid, payload)
+    await store.enqueue(conn, account_id, event, eid, payload(event, data, eid))
     return eid
 
 
 class Dispatcher:
     def __init__(self, pool: asyncpg.Pool, box: SecretBox, cfg: WebhookConfig,
                  guard: netguard.Guard | None = None) -> None:
-        self.pool = pool
+        self.store = Webhooks(Database(pool))
         self.box = box
         self.cfg = cfg
         # Receivers are tenant-given: every delivery goes through the outbound guard.
@@ -83,14 +95,14 @@ class Dispatcher:
 
     async def on_jobs_finished(self, job_ids: Sequence[str]) -> None:
         """Engine callback: a webhook event per finished job."""
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.jobs_finished_info, list(job_ids))
-            for r in rows:
-                event = "job.completed" if r["status"] == "completed" else "job.failed"
-                await enqueue(conn, r["account_id"], event,
-                              {"job_id": r["id"], "type": r["type"], "status": r["status"],
-                               "resource_id": r["resource_id"], "message": r["message"]},
-                              event_id=f"evt_job_{r['id']}")
+        jobs = await self.store.finished_jobs(job_ids)
+        async with self.store.db.tx() as conn:
+            for j in jobs:
+                event = "job.completed" if j.status == "completed" else "job.failed"
+                await enqueue(self.store, conn, j.account_id, event,
+                              {"job_id": j.id, "type": j.type, "status": j.status,
+                               "resource_id": j.resource_id, "message": j.message},
+                              event_id=f"evt_job_{j.id}")
         self.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -118,30 +130,27 @@ class Dispatcher:
                                      cookie_jar=aiohttp.DummyCookieJar())
 
     async def run_once(self, session: aiohttp.ClientSession, batch: int = 20) -> int:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.webhook_claim_due, batch, LEASE_SECONDS)
+        rows = await self.store.claim_due(batch, LEASE_SECONDS)
         if rows:
             await asyncio.gather(*(self._deliver(session, r) for r in rows))
         return len(rows)
 
-    async def _deliver(self, session: aiohttp.ClientSession, r: Any) -> None:
-        body = r["payload"].encode()
-        secret = self.box.open(bytes(r["sealed_secret"]),
-                               secret_context(r["webhook_id"])).decode()
+    async def _deliver(self, session: aiohttp.ClientSession, d: DueDelivery) -> None:
+        body = d.payload.encode()
+        secret = self.box.open(d.sealed_secret, secret_context(d.webhook_id)).decode()
         headers = {"Content-Type": "application/json", "User-Agent": "mailforge-webhooks/1",
-                   "X-Mailforge-Event": r["event"], "X-Mailforge-Event-Id": r["event_id"],
+                   "X-Mailforge-Event": d.event, "X-Mailforge-Event-Id": d.event_id,
                    "X-Mailforge-Signature": sign(secret, body)}
-        status, error = await self.post(session, r["url"], body, headers)
-        async with self.pool.acquire() as conn:
-            if status is not None and 200 <= status < 300:
-                await conn.execute(Q.webhook_delivered, r["id"], status)
-                self.delivered += 1
-            else:
-                err = error or f"HTTP {status}"
-                await conn.execute(Q.webhook_retry, r["id"], status, err,
-                                   backoff(r["attempts"], self.cfg), self.cfg.max_attempts)
-                log.info("webhook delivery failed", webhook_id=r["webhook_id"],
-                         event_id=r["event_id"], attempts=r["attempts"], error=err)
+        status, error = await self.post(session, d.url, body, headers)
+        if status is not None and 200 <= status < 300:
+            await self.store.delivered(d.id, status)
+            self.delivered += 1
+        else:
+            err = error or f"HTTP {status}"
+            await self.store.failed(d.id, status, err, backoff(d.attempts, self.cfg),
+                                    self.cfg.max_attempts)
+            log.info("webhook delivery failed", webhook_id=d.webhook_id,
+                     event_id=d.event_id, attempts=d.attempts, error=err)
 
     async def post(self, session: aiohttp.ClientSession, url: str, body: bytes,
                    headers: dict[str, str]) -> tuple[int | None, str | None]:

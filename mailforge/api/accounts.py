@@ -11,310 +11,208 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import validation
-from ..errors import ValidationFailed
-from ..models import Principal
-from ..store import tenancy
-from . import oas
-from .context import CTX
-from .errors import ApiError
-from .http import (
-    authenticate,
-    check_fields,
-    json_body,
-    paging,
-    require_unrestricted,
-    rfc3339,
+from ..schema.tenancy import (
+    AccountReply,
+    CreatedAccountReply,
+    DeletionReply,
+    NewSubAccountBody,
+    ResellerUsageReply,
+    SubAccountChangesBody,
+    SubAccountList,
+    SubAccountPage,
+    SuspensionReply,
+    UsageReply,
 )
+from ..service import accounts as service
+from ..service.accounts import AccountInfo, SubAccountChanges, SubAccountInput
+from .context import CTX
+from .http import BODY_KEY
 from .idempotency import idempotent
+from .operation import body_of, operation, principal_of, query_of, reply
+from .render import rfc3339
 
 routes = web.RouteTableDef()
 
-MAX_LIMIT = 10_000_000
+_ID = {"id": "The sub-account's id (acct_...)."}
 
 
-def account_json(row: dict[str, Any]) -> dict[str, Any]:
+def account_json(a: AccountInfo) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "name": row["name"],
-        "email": row["email"],
-        "first_name": row["first_name"],
-        "last_name": row["last_name"],
-        "company_name": row["company_name"],
-        "status": row["status"],
-        "reseller": bool(row["reseller"] or row["parent_id"] is None),
-        "limits": {"domains": row["domain_limit"], "email_users": row["email_user_limit"]},
-        "parent_id": row["parent_id"],
-        "created_at": rfc3339(row["created_at"]),
+        "id": a.id,
+        "name": a.name,
+        "email": a.email,
+        "first_name": a.first_name,
+        "last_name": a.last_name,
+        "company_name": a.company_name,
+        "status": a.status,
+        "reseller": a.reseller,
+        "limits": {"domains": a.domain_limit, "email_users": a.email_user_limit},
+        "parent_id": a.parent_id,
+        "created_at": rfc3339(a.created_at),
     }
 
 
-def _usage_json(acct: dict[str, Any], used: dict[str, int]) -> dict[str, Any]:
-    return {
-        "account_id": acct["id"],
-        "domains": {"used": used["domains"], "limit": acct["domain_limit"]},
-        "email_users": {"used": used["email_users"], "limit": acct["email_user_limit"]},
-        "aliases": {"used": used["aliases"]},
-        "tokens": {"used": used["tokens"]},
-        "sub_accounts": {"used": used["sub_accounts"]},
-    }
+def _account(a: AccountInfo) -> AccountReply:
+    return AccountReply.model_validate(account_json(a))
 
 
-@routes.get("/v1/account")
-async def get_account(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "read")
-    row = await tenancy.get_account(request.app[CTX].store, principal.account_id)
-    return web.json_response(account_json(row))
+@operation(routes, "GET", "/v1/account", id="getAccount", tag="accounts",
+           summary="The caller's account",
+           description="The account the token acts on (its own, or the sub-account named "
+                       "by X-Mailforge-Account): status, limits, parent.",
+           permission="read", answers={200: AccountReply})
+async def get_account(request: web.Request) -> web.StreamResponse:
+    return reply(_account(await service.get_account(request.app[CTX],
+                                                    principal_of(request))))
 
 
-@routes.get("/v1/account/usage")
-async def get_usage(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "read")
-    store = request.app[CTX].store
-    acct = await tenancy.get_account(store, principal.account_id)
-    return web.json_response(_usage_json(acct, await tenancy.usage(store,
-                                                                    principal.account_id)))
+@operation(routes, "GET", "/v1/account/usage", id="getUsage", tag="accounts",
+           summary="Usage against the account's limits",
+           description="How many domains, mailboxes, aliases, tokens and sub-accounts the "
+                       "account has, with its domain and mailbox limits. Check it before "
+                       "provisioning to avoid 403 limit_exceeded.",
+           permission="read", answers={200: UsageReply})
+async def get_usage(request: web.Request) -> web.StreamResponse:
+    acct, used = await service.get_usage(request.app[CTX], principal_of(request))
+    return reply(UsageReply.model_validate({
+        "account_id": acct.id,
+        "domains": {"used": used.domains, "limit": acct.domain_limit},
+        "email_users": {"used": used.email_users, "limit": acct.email_user_limit},
+        "aliases": {"used": used.aliases},
+        "tokens": {"used": used.tokens},
+        "sub_accounts": {"used": used.sub_accounts},
+    }))
 
 
-async def _reseller(request: web.Request) -> Principal:
-    principal = await authenticate(request, "admin")
-    require_unrestricted(principal)
-    if not principal.reseller:
-        raise ApiError("not_reseller", "This account cannot have sub-accounts.", status=403)
-    return principal
+def _text(body: NewSubAccountBody | SubAccountChangesBody, name: str) -> str | None:
+    """A contact text field: None when not given, "" when given as null."""
+    if name not in body.model_fields_set:
+        return None
+    value = getattr(body, name)
+    return "" if value is None else str(value)
 
 
-_TEXT_FIELDS = ("first_name", "last_name", "company_name")
-
-
-def _parse(body: dict[str, Any], creating: bool) -> tuple[dict[str, Any], list[str]]:
-    allowed = {"email", *_TEXT_FIELDS, "domain_limit", "email_user_limit"}
-    if creating:
-        allowed.add("reseller")
-    errs = check_fields(body, allowed,
-                        {"email", "domain_limit", "email_user_limit"} if creating else set())
-    out: dict[str, Any] = {}
-    if "email" in body:
-        try:
-            # A real address: unquoted local part, a host name (no IP literal), the
-            # domain in canonical form.
-            out["email"] = validation.contact_address(body["email"])
-        except ValueError as exc:
-            errs.append(f"email: {exc}")
-    for f in _TEXT_FIELDS:
-        if f in body:
-            v = body[f]
-            if v is None:
-                v = ""
-            if not isinstance(v, str) or len(v) > 128 or not (v == "" or v.isprintable()):
-                errs.append(f"{f}: must be at most 128 printable characters")
-            else:
-                out[f] = v.strip()
-    for f in ("domain_limit", "email_user_limit"):
-        if f in body:
-            v = body[f]
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_LIMIT:
-                errs.append(f"{f}: must be an integer from 0 to {MAX_LIMIT}")
-            else:
-                out[f] = v
-    if "reseller" in body:
-        if not isinstance(body["reseller"], bool):
-            errs.append("reseller: must be true or false")
-        else:
-            out["reseller"] = body["reseller"]
-    if not creating and not body:
-        errs.append("body: nothing to change")
-    return out, errs
-
-
-@routes.post("/v1/reseller/accounts")
-async def create_account(request: web.Request) -> web.Response:
-    principal = await _reseller(request)
-    body = await json_body(request)
-    fields, errs = _parse(body, creating=True)
-    if errs:
-        raise ValidationFailed(errs)
-    item = tenancy.SubAccountInput(
-        email=fields["email"], first_name=fields.get("first_name", ""),
-        last_name=fields.get("last_name", ""), company_name=fields.get("company_name", ""),
-        domain_limit=fields["domain_limit"], email_user_limit=fields["email_user_limit"],
-        reseller=fields.get("reseller", False))
+@operation(routes, "POST", "/v1/reseller/accounts", id="createSubAccount", tag="accounts",
+           summary="Create a sub-account with limits and a first admin token (shown once)",
+           description="For an unrestricted admin token of a reseller account (the root "
+                       "account, or one created with reseller true). The limits may not "
+                       "exceed the caller's own (422 limit_exceeded). The first admin "
+                       "token is minted by the calling token.",
+           permission="admin", body=NewSubAccountBody, answers={201: CreatedAccountReply},
+           errors=(422,), idempotent=True)
+async def create_account(request: web.Request) -> web.StreamResponse:
+    principal = principal_of(request)
+    body = body_of(request, NewSubAccountBody)
+    item = SubAccountInput(
+        email=body.email, first_name=_text(body, "first_name") or "",
+        last_name=_text(body, "last_name") or "",
+        company_name=_text(body, "company_name") or "", domain_limit=body.domain_limit,
+        email_user_limit=body.email_user_limit, reseller=body.reseller)
 
     async def produce() -> tuple[int, dict[str, Any]]:
-        row, tid, token = await tenancy.create_sub_account(request.app[CTX].store,
-                                                           principal.account_id, item,
-                                                           principal.token_id)
-        return 201, {"account_id": row["id"], "email": row["email"], "token": token,
-                     "token_id": tid, "account": account_json(row)}
+        made = await service.create_sub_account(request.app[CTX], principal, item)
+        return 201, {"account_id": made.account.id, "email": made.account.email,
+                     "token": made.token, "token_id": made.token_id,
+                     "account": account_json(made.account)}
 
-    return await idempotent(request, principal, body, produce)
-
-
-@routes.get("/v1/reseller/accounts")
-async def list_accounts(request: web.Request) -> web.Response:
-    principal = await _reseller(request)
-    limit, offset = paging(request)
-    rows, total = await tenancy.list_sub_accounts(request.app[CTX].store,
-                                                  principal.account_id, limit, offset)
-    return web.json_response({"accounts": [account_json(r) for r in rows], "total": total,
-                              "limit": limit, "offset": offset})
+    return await idempotent(request, principal, request[BODY_KEY], produce)
 
 
-@routes.get("/v1/reseller/accounts/{id}")
-async def get_sub_account(request: web.Request) -> web.Response:
-    principal = await _reseller(request)
-    row = await tenancy.get_sub_account(request.app[CTX].store, principal.account_id,
-                                        request.match_info["id"])
-    return web.json_response(account_json(row))
+@operation(routes, "GET", "/v1/reseller/accounts", id="listSubAccounts", tag="accounts",
+           summary="List sub-accounts",
+           description="The caller's own sub-accounts (not theirs), oldest first.",
+           permission="admin", query=SubAccountPage, answers={200: SubAccountList})
+async def list_accounts(request: web.Request) -> web.StreamResponse:
+    page = query_of(request, SubAccountPage)
+    listing = await service.list_sub_accounts(request.app[CTX], principal_of(request),
+                                              page.limit, page.offset, page.cursor)
+    return reply(SubAccountList(accounts=[_account(a) for a in listing.accounts],
+                                total=listing.total, limit=page.limit,
+                                offset=listing.offset, next_cursor=listing.next_cursor))
 
 
-@routes.patch("/v1/reseller/accounts/{id}")
-async def update_account(request: web.Request) -> web.Response:
-    principal = await _reseller(request)
-    body = await json_body(request)
-    fields, errs = _parse(body, creating=False)
-    if errs:
-        raise ValidationFailed(errs)
-    row = await tenancy.update_sub_account(request.app[CTX].store, principal.account_id,
-                                           request.match_info["id"], fields)
-    return web.json_response(account_json(row))
+@operation(routes, "GET", "/v1/reseller/accounts/{id}", id="getSubAccount", tag="accounts",
+           summary="Get a sub-account",
+           description="One of the caller's own sub-accounts; any other is not found.",
+           permission="admin", answers={200: AccountReply}, path_params=_ID)
+async def get_sub_account(request: web.Request) -> web.StreamResponse:
+    return reply(_account(await service.get_sub_account(
+        request.app[CTX], principal_of(request), request.match_info["id"])))
 
 
-async def _suspension(request: web.Request, suspended: bool) -> web.Response:
-    principal = await _reseller(request)
-    row, job = await tenancy.set_suspended(request.app[CTX].store, principal.account_id,
-                                           request.match_info["id"], suspended)
-    return web.json_response({"account_id": row["id"], "status": row["status"],
-                              "job_id": job.id, "job_status": job.status}, status=202)
+@operation(routes, "PATCH", "/v1/reseller/accounts/{id}", id="updateSubAccount",
+           tag="accounts", summary="Change a sub-account's contact fields or limits",
+           description="Only the fields given change; null clears a name field. Limits "
+                       "may not exceed the caller's own (422 limit_exceeded).",
+           permission="admin", body=SubAccountChangesBody, answers={200: AccountReply},
+           errors=(422,), path_params=_ID)
+async def update_account(request: web.Request) -> web.StreamResponse:
+    body = body_of(request, SubAccountChangesBody)
+    changes = SubAccountChanges(
+        email=body.email, first_name=_text(body, "first_name"),
+        last_name=_text(body, "last_name"), company_name=_text(body, "company_name"),
+        domain_limit=body.domain_limit, email_user_limit=body.email_user_limit)
+    return reply(_account(await service.update_sub_account(
+        request.app[CTX], principal_of(request), request.match_info["id"], changes)))
 
 
-@routes.post("/v1/reseller/accounts/{id}/suspend")
-async def suspend(request: web.Request) -> web.Response:
+async def _suspension(request: web.Request, suspended: bool) -> web.StreamResponse:
+    acct, job = await service.set_suspended(request.app[CTX], principal_of(request),
+                                            request.match_info["id"], suspended)
+    return reply(SuspensionReply.model_validate({
+        "account_id": acct.id, "status": acct.status, "job_id": job.id,
+        "job_status": job.status}), status=202)
+
+
+@operation(routes, "POST", "/v1/reseller/accounts/{id}/suspend", id="suspendSubAccount",
+           tag="accounts",
+           summary="Suspend: no mailbox of the account may log in or send; data kept",
+           description="Every mailbox of the sub-account is re-rendered with logins "
+                       "refused (no IMAP, no SMTP AUTH); mail keeps being delivered and "
+                       "nothing is deleted. Its tokens may still read. The job completes "
+                       "when the mail server holds the new state. Not cascaded to its own "
+                       "sub-accounts.",
+           permission="admin", answers={202: SuspensionReply}, path_params=_ID)
+async def suspend(request: web.Request) -> web.StreamResponse:
     return await _suspension(request, True)
 
 
-@routes.post("/v1/reseller/accounts/{id}/unsuspend")
-async def unsuspend(request: web.Request) -> web.Response:
+@operation(routes, "POST", "/v1/reseller/accounts/{id}/unsuspend",
+           id="unsuspendSubAccount", tag="accounts", summary="Undo a suspension",
+           description="Logins and sending are allowed again once the job completes.",
+           permission="admin", answers={202: SuspensionReply}, path_params=_ID)
+async def unsuspend(request: web.Request) -> web.StreamResponse:
     return await _suspension(request, False)
 
 
-@routes.delete("/v1/reseller/accounts/{id}")
-async def delete_account(request: web.Request) -> web.Response:
-    principal = await _reseller(request)
-    job = await tenancy.delete_sub_account(request.app[CTX].store, principal.account_id,
+@operation(routes, "DELETE", "/v1/reseller/accounts/{id}", id="deleteSubAccount",
+           tag="accounts",
+           summary="Delete a sub-account: a job removing its domains and mailboxes",
+           description="Its tokens stop at once; a job removes its domains, mailboxes "
+                       "and aliases through the reconcile engine; the account disappears "
+                       "when they are gone. 409 while it has sub-accounts of its own.",
+           permission="admin", answers={202: DeletionReply}, errors=(409,),
+           path_params=_ID)
+async def delete_account(request: web.Request) -> web.StreamResponse:
+    job = await service.delete_sub_account(request.app[CTX], principal_of(request),
                                            request.match_info["id"])
-    return web.json_response({"job_id": job.id, "status": job.status,
-                              "account_id": request.match_info["id"]}, status=202)
+    return reply(DeletionReply(job_id=job.id, status=job.status,
+                               account_id=request.match_info["id"]), status=202)
 
 
-@routes.get("/v1/reseller/usage")
-async def reseller_usage(request: web.Request) -> web.Response:
-    principal = await _reseller(request)
-    rows = await tenancy.reseller_usage(request.app[CTX].store, principal.account_id)
-    accounts = [{"account_id": r["id"], "name": r["name"], "status": r["status"],
-                 "domains": {"used": int(r["domains"]), "limit": r["domain_limit"]},
-                 "email_users": {"used": int(r["email_users"]),
-                                 "limit": r["email_user_limit"]}} for r in rows]
-    return web.json_response({
-        "accounts": accounts,
+@operation(routes, "GET", "/v1/reseller/usage", id="resellerUsage", tag="accounts",
+           summary="Usage of every sub-account, and totals",
+           description="Domains and mailboxes of each of the caller's sub-accounts "
+                       "against their limits, and the sums.",
+           permission="admin", answers={200: ResellerUsageReply})
+async def reseller_usage(request: web.Request) -> web.StreamResponse:
+    rows = await service.reseller_usage(request.app[CTX], principal_of(request))
+    return reply(ResellerUsageReply.model_validate({
+        "accounts": [{"account_id": r.id, "name": r.name, "status": r.status,
+                      "domains": {"used": r.domains, "limit": r.domain_limit},
+                      "email_users": {"used": r.email_users, "limit": r.email_user_limit}}
+                     for r in rows],
         "totals": {"accounts": len(rows),
-                   "domains": sum(int(r["domains"]) for r in rows),
-                   "email_users": sum(int(r["email_users"]) for r in rows)},
-    })
-
-
-# ---------------------------------------------------------------------------- OpenAPI
-
-_LIMITS = oas.obj({"domains": {"type": "integer"}, "email_users": {"type": "integer"}},
-                  ("domains", "email_users"))
-_ACCOUNT = oas.obj({
-    "id": {"type": "string"}, "name": {"type": "string"}, "email": oas.NULLABLE_STR,
-    "first_name": {"type": "string"}, "last_name": {"type": "string"},
-    "company_name": {"type": "string"},
-    "status": {"enum": ["active", "suspended", "deleting"]},
-    "reseller": {"type": "boolean"}, "limits": _LIMITS, "parent_id": oas.NULLABLE_STR,
-    "created_at": oas.TIME,
-}, ("id", "name", "status", "limits", "parent_id"))
-_USED_LIMIT = oas.obj({"used": {"type": "integer"}, "limit": {"type": "integer"}}, ("used",))
-_USAGE = oas.obj({
-    "account_id": {"type": "string"}, "domains": _USED_LIMIT, "email_users": _USED_LIMIT,
-    "aliases": _USED_LIMIT, "tokens": _USED_LIMIT, "sub_accounts": _USED_LIMIT,
-}, ("domains", "email_users"))
-_TEXT = {"type": ["string", "null"], "maxLength": 128}
-_LIMIT_INT = {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT}
-_EMAIL_S = {"type": "string", "minLength": 3, "maxLength": 254}
-_PATCH = oas.obj({"email": _EMAIL_S, "first_name": _TEXT, "last_name": _TEXT,
-                  "company_name": _TEXT, "domain_limit": _LIMIT_INT,
-                  "email_user_limit": _LIMIT_INT}, closed=True)
-_PATCH["minProperties"] = 1
-_CREATE = oas.obj({**_PATCH["properties"], "reseller": {"type": "boolean"}},
-                  ("email", "domain_limit", "email_user_limit"), closed=True)
-_SUSPEND = oas.obj({"account_id": {"type": "string"},
-                    "status": {"enum": ["active", "suspended"]},
-                    "job_id": {"type": "string"}, "job_status": {"type": "string"}},
-                   ("account_id", "status", "job_id"))
-
-
-def _op(summary: str, op_id: str, ok: dict[str, Any], params: list[dict[str, Any]],
-        body: dict[str, Any] | None = None, tag: str = "reseller") -> dict[str, Any]:
-    out: dict[str, Any] = {"summary": summary, "operationId": op_id, "tags": [tag],
-                           "parameters": params,
-                           "responses": oas.responses(ok, oas.WRITE_ERRORS if body or
-                                                      op_id.startswith(("delete", "suspend",
-                                                                        "unsuspend"))
-                                                      else oas.COMMON_ERRORS)}
-    if body is not None:
-        out["requestBody"] = oas.body(body)
-    return out
-
-
-_ID = [oas.PATH_ID]
-openapi_paths: dict[str, dict[str, Any]] = {
-    "/v1/account": {"get": _op("The caller's account", "getAccount",
-                               {"200": oas.ok("The account.", _ACCOUNT)}, [oas.ACTING],
-                               tag="account")},
-    "/v1/account/usage": {"get": _op("Usage against the account's limits", "getUsage",
-                                     {"200": oas.ok("Usage.", _USAGE)}, [oas.ACTING],
-                                     tag="account")},
-    "/v1/reseller/accounts": {
-        "post": _op("Create a sub-account with limits and a first admin token (shown once)",
-                    "createSubAccount", {"201": oas.ok("Created.", oas.obj({
-                        "account_id": {"type": "string"}, "email": {"type": "string"},
-                        "token": {"type": "string"}, "token_id": {"type": "string"},
-                        "account": _ACCOUNT}, ("account_id", "email", "token")))},
-                    [oas.IDEMPOTENCY], _CREATE),
-        "get": _op("List sub-accounts", "listSubAccounts", {"200": oas.ok("Sub-accounts.",
-                   oas.obj({"accounts": {"type": "array", "items": _ACCOUNT},
-                            "total": {"type": "integer"}, "limit": {"type": "integer"},
-                            "offset": {"type": "integer"}}, ("accounts", "total")))},
-                   [oas.LIMIT, oas.OFFSET]),
-    },
-    "/v1/reseller/accounts/{id}": {
-        "get": _op("Get a sub-account", "getSubAccount",
-                   {"200": oas.ok("The sub-account.", _ACCOUNT)}, _ID),
-        "patch": _op("Change a sub-account's contact fields or limits", "updateSubAccount",
-                     {"200": oas.ok("The sub-account.", _ACCOUNT)}, _ID, _PATCH),
-        "delete": _op("Delete a sub-account: a job removing its domains and mailboxes",
-                      "deleteSubAccount", {"202": oas.ok("Deletion started.", oas.obj(
-                          {"job_id": {"type": "string"}, "status": {"type": "string"},
-                           "account_id": {"type": "string"}}, ("job_id",)))}, _ID),
-    },
-    "/v1/reseller/accounts/{id}/suspend": {
-        "post": _op("Suspend: no mailbox of the account may log in or send; data kept",
-                    "suspendSubAccount", {"202": oas.ok("Suspension under way.", _SUSPEND)},
-                    _ID)},
-    "/v1/reseller/accounts/{id}/unsuspend": {
-        "post": _op("Undo a suspension", "unsuspendSubAccount",
-                    {"202": oas.ok("Unsuspension under way.", _SUSPEND)}, _ID)},
-    "/v1/reseller/usage": {
-        "get": _op("Usage of every sub-account, and totals", "resellerUsage",
-                   {"200": oas.ok("Usage.", oas.obj({
-                       "accounts": {"type": "array", "items": oas.obj({
-                           "account_id": {"type": "string"}, "name": {"type": "string"},
-                           "status": {"type": "string"}, "domains": _USED_LIMIT,
-                           "email_users": _USED_LIMIT})},
-                       "totals": oas.obj({"accounts": {"type": "integer"},
-                                          "domains": {"type": "integer"},
-                                          "email_users": {"type": "integer"}})},
-                       ("accounts", "totals")))}, [])},
-}
+                   "domains": sum(r.domains for r in rows),
+                   "email_users": sum(r.email_users for r in rows)},
+    }))

@@ -10,30 +10,22 @@ write into an error the client would retry.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from ..errors import ValidationFailed
 from ..log import get
 from ..models import Principal
-from ..store import audit as audit_store
-from . import oas
+from ..schema.tenancy import AuditEventReply, AuditPage, AuditQuery
+from ..service import audit as service
 from .context import CTX
-from .http import (
-    BODY_KEY,
-    PRINCIPAL_KEY,
-    authenticate,
-    client_addr,
-    require_unrestricted,
-    rfc3339,
-)
+from .http import BODY_KEY, PRINCIPAL_KEY, client_addr
+from .operation import operation, principal_of, query_of, reply
+from .render import rfc3339
 
 log = get("mailforge.audit")
 routes = web.RouteTableDef()
@@ -112,7 +104,7 @@ async def audit_middleware(request: web.Request,
         summary["request"] = redact(request[BODY_KEY])
     if request.headers.get("Idempotency-Key"):
         summary["idempotent_replay"] = response.headers.get("Idempotent-Replayed") == "true"
-    event = audit_store.AuditEvent(
+    event = service.AuditEvent(
         account_id=principal.account_id, actor_account_id=principal.actor_account_id,
         token_id=principal.token_id, action=action, method=request.method, route=route,
         resource_id=_resource_id(request, response), status=response.status,
@@ -120,118 +112,31 @@ async def audit_middleware(request: web.Request,
         request_id=structlog.contextvars.get_contextvars().get("request_id"),
         summary=summary)
     try:
-        await audit_store.record(request.app[CTX].store, event)
+        await service.record(request.app[CTX], event)
     except Exception:
         log.exception("audit record failed", action=action, route=route)
     return response
 
 
-def _cursor_encode(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"a{seq}".encode()).decode().rstrip("=")
-
-
-def _cursor_decode(value: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        if not raw.startswith("a"):
-            raise ValueError
-        seq = int(raw[1:])
-        if seq < 1:
-            raise ValueError
-        return seq
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed(["cursor: not a cursor this API returned"]) from None
-
-
-def _time(name: str, value: str, errs: list[str]) -> datetime | None:
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if t.tzinfo is None:
-            raise ValueError
-        return t
-    except ValueError:
-        errs.append(f"{name}: must be an RFC 3339 time with a zone")
-        return None
-
-
-@routes.get("/v1/audit")
-async def list_audit(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "admin")
-    require_unrestricted(principal)
-    q = request.query
-    errs: list[str] = []
-    limit = 50
-    if "limit" in q:
-        try:
-            limit = int(q["limit"])
-            if not 1 <= limit <= 500:
-                raise ValueError
-        except ValueError:
-            errs.append("limit: must be an integer from 1 to 500")
-    texts: dict[str, str | None] = {}
-    for key in ("action", "token_id", "resource_id"):
-        v = q.get(key) or None
-        if v is not None and (len(v) > 128 or not v.isprintable()):
-            errs.append(f"{key}: must be at most 128 printable characters")
-        texts[key] = v
-    since = _time("since", q["since"], errs) if q.get("since") else None
-    until = _time("until", q["until"], errs) if q.get("until") else None
-    cursor = None
-    if q.get("cursor"):
-        try:
-            cursor = _cursor_decode(q["cursor"])
-        except ValidationFailed as exc:
-            errs.extend(exc.details)
-    if errs:
-        raise ValidationFailed(errs)
-    rows = await audit_store.list_events(
-        request.app[CTX].store, principal.account_id,
-        audit_store.AuditFilter(texts["action"], texts["token_id"], texts["resource_id"],
-                                since, until), cursor, limit)
-    events = [{
-        "id": r["id"], "at": rfc3339(r["at"]), "account_id": r["account_id"],
-        "actor_account_id": r["actor_account_id"], "token_id": r["token_id"],
-        "action": r["action"], "method": r["method"], "route": r["route"],
-        "resource_id": r["resource_id"], "status": r["status"],
-        "client_addr": r["client_addr"], "request_id": r["request_id"],
-        "summary": r["summary"],
-    } for r in rows]
-    next_cursor = _cursor_encode(rows[-1]["seq"]) if len(rows) == limit else None
-    return web.json_response({"events": events, "next_cursor": next_cursor, "limit": limit})
-
-
-_EVENT = oas.obj({
-    "id": {"type": "string"}, "at": {"type": "string", "format": "date-time"},
-    "account_id": {"type": "string"}, "actor_account_id": {"type": "string"},
-    "token_id": {"type": "string"}, "action": {"type": "string"},
-    "method": {"type": "string"}, "route": {"type": "string"},
-    "resource_id": oas.NULLABLE_STR, "status": {"type": "integer"},
-    "client_addr": oas.NULLABLE_STR, "request_id": oas.NULLABLE_STR,
-    "summary": {"type": "object"},
-}, ("id", "at", "account_id", "token_id", "action", "method", "route", "status"))
-
-
-def _q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}
-
-
-openapi_paths: dict[str, dict[str, Any]] = {
-    "/v1/audit": {"get": {
-        "summary": "Who did what, when, with which token, to which resource (newest first)",
-        "operationId": "listAudit", "tags": ["audit"],
-        "parameters": [
-            oas.LIMIT, oas.ACTING,
-            _q("cursor", {"type": "string"}, "next_cursor of the previous page"),
-            _q("action", {"type": "string", "maxLength": 128}, "e.g. email_users.create"),
-            _q("token_id", {"type": "string", "maxLength": 128}, "events of one token"),
-            _q("resource_id", {"type": "string", "maxLength": 128}, "events of a resource"),
-            _q("since", {"type": "string", "format": "date-time"}, "at or after"),
-            _q("until", {"type": "string", "format": "date-time"}, "before"),
-        ],
-        "responses": oas.responses({"200": oas.ok("Events.", oas.obj({
-            "events": {"type": "array", "items": _EVENT},
-            "next_cursor": oas.NULLABLE_STR, "limit": {"type": "integer"}},
-            ("events", "next_cursor")))}),
-    }},
-}
+@operation(routes, "GET", "/v1/audit", id="listAudit", tag="audit",
+           summary="Who did what, when, with which token, to which resource (newest first)",
+           description="Every successful write of the account (POST, PUT, PATCH, DELETE "
+                       "answered below 400), whatever route served it, with request "
+                       "bodies' secrets redacted. Append-only. For unrestricted admin "
+                       "tokens.",
+           permission="admin", query=AuditQuery, answers={200: AuditPage})
+async def list_audit(request: web.Request) -> web.StreamResponse:
+    q = query_of(request, AuditQuery)
+    flt = service.AuditFilter(action=q.action or None, token_id=q.token_id or None,
+                              resource_id=q.resource_id or None, since=q.since,
+                              until=q.until)
+    page = await service.list_events(request.app[CTX], principal_of(request), flt,
+                                     q.limit, q.cursor)
+    return reply(AuditPage(events=[AuditEventReply(
+        id=r.id, at=rfc3339(r.at) or "", account_id=r.event.account_id,
+        actor_account_id=r.event.actor_account_id, token_id=r.event.token_id,
+        action=r.event.action, method=r.event.method, route=r.event.route,
+        resource_id=r.event.resource_id, status=r.event.status,
+        client_addr=r.event.client_addr, request_id=r.event.request_id,
+        summary=r.event.summary) for r in page.events],
+        next_cursor=page.next_cursor, limit=page.limit))

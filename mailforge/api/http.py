@@ -217,14 +217,14 @@ async def authenticate(request: web.Request, permission: str) -> Principal:
             raise denied
         row = None
         if ids.has_prefix(target, "acct") and _TOKEN_TEXT.fullmatch(target):
-            row = await tenancy.descendant(request.app[CTX].store, principal.account_id,
-                                           target)
-        if row is None or row["status"] == "deleting":
+            row = await request.app[CTX].store.accounts.descendant(principal.account_id,
+                                                                   target)
+        if row is None or row.status == "deleting":
             raise denied
-        principal = dataclasses.replace(principal, account_id=row["id"],
+        principal = dataclasses.replace(principal, account_id=row.id,
                                         acting_from=principal.account_id,
-                                        account_status=row["status"],
-                                        reseller=row["reseller"])
+                                        account_status=row.status,
+                                        reseller=row.reseller)
         structlog.contextvars.bind_contextvars(account_id=principal.account_id,
                                                acting_from=principal.acting_from)
     _check_permission(principal, permission)
@@ -250,8 +250,8 @@ async def _guard_path(request: web.Request, principal: Principal) -> None:
     before any handler code runs (the store applies the restriction again)."""
     assert principal.domains is not None
     for value in request.match_info.values():
-        if not await tenancy.object_allowed(request.app[CTX].store, principal.account_id,
-                                            value, principal.domains):
+        if not await request.app[CTX].store.tokens.object_allowed(
+                principal.account_id, value, principal.domains):
             raise NotFound()
 
 
@@ -278,8 +278,8 @@ async def _guard_body(request: web.Request, data: dict[str, Any]) -> None:
     if isinstance(items, list):
         refs += [i for i in items[:1000] if isinstance(i, str)]
     for ref in refs:
-        if not await tenancy.object_allowed(store, principal.account_id, ref,
-                                            principal.domains):
+        if not await store.tokens.object_allowed(principal.account_id, ref,
+                                                 principal.domains):
             raise NotFound()
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from ..models import Job
+from ..schema.tenancy import JobDetailReply, JobList, JobPage, JobReply
+from ..service import jobs as service
 from .context import CTX
-from .http import authenticate, paging, rfc3339
+from .operation import operation, principal_of, query_of, reply
+from .render import rfc3339
 
 routes = web.RouteTableDef()
 
@@ -30,64 +32,34 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-@routes.get("/v1/jobs/{id}")
-async def get_job(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "read")
-    ctx = request.app[CTX]
-    job, failures, sealed = await ctx.store.get_job(principal.account_id,
-                                                    request.match_info["id"])
-    out = job_json(job)
-    out["failures"] = [{"index": f["seq"], "id": f["object_id"], "email": f["address"],
-                        "error": f["error"]} for f in failures]
-    if sealed is not None:
-        # Generated passwords, readable from the job until the configured expiry.
-        out["users"] = json.loads(ctx.box.open(sealed, f"job-secrets:{job.id}"))
-    return web.json_response(out)
+@operation(routes, "GET", "/v1/jobs/{id}", id="getJob", tag="jobs",
+           summary="A job: status, progress, per-item failures",
+           description="Poll it until status is completed or failed. A bulk mailbox job "
+                       "also reports each failed item and, until they expire, the "
+                       "generated passwords of the users it created. A job of another "
+                       "account, or outside a restricted token's domains, is not found.",
+           permission="read", answers={200: JobDetailReply},
+           path_params={"id": "The job's id (job_...)."})
+async def get_job(request: web.Request) -> web.StreamResponse:
+    view = await service.get_job(request.app[CTX], principal_of(request),
+                                 request.match_info["id"])
+    out = job_json(view.job)
+    out["failures"] = [{"index": f.index, "id": f.object_id, "email": f.address,
+                        "error": f.error} for f in view.failures]
+    if view.users is not None:
+        out["users"] = view.users
+    return reply(JobDetailReply.model_validate(out))
 
 
-@routes.get("/v1/jobs")
-async def list_jobs(request: web.Request) -> web.Response:
-    principal = await authenticate(request, "read")
-    limit, offset = paging(request, default=20)
-    jobs = await request.app[CTX].store.list_jobs(principal.account_id, limit, offset)
-    return web.json_response({"jobs": [job_json(j) for j in jobs], "limit": limit,
-                              "offset": offset})
-
-
-_JOB: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "type", "status", "progress", "created_at"],
-    "properties": {
-        "id": {"type": "string"}, "type": {"type": "string"},
-        "status": {"enum": ["pending", "processing", "completed", "failed"]},
-        "progress": {"type": "integer", "minimum": 0, "maximum": 100},
-        "message": {"type": "string"}, "resource_id": {"type": ["string", "null"]},
-        "total": {"type": "integer"}, "done": {"type": "integer"},
-        "failed": {"type": "integer"},
-        "created_at": {"type": "string", "format": "date-time"},
-        "completed_at": {"type": ["string", "null"], "format": "date-time"},
-    },
-}
-
-
-def _openapi() -> dict[str, dict[str, Any]]:
-    from . import oas  # the OpenAPI building blocks (issue 5)
-
-    one = {**_JOB, "properties": {**_JOB["properties"],
-                                  "failures": {"type": "array", "items": {"type": "object"}},
-                                  "users": {"type": "array"}}}
-    return {
-        "/v1/jobs/{id}": {"get": {
-            "summary": "A job: status, progress, per-item failures", "operationId": "getJob",
-            "tags": ["jobs"], "parameters": [oas.PATH_ID, oas.ACTING],
-            "responses": oas.responses({"200": oas.ok("The job.", one)})}},
-        "/v1/jobs": {"get": {
-            "summary": "Recent jobs of the account", "operationId": "listJobs",
-            "tags": ["jobs"], "parameters": [oas.LIMIT, oas.OFFSET, oas.ACTING],
-            "responses": oas.responses({"200": oas.ok("Jobs.", oas.obj(
-                {"jobs": {"type": "array", "items": _JOB}, "limit": {"type": "integer"},
-                 "offset": {"type": "integer"}}, ("jobs",)))})}},
-    }
-
-
-openapi_paths: dict[str, dict[str, Any]] = _openapi()
+@operation(routes, "GET", "/v1/jobs", id="listJobs", tag="jobs",
+           summary="Recent jobs of the account, newest first",
+           description="A batch view of every job of the account (of a restricted "
+                       "token's domains only), newest first, with total and next_cursor.",
+           permission="read", query=JobPage, answers={200: JobList})
+async def list_jobs(request: web.Request) -> web.StreamResponse:
+    q = query_of(request, JobPage)
+    page = await service.list_jobs(request.app[CTX], principal_of(request), q.limit,
+                                   q.offset, q.cursor)
+    return reply(JobList(jobs=[JobReply.model_validate(job_json(j)) for j in page.jobs],
+                         total=page.total, limit=page.limit, offset=page.offset,
+                         next_cursor=page.next_cursor))

@@ -125,10 +125,12 @@ def add_operations(app: web.Application, paths: dict[str, dict[str, Any]],
             for name in _PATH_PARAM.findall(op.path)]
         if op.query is not None:
             params += _query_parameters(op.query)
+        # Header parameters written out in full (not as $ref): every reader of the
+        # document (the reference page, the surface tests) finds name and in on each.
         if op.permission is not None:
-            params.append({"$ref": "#/components/parameters/ActingAccount"})
+            params.append(dict(PARAMETERS["ActingAccount"]))
         if op.idempotent:
-            params.append({"$ref": "#/components/parameters/IdempotencyKey"})
+            params.append(dict(PARAMETERS["IdempotencyKey"]))
         out: dict[str, Any] = {"operationId": op.id, "tags": [op.tag],
                                "summary": op.summary, "description": op.description}
         if op.permission is None:
@@ -148,6 +150,8 @@ def add_operations(app: web.Application, paths: dict[str, dict[str, Any]],
         for status, model in op.answers.items():
             if isinstance(model, Raw):
                 responses[str(status)] = {"description": model.description}
+                if status == 204 or not model.media_type:
+                    continue  # No Content: no body to describe
                 if model.media_type != "application/json":
                     responses[str(status)]["content"] = {
                         model.media_type: {"schema": {"type": "string"}}}

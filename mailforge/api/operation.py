@@ -66,7 +66,8 @@ class Operation:
 
 @dataclass(frozen=True)
 class Raw:
-    """An answer that is not a JSON model: its description and media type."""
+    """An answer that is not a JSON model: its description and media type ("" for an
+    answer without a body, e.g. 204)."""
 
     description: str
     media_type: str = "application/json"

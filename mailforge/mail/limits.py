@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,3 @@ def seconds_until_reset(now: datetime | None = None) -> int:
     midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
     return max(1, int((midnight - now).total_seconds()) + 1)
 
-
-def warmup_from_row(row: Any) -> Warmup | None:
-    if row["warmup_start"] is None:
-        return None
-    return Warmup(int(row["warmup_start"]), int(row["warmup_days"]), row["warmup_started_on"])

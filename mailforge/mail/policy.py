@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 import asyncpg
 
 from ..config import Config
 from ..log import get
-from ..store.queries import Q
+from ..store.db import Database
+from ..store.mail import InboundScans, Sender, Senders, Sending
 from . import limits
 
 log = get(__name__)
@@ -49,8 +49,11 @@ def defer_text(limit: int) -> str:
 
 
 class PolicyService:
-    def __init__(self, pool: asyncpg.Pool, cfg: Config) -> None:
-        self.pool = pool
+    def __init__(self, pool: asyncpg.Pool, cfg: Config, mail_host: str = "default") -> None:
+        db = Database(pool, mail_host)
+        self.senders = Senders(db)
+        self.sending = Sending(db)
+        self.scans = InboundScans(db)
         self.cfg = cfg
         self._server: asyncio.Server | None = None
         self._retry: asyncio.Task[None] | None = None
@@ -123,8 +126,7 @@ class PolicyService:
             if state == "RCPT":
                 rcpt = req.get("recipient", "").strip().lower()
                 if rcpt:
-                    async with self.pool.acquire() as conn:
-                        await conn.fetch(Q.mail_watch_recipient, rcpt, WATCH_SECONDS)
+                    await self.scans.watch(rcpt, WATCH_SECONDS)
                 if sasl:
                     return await self._check(sasl)
                 return "DUNNO"
@@ -135,28 +137,25 @@ class PolicyService:
             log.warning("policy decision failed", error=str(exc), state=state)
             return "DUNNO"
 
-    def _limit(self, row: Any) -> int:
-        return limits.effective_limit(row["daily_send_limit"], self.cfg.mail.default_daily_limit,
-                                      limits.warmup_from_row(row), limits.utc_today())
+    def _limit(self, sender: Sender) -> int:
+        return limits.effective_limit(sender.daily_send_limit,
+                                      self.cfg.mail.default_daily_limit, sender.warmup,
+                                      limits.utc_today())
 
     async def _check(self, address: str) -> str:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.mail_sender_by_address, address)
-            if row is None:
-                return "DUNNO"
-            limit = self._limit(row)
-            sent = await conn.fetchval(Q.mail_sent_on_day, row["id"], limits.utc_today())
-        return defer_text(limit) if sent >= limit else "DUNNO"
+        sender = await self.senders.by_login(address, limits.utc_today())
+        if sender is None:
+            return "DUNNO"
+        limit = self._limit(sender)
+        return defer_text(limit) if sender.sent_today >= limit else "DUNNO"
 
     async def _count(self, address: str) -> str:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.mail_sender_by_address, address)
-            if row is None:
-                return "DUNNO"
-            limit = self._limit(row)
-            got = await conn.fetchval(Q.mail_count_send, row["id"], limits.utc_today(),
-                                      row["domain_id"], limit)
-        if got is None:
-            log.info("send deferred: daily limit reached", mailbox_id=row["id"], limit=limit)
+        today = limits.utc_today()
+        sender = await self.senders.by_login(address, today)
+        if sender is None:
+            return "DUNNO"
+        limit = self._limit(sender)
+        if await self.sending.count(sender, today, limit) is None:
+            log.info("send deferred: daily limit reached", mailbox_id=sender.id, limit=limit)
             return defer_text(limit)
         return "DUNNO"

@@ -1,6 +1,12 @@
 """The mail service the API and the daemon share: send through Postfix submission with
 a copy in Sent, read through the IMAP pool, sending quotas, and the inbound scanner
-(new mail -> webhooks, DSNs and ARF reports -> reputation)."""
+(new mail -> webhooks, DSNs and ARF reports -> reputation).
+
+It acts for a ``Sender`` (``store/mail.py``), which only a lookup scoped by account and
+by the token's domain restriction gives out (``service/mail.py`` makes it), so nothing
+here decides who may act as a mailbox; it decides whether the mailbox can send or read
+now (readiness, reputation, quota). Its queries are the store's (``store/mail.py``,
+``store/webhooks.py``)."""
 
 from __future__ import annotations
 
@@ -8,20 +14,26 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import asyncpg
 
-from .. import netguard, reputation, webhooks
+from .. import netguard, paging, reputation, webhooks
 from ..config import Config
-from ..errors import Conflict, NotFound, TooManyRequests, Unavailable, UpstreamRefused
+from ..errors import (
+    Conflict,
+    NotFound,
+    TooManyRequests,
+    Unavailable,
+    UpstreamRefused,
+    ValidationFailed,
+)
 from ..log import get
 from ..secretbox import SecretBox
-from ..store import scope
-from ..store.queries import Q
+from ..store.db import Database
+from ..store.mail import InboundScans, Sender, Sending, Watched
 from . import compose, limits, master, reports
 from .imap import ImapError, ImapPool
 from .msgid import MessageIds, MessageRef, canonical_folder
@@ -38,20 +50,6 @@ SCAN_BACKOFF_MAX = 900.0
 MAX_REPORT_BYTES = 1_000_000
 LIST_HEADERS = "MESSAGE-ID FROM TO CC SUBJECT DATE IN-REPLY-TO REFERENCES"
 _ATTACHMENT = re.compile(r'"attachment"', re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Sender:
-    row: Any
-    domain: str
-
-    @property
-    def id(self) -> str:
-        return str(self.row["id"])
-
-    @property
-    def address(self) -> str:
-        return str(self.row["address"])
 
 
 def _rfc3339(dt: datetime | None) -> str | None:
@@ -71,6 +69,19 @@ def _date(value: str | None) -> str | None:
         return None
 
 
+_CURSOR_STALE = "cursor: not a cursor of this list (use next_cursor as given)"
+
+
+def _inbox_cursor(cursor: str, folder: str, unread_only: bool) -> tuple[int, int]:
+    """(UIDVALIDITY, UID) a page of *folder* starts below; 400 naming ``cursor`` for a
+    cursor of another folder or filter."""
+    f, unread, validity, uid = paging.decode(cursor, "inbox", 4)
+    if f != folder or unread != int(unread_only) or not isinstance(validity, int) \
+            or not isinstance(uid, int):
+        raise ValidationFailed([_CURSOR_STALE])
+    return validity, uid
+
+
 def _msgid_list(value: str | None) -> list[str]:
     return re.findall(r"<[^<>\s]+>", value or "")
 
@@ -78,7 +89,11 @@ def _msgid_list(value: str | None) -> list[str]:
 class MailService:
     def __init__(self, pool: asyncpg.Pool, cfg: Config, box: SecretBox,
                  mail_host: str = "default") -> None:
+        # The pool is lent to reputation's functions, which take a connection.
         self.pool = pool
+        self.db = Database(pool, mail_host)
+        self.sending = Sending(self.db)
+        self.scans = InboundScans(self.db)
         self.cfg = cfg
         self.box = box
         self.mail_host = mail_host
@@ -87,7 +102,7 @@ class MailService:
         self.imap = ImapPool(m.imap_host, m.imap_port,
                              lambda a: master.login_name(a, cfg), m.master_password,
                              m.imap_pool_per_mailbox, m.imap_idle_seconds, m.imap_timeout)
-        self.policy = PolicyService(pool, cfg)
+        self.policy = PolicyService(pool, cfg, mail_host)
         self.submitter = Submitter(m.submission_host, m.submission_port, m.master_password)
         self.dispatcher = webhooks.Dispatcher(
             pool, box, cfg.webhooks, netguard.Guard.from_config(cfg.outbound.allow_networks))
@@ -115,43 +130,31 @@ class MailService:
         await self.imap.close()
         self.submitter.close()
 
-    # ------------------------------------------------------------ lookups
+    # ------------------------------------------------------------ readiness and quota
 
-    async def sender(self, account_id: str, mailbox_id: str,
-                     what: str = "email user") -> Sender:
-        """The live mailbox *mailbox_id* of the account, within the token's domain
-        restriction: everything reached through a mailbox id (or a message id, which
-        carries one) is found here, so the scope is applied once for all of them.
-        Another tenant's mailbox, a tombstone and a mailbox outside the restriction are
-        the same 404."""
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.mail_sender_by_id, mailbox_id, account_id)
-        if row is None or row["account_id"] != account_id:
-            raise NotFound(what)
-        scope.check(str(row["domain_name"]), what)
-        return Sender(row, str(row["domain_name"]))
-
-    def _require_ready(self, s: Sender) -> None:
+    def require_ready(self, s: Sender) -> None:
+        """Mail through the API is configured and the mailbox is active (not suspended,
+        not still being created): else 503 or 409."""
         if not self.cfg.mail.master_password:
             raise Unavailable("mail_unavailable", "Mail through the API is not configured "
                               "on this server (mail.master_password).")
-        if s.row["status"] != "active" or s.row["suspended"]:
+        if not s.active:
             raise Conflict("email_user_not_active",
-                           f"The mailbox {s.address} is {s.row['status']}; only an active "
+                           f"The mailbox {s.address} is {s.status}; only an active "
                            "mailbox can send and read mail.")
 
-    def _limit(self, s: Sender) -> int:
-        return limits.effective_limit(s.row["daily_send_limit"],
-                                      self.cfg.mail.default_daily_limit,
-                                      limits.warmup_from_row(s.row), limits.utc_today())
+    def limit(self, s: Sender) -> int:
+        return limits.effective_limit(s.daily_send_limit, self.cfg.mail.default_daily_limit,
+                                      s.warmup, limits.utc_today())
 
-    async def quota(self, s: Sender) -> dict[str, Any]:
-        async with self.pool.acquire() as conn:
-            sent = int(await conn.fetchval(Q.mail_sent_on_day, s.id, limits.utc_today()))
-        limit = self._limit(s)
-        w = limits.warmup_from_row(s.row)
+    def quota(self, s: Sender, sent: int | None = None) -> dict[str, Any]:
+        """The sending quota of *s* with *sent* messages today (default: the count read
+        with the sender)."""
+        sent = s.sent_today if sent is None else sent
+        limit = self.limit(s)
+        w = s.warmup
         reset = datetime.now(UTC) + timedelta(seconds=limits.seconds_until_reset())
-        return {"daily_send_limit": s.row["daily_send_limit"],
+        return {"daily_send_limit": s.daily_send_limit,
                 "default_daily_limit": self.cfg.mail.default_daily_limit,
                 "effective_limit": limit, "sent_today": sent,
                 "remaining": max(0, limit - sent),
@@ -172,28 +175,30 @@ class MailService:
     # ------------------------------------------------------------ send
 
     async def send(self, s: Sender, req: compose.SendRequest) -> dict[str, Any]:
-        self._require_ready(s)
+        """Submit *req* as *s* (readiness, the reputation guard and the quota first) and
+        keep a copy in Sent: ``message_id``, ``status`` and ``remaining``."""
+        self.require_ready(s)
         async with self.pool.acquire() as conn:
-            await reputation.require_not_blocked(conn, s.row["domain_id"], s.domain,
+            await reputation.require_not_blocked(conn, s.domain_id, s.domain,
                                                  self.cfg.reputation)
-        q = await self.quota(s)
+        q = self.quota(s)
         if q["remaining"] <= 0:
             raise self._over_limit(q)
-        msg = compose.compose(req, s.address, s.row["name"], s.row["signature"], s.domain)
+        msg = compose.compose(req, s.address, s.name, s.signature, s.domain)
         m = self.cfg.mail
         msgid = str(msg["Message-ID"])
         # The evidence a later DSN or complaint must name, recorded before the message
         # leaves: a bounce can come back within milliseconds.
         async with self.pool.acquire() as conn:
-            await reputation.record_sent(conn, s.row["domain_id"], s.id, msgid,
+            await reputation.record_sent(conn, s.domain_id, s.id, msgid,
                                          req.recipients, self.cfg.reputation.evidence_days)
         result = await self.submitter.submit(master.login_name(s.address, self.cfg),
                                              s.address, req.recipients, msg)
         if not result.ok:
             async with self.pool.acquire() as conn:
-                await reputation.forget_sent(conn, s.row["domain_id"], msgid)
+                await reputation.forget_sent(conn, s.domain_id, msgid)
             if "sending limit" in result.text.lower():
-                raise self._over_limit(await self.quota(s))
+                raise self._over_limit(self.quota(s, await self._sent_today(s)))
             log.warning("submission refused", mailbox_id=s.id, code=result.code,
                         reply=result.text[:200])
             kind = UpstreamRefused if result.code >= 500 or result.code == 0 else Unavailable
@@ -210,19 +215,28 @@ class MailService:
             # The message left already; a missing Sent copy must not make the client
             # retry (and send twice).
             log.warning("could not store the Sent copy", mailbox_id=s.id, error=str(exc))
-        q = await self.quota(s)
+        q = self.quota(s, await self._sent_today(s))
         out: dict[str, Any] = {"message_id": msg["Message-ID"], "status": "sent",
                                "remaining": q["remaining"]}
         if result.refused:
             out["refused"] = list(result.refused)
         return out
 
+    async def _sent_today(self, s: Sender) -> int:
+        # Read again after a submission: the policy service counted it meanwhile.
+        return await self.sending.sent_on(s, limits.utc_today())
+
     # ------------------------------------------------------------ read
 
     async def list(self, s: Sender, folder: str, unread_only: bool, limit: int,
-                   offset: int) -> dict[str, Any]:
-        self._require_ready(s)
+                   offset: int, cursor: str | None = None) -> dict[str, Any]:
+        """A page of *folder*, newest first: from *offset*, or below the UID a
+        *cursor* (a ``next_cursor`` of the same list) names."""
+        self.require_ready(s)
         folder = canonical_folder(folder)
+        below = None
+        if cursor is not None:
+            below = _inbox_cursor(cursor, folder, unread_only)
         async with self.imap.session(s.address) as c:
             try:
                 validity = await self.imap.select(c, folder)
@@ -230,7 +244,17 @@ class MailService:
                 raise NotFound("folder") from None
             uids = await self.imap.uid_search(c, "UNSEEN" if unread_only else "ALL")
             uids.sort(reverse=True)
-            page = uids[offset:offset + limit]
+            if below is not None:
+                if below[0] != validity:
+                    # The folder was recreated: its UIDs mean other messages now.
+                    raise ValidationFailed([_CURSOR_STALE])
+                offset = 0
+                uids_after = [u for u in uids if u < below[1]]
+                page = uids_after[:limit]
+                more = len(uids_after) > limit
+            else:
+                page = uids[offset:offset + limit]
+                more = offset + limit < len(uids)
             fetched = []
             if page:
                 fetched = await self.imap.uid_fetch(
@@ -253,9 +277,13 @@ class MailService:
                 with contextlib.suppress(ValueError):
                     date = _rfc3339(datetime.strptime(idate.group(1), "%d-%b-%Y %H:%M:%S %z"))
             structure = text + " ".join(before for before, _ in lits)
+            msg_id = self.ids.encode(MessageRef(s.id, folder, validity, uid))
             items[uid] = {
-                "uid": uid,
-                "id": self.ids.encode(MessageRef(s.id, folder, validity, uid)),
+                # uid is the message's id too: integrations written for the hosted API
+                # read a body at /v1/inbox/{uid}/body (the Winnr reply loop does).
+                "uid": msg_id,
+                "imap_uid": uid,
+                "id": msg_id,
                 "message_id": compose.header_text(h.get("Message-ID")),
                 "from": compose.header_text(h.get("From")),
                 "to": compose.address_list(compose.header_text(h.get("To"))),
@@ -268,25 +296,25 @@ class MailService:
                 "references": _msgid_list(compose.header_text(h.get("References"))),
                 "has_attachments": bool(_ATTACHMENT.search(structure)),
             }
+        next_cursor = paging.encode("inbox", [folder, int(unread_only), validity, page[-1]]) \
+            if page and more else None
         return {"messages": [items[u] for u in page if u in items], "total": len(uids),
-                "limit": limit, "offset": offset, "folder": folder}
+                "limit": limit, "offset": offset, "next_cursor": next_cursor,
+                "folder": folder}
 
     def ref(self, msg_id: str) -> MessageRef:
+        """What a message id points at (a forged or altered id is 404 ``message``); the
+        mailbox it names must still be looked up like a mailbox id."""
         ref = self.ids.decode(msg_id)
         if ref is None:
             raise NotFound("message")
         return ref
 
-    async def _owned(self, account_id: str, msg_id: str) -> tuple[Sender, MessageRef]:
-        """The mailbox a message id points into, checked like a mailbox id (account,
-        tombstone, domain restriction: all 404 "message"), and ready to be read."""
-        ref = self.ref(msg_id)
-        s = await self.sender(account_id, ref.mailbox_id, "message")
-        self._require_ready(s)
-        return s, ref
-
-    async def raw(self, account_id: str, msg_id: str) -> bytes:
-        s, ref = await self._owned(account_id, msg_id)
+    async def raw(self, s: Sender, ref: MessageRef) -> bytes:
+        """The message *ref* of mailbox *s*, as stored."""
+        if ref.mailbox_id != s.id:
+            raise NotFound("message")
+        self.require_ready(s)
         async with self.imap.session(s.address) as c:
             try:
                 validity = await self.imap.select(c, ref.folder)
@@ -301,8 +329,10 @@ class MailService:
                     return lit
         raise NotFound("message")
 
-    async def set_read(self, account_id: str, msg_id: str, read: bool) -> None:
-        s, ref = await self._owned(account_id, msg_id)
+    async def set_read(self, s: Sender, ref: MessageRef, read: bool) -> None:
+        if ref.mailbox_id != s.id:
+            raise NotFound("message")
+        self.require_ready(s)
         async with self.imap.session(s.address) as c:
             try:
                 validity = await self.imap.select(c, ref.folder)
@@ -346,9 +376,7 @@ class MailService:
                 full = self.cfg.mail.full_scan_interval
                 if full > 0 and loop.time() - last_sweep >= full:
                     last_sweep = loop.time()
-                    async with self.pool.acquire() as conn:
-                        await conn.execute(Q.mail_sweep_enroll, self.mail_host)
-                        await conn.execute(Q.mail_sent_expire)
+                    await self.scans.sweep()
                 await self.scan_once()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("inbound scan failed", error=str(exc))
@@ -361,13 +389,11 @@ class MailService:
         if not self.cfg.mail.master_password:
             return 0
         loop = asyncio.get_running_loop()
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.mail_watched, self.mail_host, limit,
-                                    self._backing_off(loop.time()))
+        rows = await self.scans.watched(limit, self._backing_off(loop.time()))
         sem = asyncio.Semaphore(8)
 
-        async def one(r: Any) -> None:
-            mailbox_id = str(r["mailbox_id"])
+        async def one(r: Watched) -> None:
+            mailbox_id = r.mailbox_id
             async with sem:
                 try:
                     await self._scan_mailbox(r)
@@ -385,18 +411,16 @@ class MailService:
         await asyncio.gather(*(one(r) for r in rows))
         return len(rows)
 
-    async def _scan_mailbox(self, r: Any) -> None:
-        address, mailbox_id = r["address"], r["mailbox_id"]
+    async def _scan_mailbox(self, r: Watched) -> None:
+        address, mailbox_id = r.address, r.mailbox_id
         async with self.imap.session(address) as c:
             validity = await self.imap.select(c, "INBOX")
-            last = int(r["last_uid"])
+            last = r.last_uid
             uids = await self.imap.uid_search(c, "ALL") if last <= 0 else \
                 await self.imap.uid_search(c, "UID", f"{last + 1}:*")
-            if last == -1 or (r["uidvalidity"] and validity != r["uidvalidity"]):
+            if last == -1 or (r.uidvalidity and validity != r.uidvalidity):
                 # Baseline: start after what is there now; old mail is not news.
-                async with self.pool.acquire() as conn:
-                    await conn.execute(Q.mail_scan_record, mailbox_id, validity,
-                                       max(uids, default=0))
+                await self.scans.record(mailbox_id, validity, max(uids, default=0))
                 return
             new = sorted(u for u in uids if u > last)[-100:]
             fetched = []
@@ -423,44 +447,46 @@ class MailService:
                     for _t, blits in body:
                         if blits:
                             reports_raw[uid] = blits[-1][1][:MAX_REPORT_BYTES]
-        async with self.pool.acquire() as conn:
-            for uid in new:
-                hdr = headers.get(uid)
-                if hdr is None:
+        hooks = self.dispatcher.store
+        for uid in new:
+            hdr = headers.get(uid)
+            if hdr is None:
+                continue
+            ref = f"{mailbox_id}:{validity}:{uid}"
+            try:
+                data = self._event_data(r, validity, uid, hdr)
+                report = reports.parse(compose.parse(reports_raw[uid])) \
+                    if uid in reports_raw else None
+            except Exception as exc:  # one broken message is skipped
+                log.warning("unreadable message; skipped", mailbox_id=mailbox_id,
+                            uid=uid, error=f"{type(exc).__name__}: {exc}"[:300])
+                continue
+            # The event and the report's verdict commit together (once per message:
+            # both are idempotent on their refs).
+            async with self.db.tx() as conn:
+                await webhooks.enqueue(hooks, conn, r.account_id, "message.received", data,
+                                       event_id=f"evt_in_{ref}")
+                if report is None:
                     continue
-                ref = f"{mailbox_id}:{validity}:{uid}"
-                try:
-                    data = self._event_data(r, validity, uid, hdr)
-                    report = reports.parse(compose.parse(reports_raw[uid])) \
-                        if uid in reports_raw else None
-                except Exception as exc:  # one broken message is skipped
-                    log.warning("unreadable message; skipped", mailbox_id=mailbox_id,
-                                uid=uid, error=f"{type(exc).__name__}: {exc}"[:300])
-                    continue
-                async with conn.transaction():
-                    await webhooks.enqueue(conn, r["account_id"], "message.received", data,
-                                           event_id=f"evt_in_{ref}")
-                    if report is None:
-                        continue
-                    verdict = await reputation.count_report(
-                        conn, r["domain_id"], mailbox_id, report, ref)
-                    if verdict.counted:
-                        event = "message.bounced" if report.kind == "bounce" \
-                            else "message.complained"
-                        await webhooks.enqueue(
-                            conn, r["account_id"], event,
-                            {**data, "original_message_id": f"<{report.message_id}>"},
-                            event_id=f"evt_{report.kind}_{ref}")
-            await conn.execute(Q.mail_scan_record, mailbox_id, validity,
-                               max([last, *uids]) if uids else last)
+                verdict = await reputation.count_report(
+                    conn, r.domain_id, mailbox_id, report, ref)
+                if verdict.counted:
+                    event = "message.bounced" if report.kind == "bounce" \
+                        else "message.complained"
+                    await webhooks.enqueue(
+                        hooks, conn, r.account_id, event,
+                        {**data, "original_message_id": f"<{report.message_id}>"},
+                        event_id=f"evt_{report.kind}_{ref}")
+        await self.scans.record(mailbox_id, validity, max([last, *uids]) if uids else last)
         if new:
             self.dispatcher.wake()
 
-    def _event_data(self, r: Any, validity: int, uid: int, hdr: Any) -> dict[str, Any]:
-        mailbox_id = r["mailbox_id"]
-        return {"email_user_id": mailbox_id, "email": r["address"],
-                "id": self.ids.encode(MessageRef(mailbox_id, "INBOX", validity, uid)),
-                "uid": uid, "message_id": compose.header_text(hdr.get("Message-ID")),
+    def _event_data(self, r: Watched, validity: int, uid: int, hdr: Any) -> dict[str, Any]:
+        mailbox_id = r.mailbox_id
+        msg_id = self.ids.encode(MessageRef(mailbox_id, "INBOX", validity, uid))
+        return {"email_user_id": mailbox_id, "email": r.address, "id": msg_id,
+                "uid": msg_id, "imap_uid": uid,
+                "message_id": compose.header_text(hdr.get("Message-ID")),
                 "from": compose.header_text(hdr.get("From")),
                 "subject": compose.header_text(hdr.get("Subject")) or "",
                 "date": _date(compose.header_text(hdr.get("Date")))}

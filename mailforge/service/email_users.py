@@ -194,7 +194,7 @@ async def create_bulk(ctx: ServiceContext, principal: Principal, domain_ref: obj
         """The answer of a bulk create whose first attempt died after committing:
         rebuilt from the users sealed on the job (without their passwords, as the
         first answer)."""
-        _, _, sealed = await ctx.store.get_job(principal.account_id, job.id)
+        sealed = (await ctx.store.jobs.get(principal.account_id, job.id)).sealed_secrets
         if sealed is None:  # expired
             return Answer(202, {**(await recover_job(job)).body, "users_count": job.total})
         listing = json.loads(ctx.box.open(sealed, f"job-secrets:{job.id}"))

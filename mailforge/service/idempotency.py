@@ -5,7 +5,7 @@ The key is checked first, before anything about the request's target is (readine
 limits, reputation): a retry gets the stored answer even if the domain changed since.
 Keys are the calling token's own. A key is claimed under a lease naming the process that
 handles it (``claimant``), renewed while the request runs; the first job the request
-creates is tied to the key in the job's own transaction (``Store.idempotency_scope``);
+creates is tied to the key in the job's own transaction (``Idempotency.scope``);
 the answer is recorded last, sealed (it may hold a generated password). A retry that
 finds the claim of a dead request takes it over and answers with the job it committed,
 if any, or runs the request.
@@ -30,7 +30,7 @@ from ..claimant import claimant_alive, claimant_id
 from ..errors import Conflict, Unprocessable, ValidationFailed
 from ..log import get
 from ..models import Job, Principal
-from ..store.store import Store
+from ..store.idempotency import Idempotency
 from .context import ServiceContext
 
 log = get("mailforge.service")
@@ -102,12 +102,12 @@ async def recover_job(job: Job) -> Answer:
     return Answer(202, out)
 
 
-async def keep_lease(store: Store, account_id: str, key: str, me: str,
+async def keep_lease(keys: Idempotency, account_id: str, key: str, me: str,
                      lease: float) -> None:
     while True:
         await asyncio.sleep(lease / 3)
         try:
-            await store.renew_idempotent(account_id, key, me, lease)
+            await keys.renew(account_id, key, me, lease)
         except Exception as exc:  # the request itself will meet the same fault
             log.warning("idempotency lease not renewed", error=str(exc))
 
@@ -120,7 +120,7 @@ async def idempotent(ctx: ServiceContext, principal: Principal, key: str | None,
 
     Crash-safe in every order: the key is claimed under a lease naming this process
     (renewed while *produce* runs); the first job *produce* creates is tied to the key
-    in the job's own transaction (``Store.idempotency_scope``); the answer is recorded
+    in the job's own transaction (``Idempotency.scope``); the answer is recorded
     last. A retry that finds the claim of a dead request (same host: its process is
     gone; any host: its lease ran out) takes it over: if the dead attempt committed a
     job, the answer is that job (*recover*), never a second one; if not, nothing was
@@ -130,6 +130,7 @@ async def idempotent(ctx: ServiceContext, principal: Principal, key: str | None,
         return await produce()
     check_key(key)
     store = ctx.store
+    keys = store.idempotency
     acct = principal.account_id
     # Keys are the calling token's own: another token of the account (another domain
     # restriction, or a sub-account's token against its reseller's) can neither be
@@ -139,8 +140,8 @@ async def idempotent(ctx: ServiceContext, principal: Principal, key: str | None,
     lease = ctx.cfg.api_limits.idempotency_lease_seconds
     me = claimant_id()
     dead_job: str | None = None
-    if not await store.claim_idempotent(acct, key, digest, me, lease):
-        prior = await store.get_idempotent(acct, key)
+    if not await keys.claim(acct, key, digest, me, lease):
+        prior = await keys.get(acct, key)
         if prior is None:  # released by a failed first attempt just now: try again
             raise _in_use()
         if prior.request_hash != digest:
@@ -154,33 +155,31 @@ async def idempotent(ctx: ServiceContext, principal: Principal, key: str | None,
         # lives on but lost track of it (e.g. the answer could not be recorded).
         if not prior.lease_expired and claimant_alive(prior.claimant) is not False:
             raise _in_use()
-        taken, dead_job = await store.take_over_idempotent(acct, key, prior.claimant, me,
-                                                           lease)
+        taken, dead_job = await keys.take_over(acct, key, prior.claimant, me, lease)
         if not taken:  # another retry took it over first
             raise _in_use()
         log.info("idempotency claim of a dead request taken over", dead=prior.claimant,
                  job_id=dead_job)
     crash_point(ctx, "idempotency_claim")
-    renew = asyncio.create_task(keep_lease(store, acct, key, me, lease))
+    renew = asyncio.create_task(keep_lease(keys, acct, key, me, lease))
     try:
         if dead_job is not None:
-            job, _, _ = await store.get_job(acct, dead_job)
-            answer = await recover(job)
+            answer = await recover((await store.jobs.get(acct, dead_job)).job)
             answer = Answer(answer.status, answer.body, replayed=True)
         else:
-            with store.idempotency_scope(acct, key, me):
+            with keys.scope(acct, key, me):
                 answer = await produce()
             crash_point(ctx, "idempotency_job")
     except BaseException:
         # A refused or failed attempt records no answer: the client may retry it.
         renew.cancel()
         try:
-            await store.release_idempotent(acct, key, me)
+            await keys.release(acct, key, me)
         except Exception as exc:
             log.warning("idempotency key not released", error=str(exc))
         raise
     renew.cancel()
     sealed = ctx.box.seal(json.dumps(answer.body).encode(), context)
-    if not await store.put_idempotent(acct, key, me, answer.status, sealed):
+    if not await keys.put(acct, key, me, answer.status, sealed):
         log.warning("idempotency answer not recorded: the claim was taken over")
     return answer

@@ -135,7 +135,8 @@ CREATE TABLE jobs (
     updated_at   timestamptz NOT NULL DEFAULT now(),
     completed_at timestamptz
 );
-CREATE INDEX jobs_account_created_idx ON jobs (account_id, created_at DESC);
+-- 0016: the id too, for keyset paging of GET /v1/jobs.
+CREATE INDEX jobs_account_created_id_idx ON jobs (account_id, created_at DESC, id DESC);
 CREATE INDEX jobs_open_idx ON jobs (status) WHERE status IN ('pending', 'processing');
 CREATE INDEX jobs_secrets_expiry_idx ON jobs (secrets_expire_at)
     WHERE secrets_expire_at IS NOT NULL;

@@ -8,35 +8,34 @@ span a backend call.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import re
-import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from .. import ids
-from ..errors import NotFound, Unauthorized, ValidationFailed
-from ..models import Job, Principal, from_record
-from . import scope
+from ..models import Job
+from .accounts import Accounts
 from .aliases import Aliases
+from .audit import Audit
 from .db import Database
 from .dns import Dns
 from .domains import Domains
 from .domains import canonical_domain as canonical_domain  # re-exported (tokens, ...)
-from .jobs import IDEMPOTENCY, Jobs
+from .idempotency import Idempotency
+from .jobs import Jobs
+from .mail import InboundScans, Senders, Sending
 from .mailboxes import Mailboxes
-from .queries import Q
 from .reconcile import Reconcile
 from .reputation import Reputations
+from .tokens import TOKEN_PREFIX as TOKEN_PREFIX
+from .tokens import Tokens
+from .tokens import hash_secret as hash_secret
+from .tokens import split_token as split_token
+from .webhooks import Webhooks
 
-TOKEN_PREFIX = "mf_"  # noqa: S105 - a prefix, not a secret
 WORK_CHANNEL = "mailforge_work"
 
 if TYPE_CHECKING:
@@ -68,38 +67,6 @@ async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncp
     return pool
 
 
-def hash_secret(secret: str) -> bytes:
-    # Tokens carry 256 random bits, so a fast hash is enough; a slow KDF would only
-    # add latency to every request.
-    return hashlib.sha256(secret.encode()).digest()
-
-
-_SECRET = re.compile(r"[A-Za-z0-9_-]{1,128}")  # token_urlsafe output, matched in full
-
-
-def split_token(token: str) -> tuple[str, str] | None:
-    """``mf_<token id>.<secret>`` -> (token id, secret)."""
-    if not token.startswith(TOKEN_PREFIX) or "." not in token or len(token) > 200:
-        return None
-    tid, _, secret = token[len(TOKEN_PREFIX):].partition(".")
-    if not ids.has_prefix(tid, "tok") or not _SECRET.fullmatch(secret):
-        return None
-    return tid, secret
-
-
-
-
-@dataclass(frozen=True)
-class IdempotencyClaim:
-    """The stored state of an Idempotency-Key: the first answer once recorded (status
-    non-zero), else who handles it, whether its lease ran out, and the job it created."""
-
-    request_hash: bytes
-    status: int
-    sealed_body: bytes | None
-    claimant: str | None
-    lease_expired: bool
-    job_id: str | None
 
 
 class Store(Database):
@@ -111,124 +78,21 @@ class Store(Database):
         self.jobs = Jobs(self)
         self.mailboxes = Mailboxes(self)
         self.aliases = Aliases(self)
+        self.tokens = Tokens(self)
+        self.accounts = Accounts(self, self.jobs, self.tokens)
+        self.audit = Audit(self)
+        self.idempotency = Idempotency(self)
         self.reconcile = Reconcile(self)
         self.domains = Domains(self)
         self.dns = Dns(self)
         self.reputation = Reputations(self)
+        self.senders = Senders(self)
+        self.sending = Sending(self)
+        self.inbound_scans = InboundScans(self)
+        self.webhooks = Webhooks(self)
 
     def _tx(self) -> AbstractAsyncContextManager[Conn]:
         return self.tx()
-
-    # ------------------------------------------------------------------ accounts, tokens
-
-    async def ensure_root_account(self, name: str = "operator", domain_limit: int = 1_000_000,
-                                  email_user_limit: int = 10_000_000) -> str:
-        async with self._tx() as conn:
-            # Serialise concurrent first starts so there is exactly one root account.
-            await conn.execute("SELECT pg_advisory_xact_lock(7270001)")
-            row = await conn.fetchrow(Q.root_account)
-            if row:
-                return str(row["id"])
-            acct = ids.new_id("acct")
-            await conn.execute(Q.insert_account, acct, name, None, None, domain_limit,
-                               email_user_limit)
-            return acct
-
-    async def create_token(self, account_id: str, name: str, permissions: Sequence[str],
-                           domains: Sequence[str] | None = None,
-                           expires_at: datetime | None = None) -> tuple[str, str, datetime]:
-        """Create a token; returns (id, secret token string shown once, created_at).
-
-        Low level: the domain restriction is stored as given. Tenant-facing paths (the
-        API, the CLI) use ``create_owned_token``, which refuses domains the account
-        does not own."""
-        async with self._tx() as conn:
-            return await self._insert_token(conn, account_id, name, permissions, domains,
-                                            expires_at)
-
-    async def create_owned_token(self, account_id: str, name: str,
-                                 permissions: Sequence[str], domains: Sequence[str] | None,
-                                 expires_at: datetime | None = None,
-                                 minted_by: str | None = None
-                                 ) -> tuple[str, str, datetime]:
-        """Create a token whose domain restriction names only domains the account owns
-        (checked in the same transaction as the insert). *domains* in request order:
-        a refused one is reported as ``domains[i]``."""
-        restriction = None
-        async with self._tx() as conn:
-            if domains is not None:
-                canon = [canonical_domain(d, f"domains[{i}]") for i, d in enumerate(domains)]
-                # Shares the account row lock with connect, so a domain being connected
-                # or deleted right now is seen in its final state.
-                if await conn.fetchrow(Q.lock_account, account_id) is None:
-                    raise NotFound("account")
-                owned = {r["name"] for r in await conn.fetch(Q.owned_domain_names,
-                                                             account_id, canon)}
-                errs = [f"domains[{i}]: {n} is not a domain of this account"
-                        for i, n in enumerate(canon) if n not in owned]
-                if errs:
-                    raise ValidationFailed(errs)
-                restriction = sorted(set(canon))
-            return await self._insert_token(conn, account_id, name, permissions,
-                                            restriction, expires_at, minted_by)
-
-    async def _insert_token(self, conn: Conn, account_id: str, name: str,
-                            permissions: Sequence[str], domains: Sequence[str] | None,
-                            expires_at: datetime | None, minted_by: str | None = None
-                            ) -> tuple[str, str, datetime]:
-        """Insert a token. *minted_by*: the token creating it (None for the operator's
-        CLI): the new token is revoked with it and never outlives it, so a stolen
-        short-lived token cannot mint itself a lasting one. Without an expiry of its own
-        the new token takes the minting token's; a later one is refused."""
-        if minted_by is not None:
-            parent = await conn.fetchrow(Q.minting_token, minted_by)
-            if parent is None or parent["revoked_at"] is not None:
-                raise Unauthorized("unauthorized", "Missing or invalid bearer token.")
-            limit = parent["expires_at"]
-            if limit is not None:
-                if expires_at is None:
-                    expires_at = limit
-                elif expires_at > limit:
-                    raise ValidationFailed([
-                        "expires_at: must not be later than the expiry of the token "
-                        f"creating it ({limit.isoformat(timespec='seconds')})"])
-        tid = ids.new_id("tok")
-        secret = secrets.token_urlsafe(32)
-        created = await conn.fetchval(Q.insert_token, tid, account_id, name,
-                                      hash_secret(secret), list(permissions),
-                                      list(domains) if domains is not None else None,
-                                      expires_at, minted_by)
-        return tid, f"{TOKEN_PREFIX}{tid}.{secret}", created
-
-    async def authenticate(self, token: str) -> Principal | None:
-        parts = split_token(token)
-        if parts is None:
-            return None
-        tid, secret = parts
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.token_for_auth, tid)
-            if row is None:
-                hmac.compare_digest(hash_secret(secret), b"\0" * 32)  # same work either way
-                return None
-            if not hmac.compare_digest(bytes(row["secret_hash"]), hash_secret(secret)):
-                return None
-            now = await conn.fetchval("SELECT now()")
-            if row["revoked_at"] is not None:
-                return None
-            if row["expires_at"] is not None and row["expires_at"] <= now:
-                return None
-            last = row["last_used_at"]
-            # Recording every use would make each request a write; a minute is precise enough.
-            if last is None or now - last > timedelta(seconds=60):
-                await conn.execute(Q.touch_token, tid)
-        doms = frozenset(row["domains"]) if row["domains"] is not None else None
-        return Principal(token_id=tid, account_id=row["account_id"],
-                         permissions=frozenset(row["permissions"]), domains=doms)
-
-    async def get_account(self, account_id: str) -> dict[str, Any] | None:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.get_account, account_id)
-        return dict(row) if row else None
 
 
     # --------------------------------------------------------------------------- jobs
@@ -241,80 +105,3 @@ class Store(Database):
         return await self.jobs.insert(conn, account_id, job_type, resource_id, items, result,
                                       sealed_secrets, secrets_expire_at)
 
-    async def get_job(self, account_id: str, job_id: str) -> tuple[Job, list[dict[str, Any]],
-                                                                   bytes | None]:
-        """The job, its failed items, and its sealed one-time secrets if not yet expired."""
-        if not ids.has_prefix(job_id, "job"):
-            raise NotFound("job")
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.get_job, account_id, job_id)
-            if row is None:
-                raise NotFound("job")
-            restricted = scope.names()
-            if restricted is not None and not await conn.fetchval(Q.job_in_domains, job_id,
-                                                                  restricted):
-                raise NotFound("job")
-            failures = [dict(r) for r in await conn.fetch(Q.failed_job_items, job_id)]
-        sealed = row["sealed_secrets"]
-        if row["secrets_expire_at"] is not None and row["secrets_expire_at"] < \
-                datetime.now().astimezone():
-            sealed = None
-        return from_record(Job, row), failures, sealed
-
-    async def list_jobs(self, account_id: str, limit: int, offset: int) -> list[Job]:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.list_jobs, account_id, limit, offset, scope.names())
-        return [from_record(Job, r) for r in rows]
-
-    # -------------------------------------------------------------------- idempotency
-
-    async def get_idempotent(self, account_id: str, key: str) -> IdempotencyClaim | None:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.get_idempotent, account_id, key)
-        if row is None:
-            return None
-        return IdempotencyClaim(
-            request_hash=bytes(row["request_hash"]), status=row["status"],
-            sealed_body=bytes(row["sealed_body"]) if row["sealed_body"] is not None else None,
-            claimant=row["claimant"], lease_expired=row["lease_expired"],
-            job_id=row["job_id"])
-
-    async def claim_idempotent(self, account_id: str, key: str, request_hash: bytes,
-                               claimant: str, lease_seconds: float) -> bool:
-        async with self.pool.acquire() as conn:
-            return await conn.fetchval(Q.claim_idempotent, account_id, key, request_hash,
-                                       claimant, lease_seconds) is not None
-
-    async def take_over_idempotent(self, account_id: str, key: str, dead: str | None,
-                                   claimant: str, lease_seconds: float
-                                   ) -> tuple[bool, str | None]:
-        """Take over the claim *dead* held: (taken over, job the dead request created)."""
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q.take_over_idempotent, account_id, key, dead,
-                                      claimant, lease_seconds)
-        return (row is not None, row["job_id"] if row is not None else None)
-
-    async def renew_idempotent(self, account_id: str, key: str, claimant: str,
-                               lease_seconds: float) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(Q.renew_idempotent, account_id, key, claimant, lease_seconds)
-
-    async def put_idempotent(self, account_id: str, key: str, claimant: str, status: int,
-                             sealed_body: bytes) -> bool:
-        async with self.pool.acquire() as conn:
-            return await conn.fetchval(Q.put_idempotent, account_id, key, claimant, status,
-                                       sealed_body) is not None
-
-    async def release_idempotent(self, account_id: str, key: str, claimant: str) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(Q.release_idempotent, account_id, key, claimant)
-
-    @contextmanager
-    def idempotency_scope(self, account_id: str, key: str, claimant: str) -> Iterator[None]:
-        """Within this block, the first job created for *account_id* is recorded on the
-        idempotency key in the job's own transaction (see ``_insert_job``)."""
-        token = IDEMPOTENCY.set((account_id, key, claimant))
-        try:
-            yield
-        finally:
-            IDEMPOTENCY.reset(token)

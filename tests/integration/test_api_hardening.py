@@ -124,7 +124,7 @@ async def test_slow_body_is_cut_off_with_408(sandbox: Any) -> None:
     runner = None
     try:
         store = Store(pool, cfg.host.name)
-        _, token, _ = await store.create_token(await store.ensure_root_account(), "slow",
+        _, token, _ = await store.tokens.create(await store.accounts.ensure_root(), "slow",
                                                ["admin"])
         ctx = ApiContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
                          hashers=ThreadPoolExecutor(max_workers=1))

@@ -275,7 +275,7 @@ async def _private_api(sandbox: Any, **limits: float) -> AsyncIterator[tuple[int
     runner = None
     try:
         store = Store(pool, cfg.host.name)
-        _, token, _ = await store.create_token(await store.ensure_root_account(), "timeouts",
+        _, token, _ = await store.tokens.create(await store.accounts.ensure_root(), "timeouts",
                                                ["admin"])
         ctx = ApiContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
                          hashers=ThreadPoolExecutor(max_workers=1))

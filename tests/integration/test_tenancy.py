@@ -440,7 +440,7 @@ async def test_restriction_guard_runs_before_any_handler(
     pool = await create_pool(cfg.database.dsn, 1, 2)
     try:
         store = Store(pool, cfg.host.name)
-        _, token, _ = await store.create_token(a.account_id, "guarded", ["write"],
+        _, token, _ = await store.tokens.create(a.account_id, "guarded", ["write"],
                                                ["elsewhere.test"])
         app = web.Application()
         app[CTX] = ApiContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),

@@ -260,8 +260,8 @@ async def test_a_running_request_keeps_renewing_its_lease() -> None:
     renewed: list[tuple[str, str, str, float]] = []
 
     class Store:
-        async def renew_idempotent(self, account: str, key: str, me: str,
-                                   lease: float) -> None:
+        async def renew(self, account: str, key: str, me: str,
+                        lease: float) -> None:
             renewed.append((account, key, me, lease))
 
     task = asyncio.create_task(rules.keep_lease(Store(), "acct_a", "k", "me",  # type: ignore[arg-type]

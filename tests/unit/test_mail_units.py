@@ -7,14 +7,27 @@ import base64
 import hashlib
 import hmac
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 
 from mailforge import reputation, secretbox, webhooks
-from mailforge.config import ReputationConfig, WebhookConfig
+from mailforge.config import Config, ReputationConfig, WebhookConfig
+from mailforge.errors import ValidationFailed
 from mailforge.mail import compose, limits, policy
 from mailforge.mail.imap import check_folder, parse_fetch
 from mailforge.mail.msgid import MessageIds, MessageRef
+from mailforge.schema.base import validate
+from mailforge.schema.mail import SendMessage
+
+
+def parse_send(data: dict[str, Any]) -> tuple[compose.SendRequest | None, list[str]]:
+    """A send request body as the API validates it (``schema.mail.SendMessage``): the
+    request, or the error details."""
+    try:
+        return validate(SendMessage, data, Config()).to_request(), []
+    except ValidationFailed as exc:
+        return None, exc.details
 
 
 def _box() -> secretbox.SecretBox:
@@ -22,7 +35,7 @@ def _box() -> secretbox.SecretBox:
 
 
 def test_parse_send_names_every_bad_field() -> None:
-    req, errs = compose.parse_send({
+    req, errs = parse_send({
         "to": ["ok@example.com", "not an address"], "cc": 5, "subject": "a\nb",
         "html": "yes", "in_reply_to": "nope", "extra": 1,
         "attachments": [{"filename": "../x", "content_base64": "!!"}]})
@@ -31,12 +44,12 @@ def test_parse_send_names_every_bad_field() -> None:
     for field in ("to[1]", "cc:", "subject:", "html:", "in_reply_to:", "extra: unknown",
                   "attachments[0].filename", "attachments[0].content_base64"):
         assert field in text, (field, errs)
-    _req, errs = compose.parse_send({"subject": "x"})
+    _req, errs = parse_send({"subject": "x"})
     assert "to: is required" in errs
 
 
 def test_compose_html_only_gets_a_text_part_threading_and_signature() -> None:
-    req, errs = compose.parse_send({
+    req, errs = parse_send({
         "to": "a@example.com", "bcc": ["hidden@example.com"], "subject": "Hi",
         "body": "<p>Hello <b>world</b></p><script>x()</script>", "html": True,
         "in_reply_to": "<p1@example.com>", "references": "<p0@example.com>",
@@ -178,12 +191,12 @@ def test_check_folder_accepts_plain_names() -> None:
 
 
 def test_message_ids_and_content_types_match_in_full() -> None:
-    ok, errs = compose.parse_send({"to": ["a@example.com"], "subject": "s", "body": "t",
+    ok, errs = parse_send({"to": ["a@example.com"], "subject": "s", "body": "t",
                                    "in_reply_to": "<a@b.test>"})
     assert ok is not None and not errs
     for field, value in (("in_reply_to", "<a@b.test>\nBcc: x@evil.test"),
                          ("attachments", [{"filename": "a.txt", "content_base64": "eA==",
                                            "content_type": "text/plain\n"}])):
-        req, errs = compose.parse_send({"to": ["a@example.com"], "subject": "s", "body": "t",
+        req, errs = parse_send({"to": ["a@example.com"], "subject": "s", "body": "t",
                                         field: value})
         assert req is None and any(e.startswith(field) for e in errs), (field, errs)

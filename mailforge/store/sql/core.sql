@@ -26,12 +26,6 @@ RETURNING created_at;
 -- The token minting another, locked so that a revocation cannot slip in between.
 SELECT expires_at, revoked_at FROM api_tokens WHERE id = $1 FOR UPDATE;
 
--- name: token_for_auth
-SELECT t.id, t.account_id, t.secret_hash, t.permissions, t.domains, t.expires_at,
-       t.revoked_at, t.last_used_at, a.status AS account_status
-FROM api_tokens t JOIN accounts a ON a.id = t.account_id
-WHERE t.id = $1;
-
 -- name: touch_token
 UPDATE api_tokens SET last_used_at = now() WHERE id = $1;
 
@@ -55,23 +49,6 @@ RETURNING *;
 INSERT INTO job_items (job_id, seq, object_kind, object_id, target_generation)
 SELECT $1, s, k, o, g FROM unnest($2::int[], $3::text[], $4::text[], $5::bigint[])
     AS u(s, k, o, g);
-
--- name: get_job
-SELECT * FROM jobs WHERE account_id = $1 AND id = $2;
-
--- name: list_jobs
-SELECT * FROM jobs j WHERE account_id = $1
-  AND ($4::text[] IS NULL OR EXISTS (
-        SELECT 1 FROM domains d WHERE d.name = ANY($4::text[])
-          AND d.id IN (j.resource_id, (SELECT m.domain_id FROM mailboxes m
-                                       WHERE m.id = j.resource_id))))
-ORDER BY created_at DESC, id LIMIT $2 OFFSET $3;
-
--- name: failed_job_items
-SELECT ji.seq, ji.object_id, ji.error, m.address
-FROM job_items ji LEFT JOIN mailboxes m ON m.id = ji.object_id
-WHERE ji.job_id = $1 AND ji.state = 'failed'
-ORDER BY ji.seq;
 
 -- name: get_idempotent
 -- The key's state; lease_expired is judged by the database's clock, the one that set it.

@@ -1,27 +1,39 @@
--- Mail through the API (issue 6): send counting, warm-up, inbound scanning,
--- reputation and webhooks.
+-- Mail through the API (issue 6): senders, send counting, warm-up, inbound scanning
+-- and reputation evidence (webhooks: webhooks.sql).
 
 -- name: mail_sender_by_address
+-- For the policy service (a question of the mail server, not of a tenant): the live
+-- mailbox a SASL login acts as, with its warm-up and its count of day $2.
 SELECT m.id, m.account_id, m.domain_id, m.address, m.name, m.signature, m.daily_send_limit,
-       m.suspended, m.deleted, m.status, w.start_limit AS warmup_start, w.days AS warmup_days,
-       w.started_on AS warmup_started_on
-FROM mailboxes m LEFT JOIN mail_warmup w ON w.mailbox_id = m.id
-WHERE m.address = $1 AND NOT m.deleted;
-
--- name: mail_sender_by_id
--- A live mailbox of the account ($2) with its domain's name, for the token's domain
--- restriction; tombstones (deleted mailboxes or domains) are never found.
-SELECT m.id, m.account_id, m.domain_id, m.address, m.name, m.signature, m.daily_send_limit,
-       m.suspended, m.deleted, m.status, w.start_limit AS warmup_start, w.days AS warmup_days,
-       w.started_on AS warmup_started_on, d.name AS domain_name
+       m.suspended, m.status, w.start_limit AS warmup_start, w.days AS warmup_days,
+       w.started_on AS warmup_started_on, d.name AS domain_name,
+       coalesce(c.count, 0) AS sent_today
 FROM mailboxes m
 JOIN domains d ON d.id = m.domain_id
 LEFT JOIN mail_warmup w ON w.mailbox_id = m.id
+LEFT JOIN mail_send_counts c ON c.mailbox_id = m.id AND c.day = $2
+WHERE m.address = $1 AND NOT m.deleted;
+
+-- name: mail_sender_by_id
+-- A live mailbox of the account ($2) within the token's domain restriction ($3, NULL:
+-- unrestricted), with its domain's name, its warm-up and its count of day $4.
+-- Tombstones (deleted mailboxes or domains) are never found.
+SELECT m.id, m.account_id, m.domain_id, m.address, m.name, m.signature, m.daily_send_limit,
+       m.suspended, m.status, w.start_limit AS warmup_start, w.days AS warmup_days,
+       w.started_on AS warmup_started_on, d.name AS domain_name,
+       coalesce(c.count, 0) AS sent_today
+FROM mailboxes m
+JOIN domains d ON d.id = m.domain_id AND d.account_id = m.account_id
+LEFT JOIN mail_warmup w ON w.mailbox_id = m.id
+LEFT JOIN mail_send_counts c ON c.mailbox_id = m.id AND c.day = $4
 WHERE m.id = $1 AND m.account_id = $2 AND NOT m.deleted AND NOT d.deleted
-  AND d.account_id = $2;
+  AND ($3::text[] IS NULL OR d.name = ANY ($3::text[]));
 
 -- name: mail_sent_on_day
-SELECT coalesce((SELECT count FROM mail_send_counts WHERE mailbox_id = $1 AND day = $2), 0);
+-- Messages mailbox $1 of account $3 sent on day $2.
+SELECT coalesce((SELECT c.count FROM mail_send_counts c
+                 JOIN mailboxes m ON m.id = c.mailbox_id
+                 WHERE c.mailbox_id = $1 AND c.day = $2 AND m.account_id = $3), 0);
 
 -- name: mail_count_send
 -- One more message for the mailbox today, only while under the limit ($4): no row back
@@ -31,19 +43,35 @@ SELECT $1, $2, $3, 1 WHERE $4 > 0
 ON CONFLICT (mailbox_id, day) DO UPDATE SET count = c.count + 1 WHERE c.count < $4
 RETURNING count;
 
+-- name: mail_lock_sender
+-- The live mailbox $2 of account $1 within the domain restriction ($3), locked while
+-- its sending settings change.
+SELECT m.id FROM mailboxes m JOIN domains d ON d.id = m.domain_id AND d.account_id = m.account_id
+WHERE m.account_id = $1 AND m.id = $2 AND NOT m.deleted AND NOT d.deleted
+  AND ($3::text[] IS NULL OR d.name = ANY ($3::text[]))
+FOR UPDATE OF m;
+
 -- name: mail_set_daily_limit
-UPDATE mailboxes SET daily_send_limit = $3, updated_at = now()
-WHERE account_id = $1 AND id = $2 AND NOT deleted
-RETURNING id;
+UPDATE mailboxes m SET daily_send_limit = $3, updated_at = now()
+FROM domains d
+WHERE d.id = m.domain_id AND m.account_id = $1 AND m.id = $2 AND NOT m.deleted
+  AND ($4::text[] IS NULL OR d.name = ANY ($4::text[]))
+RETURNING m.id;
 
 -- name: mail_set_warmup
 INSERT INTO mail_warmup (mailbox_id, start_limit, days, started_on)
-VALUES ($1, $2, $3, $4)
+SELECT m.id, $3, $4, $5 FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+WHERE m.account_id = $1 AND m.id = $2 AND NOT m.deleted
+  AND ($6::text[] IS NULL OR d.name = ANY ($6::text[]))
 ON CONFLICT (mailbox_id) DO UPDATE
-SET start_limit = EXCLUDED.start_limit, days = EXCLUDED.days, started_on = EXCLUDED.started_on;
+SET start_limit = EXCLUDED.start_limit, days = EXCLUDED.days, started_on = EXCLUDED.started_on
+RETURNING mailbox_id;
 
 -- name: mail_clear_warmup
-DELETE FROM mail_warmup WHERE mailbox_id = $1;
+DELETE FROM mail_warmup w
+USING mailboxes m JOIN domains d ON d.id = m.domain_id
+WHERE w.mailbox_id = m.id AND m.account_id = $1 AND m.id = $2
+  AND ($3::text[] IS NULL OR d.name = ANY ($3::text[]));
 
 -- name: mail_watch_recipient
 -- The policy service saw this address as a recipient: scan its INBOX for a while.
@@ -80,64 +108,6 @@ LIMIT $2;
 UPDATE mail_scan_state SET uidvalidity = $2, last_uid = $3, scanned_at = now()
 WHERE mailbox_id = $1;
 
--- name: webhook_insert
-INSERT INTO webhooks (id, account_id, url, events, sealed_secret)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING id, account_id, url, events, created_at;
-
--- name: webhook_list
-SELECT id, account_id, url, events, created_at FROM webhooks
-WHERE account_id = $1 ORDER BY created_at, id;
-
--- name: webhook_get
-SELECT id, account_id, url, events, created_at FROM webhooks
-WHERE account_id = $1 AND id = $2;
-
--- name: webhook_delete
-DELETE FROM webhooks WHERE account_id = $1 AND id = $2 RETURNING id;
-
--- name: webhook_enqueue
--- A delivery for every webhook of the account subscribed to the event.
-INSERT INTO webhook_deliveries (webhook_id, event_id, event, payload)
-SELECT w.id, $3, $2, $4::jsonb FROM webhooks w
-WHERE w.account_id = $1 AND $2 = ANY (w.events)
-ON CONFLICT (webhook_id, event_id) DO NOTHING;
-
--- name: webhook_claim_due
--- Claim due deliveries by pushing their next attempt past a lease: a crashed worker's
--- claim expires and the delivery is tried again (at-least-once).
-UPDATE webhook_deliveries d
-SET next_attempt_at = now() + make_interval(secs => $2), attempts = d.attempts + 1
-FROM webhooks w
-WHERE w.id = d.webhook_id AND d.id IN (
-    SELECT id FROM webhook_deliveries
-    WHERE state = 'pending' AND next_attempt_at <= now()
-    ORDER BY next_attempt_at
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED)
-RETURNING d.id, d.webhook_id, d.event_id, d.event, d.payload::text AS payload, d.attempts,
-          w.url, w.sealed_secret, w.account_id;
-
--- name: webhook_delivered
-UPDATE webhook_deliveries
-SET state = 'delivered', delivered_at = now(), last_status = $2, last_error = NULL
-WHERE id = $1;
-
--- name: webhook_retry
-UPDATE webhook_deliveries
-SET state = CASE WHEN attempts >= $5 THEN 'failed' ELSE 'pending' END,
-    next_attempt_at = now() + make_interval(secs => $4), last_status = $2, last_error = $3
-WHERE id = $1;
-
--- name: webhook_deliveries_of
-SELECT id, event_id, event, state, attempts, last_status, last_error, created_at,
-       delivered_at, next_attempt_at
-FROM webhook_deliveries WHERE webhook_id = $1
-ORDER BY id DESC LIMIT $2;
-
--- name: jobs_finished_info
-SELECT id, account_id, type, status, resource_id, message, completed_at
-FROM jobs WHERE id = ANY ($1::text[]);
 
 -- name: mail_sent_expire
 DELETE FROM mail_sent_messages WHERE expires_at <= now();

@@ -49,13 +49,21 @@ UPDATE api_tokens SET revoked_at = now()
 WHERE id IN (SELECT id FROM tree) AND revoked_at IS NULL
 RETURNING id;
 
--- name: account_usage
-SELECT
-  (SELECT count(*) FROM domains WHERE account_id = $1 AND NOT deleted) AS domains,
-  (SELECT count(*) FROM mailboxes WHERE account_id = $1 AND NOT deleted) AS email_users,
-  (SELECT count(*) FROM aliases WHERE account_id = $1 AND NOT deleted) AS aliases,
-  (SELECT count(*) FROM api_tokens WHERE account_id = $1 AND revoked_at IS NULL) AS tokens,
-  (SELECT count(*) FROM accounts WHERE parent_id = $1) AS sub_accounts;
+-- name: lock_root_account
+-- Held until commit: concurrent first starts create exactly one root account.
+SELECT pg_advisory_xact_lock($1::bigint);
+
+-- name: account_with_usage
+-- The account and its usage in one statement.
+SELECT a.*,
+  (SELECT count(*) FROM domains WHERE account_id = a.id AND NOT deleted) AS used_domains,
+  (SELECT count(*) FROM mailboxes WHERE account_id = a.id AND NOT deleted)
+    AS used_email_users,
+  (SELECT count(*) FROM aliases WHERE account_id = a.id AND NOT deleted) AS used_aliases,
+  (SELECT count(*) FROM api_tokens WHERE account_id = a.id AND revoked_at IS NULL)
+    AS used_tokens,
+  (SELECT count(*) FROM accounts WHERE parent_id = a.id) AS used_sub_accounts
+FROM accounts a WHERE a.id = $1;
 
 -- name: insert_sub_account
 INSERT INTO accounts (id, name, email, parent_id, domain_limit, email_user_limit, reseller,
@@ -64,8 +72,11 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING *;
 
 -- name: list_sub_accounts
-SELECT *, count(*) OVER () AS total_count FROM accounts
+-- Oldest first, keyset: $4/$5 the (created_at, id) of the last account of the previous
+-- page (NULL: from the oldest); $3 an offset on top.
+SELECT * FROM accounts
 WHERE parent_id = $1
+  AND ($4::timestamptz IS NULL OR (created_at, id) > ($4::timestamptz, $5::text))
 ORDER BY created_at, id
 LIMIT $2 OFFSET $3;
 
