@@ -163,9 +163,6 @@ class Domains(Repository):
                     await conn.execute(Q.set_dns_credentials, row["id"],
                                        credentials(row["id"]))
                 out.append(from_record(Domain, row))
-            # A new domain is a change the workers converge (generation 1, observed 0):
-            # wake them now, as every other change does, rather than at their next poll.
-            await conn.execute(Q.notify_work, self.db.mail_host)
             return out
 
     async def forget_unset(self, account_id: str, domain_id: str) -> None:
