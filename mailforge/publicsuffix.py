@@ -1,7 +1,7 @@
 """Is a name a public suffix (``co.uk``, ``github.io``), under which names belong to
 different owners?
 
-Names are owned by one account at, under and above them (``Store.connect_domains``), so
+Names are owned by one account at, under and above them (``Domains.connect``), so
 a tenant connecting ``co.uk`` would lock every other tenant out of every name under it.
 Connecting a public suffix itself is therefore refused. The rules are the Public Suffix
 List as the ``publicsuffixlist`` package ships it (updated with each release): bundled,

@@ -12,13 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from .config import ReputationConfig
 from .errors import Conflict
 from .log import get
 from .mail import master, reports
-from .store.queries import Q
+from .store.reputation import ReputationCounts, Reputations
 
 log = get(__name__)
 
@@ -57,14 +55,16 @@ def assess(sent: int, bounces: int, complaints: int, cfg: ReputationConfig) -> R
     return Reputation(sent, bounces, complaints, br, cr, status, cfg.window_days)
 
 
+def of_counts(counts: ReputationCounts, cfg: ReputationConfig) -> Reputation:
+    return assess(counts.sent, counts.bounces, counts.complaints, cfg)
+
+
 async def for_domain(conn: Any, domain_id: str, cfg: ReputationConfig) -> Reputation:
-    row = await conn.fetchrow(Q.mail_reputation_counts, domain_id, cfg.window_days)
-    return assess(int(row["sent"]), int(row["bounces"]), int(row["complaints"]), cfg)
+    return of_counts(await Reputations.counts(conn, domain_id, cfg.window_days), cfg)
 
 
-async def require_not_blocked(conn: Any, domain_id: str, name: str,
-                              cfg: ReputationConfig) -> None:
-    rep = await for_domain(conn, domain_id, cfg)
+def check_not_blocked(rep: Reputation, name: str) -> None:
+    """409 ``domain_reputation_blocked`` when *rep* (of domain *name*) is blocked."""
     if rep.status == "blocked":
         raise Conflict("domain_reputation_blocked",
                        f"Domain {name} is blocked by its sending reputation "
@@ -72,11 +72,15 @@ async def require_not_blocked(conn: Any, domain_id: str, name: str,
                        f"{rep.window_days} days).", extra={"reputation": rep.as_json()})
 
 
+async def require_not_blocked(conn: Any, domain_id: str, name: str,
+                              cfg: ReputationConfig) -> None:
+    check_not_blocked(await for_domain(conn, domain_id, cfg), name)
+
+
 async def record(conn: Any, domain_id: str, mailbox_id: str | None, kind: str,
                  ref: str) -> bool:
     """Record a bounce or complaint once per *ref*; True when it was new."""
-    return await conn.fetchval(Q.mail_reputation_record, domain_id, mailbox_id, kind,
-                               ref) is not None
+    return await Reputations.record_event(conn, domain_id, mailbox_id, kind, ref)
 
 
 # ------------------------------------------------------------------ evidence
@@ -111,14 +115,13 @@ async def record_sent(conn: Any, domain_id: str, mailbox_id: str | None, message
     if mid is None:
         return False
     rcpts = None if recipients is None else sorted({r.strip().lower() for r in recipients})
-    return await conn.fetchval(Q.mail_sent_record, domain_id, mid, mailbox_id, rcpts,
-                               days) is not None
+    return await Reputations.record_sent(conn, domain_id, mid, mailbox_id, rcpts, days)
 
 
 async def forget_sent(conn: Any, domain_id: str, message_id: str) -> None:
     mid = reports.normal_msgid(message_id)
     if mid is not None:
-        await conn.execute(Q.mail_sent_forget, domain_id, mid)
+        await Reputations.forget_sent(conn, domain_id, mid)
 
 
 async def record_submitted(conn_or_pool: Any, login: str, from_addr: str, message_id: str,
@@ -137,11 +140,11 @@ async def record_submitted(conn_or_pool: Any, login: str, from_addr: str, messag
         async with conn_or_pool.acquire() as conn:
             return await record_submitted(conn, login, from_addr, message_id,
                                           recipients, days)
-    row = await conn_or_pool.fetchrow(Q.mail_submitted_sender, address, from_domain)
-    if row is None:
+    sender = await Reputations.submitted_sender(conn_or_pool, address, from_domain)
+    if sender is None:
         return False
-    return await record_sent(conn_or_pool, row["domain_id"], row["mailbox_id"],
-                             message_id, recipients, days)
+    return await record_sent(conn_or_pool, sender[0], sender[1], message_id, recipients,
+                             days)
 
 
 async def judge(conn: Any, domain_id: str, mailbox_id: str,
@@ -151,22 +154,20 @@ async def judge(conn: Any, domain_id: str, mailbox_id: str,
     recipient for bounces)."""
     if report.message_id is None:
         return Verdict(False, "no Message-ID of the original message")
-    row = await conn.fetchrow(Q.mail_sent_evidence, report.message_id, domain_id,
-                              mailbox_id)
-    if row is None:
+    sent = await Reputations.sent_evidence(conn, report.message_id, domain_id, mailbox_id)
+    if sent is None:
         return Verdict(False, "not about a message sent from this domain")
     mid = report.message_id
     if report.kind == "complaint":
         refs: tuple[str, ...] = (f"complaint:{mid}",)
-    elif row["recipients"] is None:
+    elif sent.recipients is None:
         refs = (f"bounce:{mid}",)
     else:
-        sent_to = set(row["recipients"])
+        sent_to = set(sent.recipients)
         refs = tuple(f"bounce:{mid}:{r}" for r in report.recipients if r in sent_to)
         if not refs:
             return Verdict(False, "the failed recipient is not one the message was sent to")
-    return Verdict(True, "about a message we sent", row["domain_id"], row["mailbox_id"],
-                   refs)
+    return Verdict(True, "about a message we sent", sent.domain_id, sent.mailbox_id, refs)
 
 
 async def count_report(conn: Any, domain_id: str, mailbox_id: str,
@@ -180,10 +181,3 @@ async def count_report(conn: Any, domain_id: str, mailbox_id: str,
     for ref in verdict.refs:
         await record(conn, verdict.domain_id, verdict.mailbox_id, report.kind, ref)
     return verdict
-
-
-async def domain_json(pool: asyncpg.Pool, domain_id: str,
-                      cfg: ReputationConfig) -> dict[str, Any]:
-    """The ``reputation`` object shown on the domain resource."""
-    async with pool.acquire() as conn:
-        return (await for_domain(conn, domain_id, cfg)).as_json()

@@ -4,7 +4,7 @@ The MX / submission / IMAP host names, the web host (MTA-STS, autoconfig) and th
 nameservers of the zones mailforge hosts are the operator's: a tenant owning
 ``mail.<operator domain>``, a name under it, or the operator domain above it would get
 a zone answering for the platform's own names, DKIM keys for them and mail addressed to
-them. ``Store.connect_domains`` refuses such names (409 ``domain_name_reserved``).
+them. ``store.domains.Domains.connect`` refuses such names (409 ``domain_name_reserved``).
 
 "At, under or above" as for names of another account (``docs/names.md``): reserving
 ``mail.example.net`` refuses ``mail.example.net``, ``x.mail.example.net`` and

@@ -10,8 +10,6 @@ import sys
 from .. import secretbox, validation
 from ..config import Config
 from ..errors import ReconcileError
-from ..models import Domain, from_record
-from ..store.queries import Q
 from ..store.store import Store
 from .step import DnsService
 
@@ -22,12 +20,10 @@ async def plan_command(store: Store, cfg: Config, name: str, as_json: bool) -> i
     except ValueError as exc:
         print(f"mailforge: domain: {exc}", file=sys.stderr)
         return 2
-    async with store.pool.acquire() as conn:
-        row = await conn.fetchrow(Q.domain_by_name_any, ascii_name)
-    if row is None:
+    d = await store.domains.by_name_any(ascii_name)
+    if d is None:
         print(f"mailforge: no domain {ascii_name}", file=sys.stderr)
         return 1
-    d = from_record(Domain, row)
     svc = DnsService(store, cfg, secretbox.from_config(cfg))
     try:
         prov = await svc.provider_for(d.id, d.dns_provider)
@@ -65,11 +61,9 @@ async def allow_command(store: Store, name: str, force: bool, overwrite: bool) -
     except ValueError as exc:
         print(f"mailforge: domain: {exc}", file=sys.stderr)
         return 2
-    async with store.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(Q.allow_dns_changes, ascii_name, force, overwrite)
-        if row is None:
-            print(f"mailforge: no domain {ascii_name}", file=sys.stderr)
-            return 1
-        await conn.execute(Q.notify_work, row["mail_host"])
-    print(f"{ascii_name}: force={row['dns_force']} overwrite={row['dns_overwrite']}; queued")
+    allowed = await store.domains.allow_dns_changes(ascii_name, force, overwrite)
+    if allowed is None:
+        print(f"mailforge: no domain {ascii_name}", file=sys.stderr)
+        return 1
+    print(f"{ascii_name}: force={allowed.force} overwrite={allowed.overwrite}; queued")
     return 0

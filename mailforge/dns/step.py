@@ -1,7 +1,9 @@
 """The engine's DNS/DKIM domain step: per pass, for one domain,
 
 1. DKIM lifecycle: time-based moves (retiring -> revoked -> deleted), new keys when
-   none exists or the active one is older than the rotation age (sealed at rest);
+   none exists, the active one is older than the rotation age, or a rotation was asked
+   for (``POST /v1/domains/{id}/dkim/rotate`` records only the request; the keys are
+   made here, sealed at rest, and the request is cleared with them);
 2. publish: plan the desired records against the zone and what mailforge owns, apply
    through the domain's provider (ownership recorded before a record is created, so a
    crash never leaves a record of ours unrecorded); a zone the provider already has and
@@ -35,8 +37,9 @@ from ..errors import PermanentError, TemporaryError
 from ..log import get
 from ..models import DomainState
 from ..secretbox import SecretBox
-from ..store.dns import DkimKey, DnsStore
+from ..store.dns import DkimKey
 from ..store.store import Store
+from .conflicts import blocks, conflicted_names
 from .plan import Plan, plan
 from .providers.base import DnsProvider, delegation, load_provider
 from .records import DkimKeyInfo, Expected, desired_records, fqdn
@@ -59,7 +62,7 @@ class DnsService:
 
     def __init__(self, store: Store, cfg: Config, box: SecretBox) -> None:
         self.store = store
-        self.ds = DnsStore(store)
+        self.ds = store.dns
         self.cfg = cfg
         self.box = box
         self._signer_lock = asyncio.Lock()
@@ -71,16 +74,18 @@ class DnsService:
 
     async def credentials(self, domain_id: str) -> str | None:
         opts = await self.ds.options(domain_id)
-        if opts is None or opts["dns_credentials"] is None:
+        if opts is None or opts.sealed_credentials is None:
             return None
-        return self.box.open(bytes(opts["dns_credentials"]),
+        return self.box.open(opts.sealed_credentials,
                              f"dns-credentials:{domain_id}").decode()
 
     async def provider_for(self, domain_id: str, provider: str) -> DnsProvider:
         return load_provider(provider, self.cfg, await self.credentials(domain_id))
 
-    async def new_keys(self, domain_id: str, algorithms: tuple[str, ...] = dk.ALGORITHMS
-                       ) -> None:
+    async def new_keys(self, domain_id: str, algorithms: tuple[str, ...] = dk.ALGORITHMS,
+                       rotation_requested_at: datetime | None = None) -> None:
+        """Make, seal and store a key per algorithm; *rotation_requested_at*: the
+        rotation request they carry out (cleared with them, in one transaction)."""
         taken = {k.selector for k in await self.ds.keys(domain_id)}
         now = datetime.now(UTC)
         rows = []
@@ -90,7 +95,7 @@ class DnsService:
             nk = await asyncio.to_thread(dk.generate, alg, sel, self.cfg.dkim.rsa_bits)
             rows.append((alg, sel, nk.public_key,
                          self.box.seal(nk.private_key, self._seal_ctx(domain_id, sel))))
-        await self.ds.add_keys(domain_id, rows)
+        await self.ds.add_keys(domain_id, rows, rotation_requested_at)
 
     async def expected(self, domain_id: str, name: str) -> list[Expected]:
         return desired_records(name, key_infos(await self.ds.keys(domain_id)), self.cfg)
@@ -102,8 +107,8 @@ class DnsService:
         current = await provider.list_records(name) if provider.publishes else []
         owned = await self.ds.owned(domain_id)
         return plan([e.record for e in expected], current, owned,
-                    overwrite=bool(opts and opts["dns_overwrite"]),
-                    force=bool(opts and opts["dns_force"]),
+                    overwrite=bool(opts and opts.overwrite),
+                    force=bool(opts and opts.force),
                     max_change_ratio=self.cfg.dns.max_change_ratio, deleting=deleting)
 
     async def sync_signer(self) -> bool:
@@ -124,10 +129,9 @@ class DnsService:
 
     async def _sync_signer(self) -> bool:
         rows = await self.ds.signing_keys()
-        keys = [signer.SigningKey(r["domain"], r["algorithm"], r["selector"],
-                                  self.box.open(bytes(r["sealed_private"]),
-                                                self._seal_ctx(r["domain_id"],
-                                                               r["selector"])))
+        keys = [signer.SigningKey(r.domain, r.algorithm, r.selector,
+                                  self.box.open(r.sealed_private,
+                                                self._seal_ctx(r.domain_id, r.selector)))
                 for r in rows]
         changed = await asyncio.to_thread(signer.write_tables, keys, self.cfg.dkim)
         if changed:
@@ -167,10 +171,22 @@ class DnsStep:
         if moves:
             await self.ds.set_states((m.key_id, m.to) for m in moves)
             keys = await self.ds.keys(d.id)
-        due = tuple(a for a in dk.ALGORITHMS if dk.needs_new_key(views(keys), a, now, rotate))
+        opts = await self.ds.options(d.id)
+        asked = opts.rotation_requested_at if opts is not None else None
+        if asked is not None:
+            # A rotation was asked for: every algorithm without a key on its way gets
+            # one (keys already on their way are the rotation's; no third set).
+            due = tuple(a for a in dk.ALGORITHMS
+                        if not any(k.algorithm == a and k.state in ("pending", "published")
+                                   for k in keys))
+        else:
+            due = tuple(a for a in dk.ALGORITHMS
+                        if dk.needs_new_key(views(keys), a, now, rotate))
         if due:
-            await self.svc.new_keys(d.id, due)
+            await self.svc.new_keys(d.id, due, asked)
             keys = await self.ds.keys(d.id)
+        elif asked is not None:
+            await self.ds.rotation_done(d.id, asked)
 
         # 2. Publish.
         nameservers = await provider.ensure_zone(zone)
@@ -207,10 +223,10 @@ class DnsStep:
 
         # 5. Report. A record left out because the operator has their own (SPF/DMARC
         # conflict) is reported, not waited for: their record stays theirs.
-        conflicted = {c.split(" ", 1)[0] for c in p.conflicts}
-        missing = [c for c in checks if c.expected.required and c.status != "ok"
-                   and not (c.status == "mismatch" and c.expected.record.name in conflicted
-                            and c.expected.purpose in ("spf", "dmarc"))]
+        conflicted = conflicted_names(p.conflicts)
+        missing = [c for c in checks
+                   if blocks(c.expected.purpose, c.expected.record.name, c.status,
+                             c.expected.required, conflicted)]
         report: dict[str, Any] = {
             "records": [c.json() for c in checks], "conflicts": list(p.conflicts),
             "verified": not missing, "nameservers": [fqdn(n) for n in nameservers]}
@@ -248,7 +264,7 @@ class DnsStep:
         """Record the proof; this pass rendered the domain as absent, so end it here (the
         new generation brings the next pass, which serves it) rather than report it
         converged before it is in the maps."""
-        if await self.ds.record_ownership(domain_id):
+        if await self.svc.store.domains.record_ownership(domain_id):
             log.info("domain name proven", domain=zone, proof=how)
         raise TemporaryError(f"dns: {zone} proven ({how}); serving it from the next pass",
                              delay=0.0)

@@ -130,6 +130,6 @@ async def list_alias_domains(ctx: ServiceContext,
 
 async def unset_alias_domain(ctx: ServiceContext, principal: Principal,
                              domain_id: str) -> Answer:
-    domain = await ctx.store.get_domain(principal.account_id, domain_id)
+    domain = await ctx.store.domains.get(principal.account_id, domain_id)
     job = await ctx.store.aliases.set_alias_domain(principal.account_id, domain, None)
     return Answer(202, {"job_id": job.id, "status": "pending"})

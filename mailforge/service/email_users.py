@@ -298,7 +298,7 @@ async def restore(ctx: ServiceContext, principal: Principal, mailbox_id: str) ->
     """Undo a delete within the retention period: the mailbox comes back with its mail
     (a new sending identity again, so not on a domain its reputation blocked)."""
     box, _ = await ctx.store.mailboxes.get(principal.account_id, mailbox_id)
-    await guards.require_not_blocked(ctx, await ctx.store.get_domain(principal.account_id,
+    await guards.require_not_blocked(ctx, await ctx.store.domains.get(principal.account_id,
                                                                      box.domain_id))
     job, address = await ctx.store.mailboxes.restore(principal.account_id, mailbox_id)
     return Answer(202, {"job_id": job.id, "status": "pending", "id": mailbox_id,

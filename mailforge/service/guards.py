@@ -7,10 +7,11 @@ spelling of the name than the one it acts on."""
 
 from __future__ import annotations
 
-from .. import ids, reputation
-from ..errors import Conflict, ValidationFailed
+from .. import reputation
+from ..errors import Conflict
 from ..models import Domain, Principal
 from ..store.store import canonical_domain
+from . import domains
 from .context import ServiceContext
 
 
@@ -20,12 +21,7 @@ async def resolve_domain(ctx: ServiceContext, principal: Principal, ref: object,
     trailing dot, Unicode or A-labels, Unicode full stops): 400 naming *field* if it is
     neither, 404 if the account (or the token's domain restriction) has no such domain.
     Looked up once per request: callers pass the ``Domain`` on."""
-    if isinstance(ref, str) and ref.startswith("dom_"):
-        if not ids.has_prefix(ref, "dom"):
-            raise ValidationFailed([f"{field}: is not a domain id (dom_...) or name"])
-        return await ctx.store.get_domain(principal.account_id, ref)
-    # find_domain canonicalises the name (400 naming the field if it is none).
-    return await ctx.store.find_domain(principal.account_id, ref, field)
+    return await domains.resolve(ctx, principal, ref, field)
 
 
 async def list_filter_domain(ctx: ServiceContext, principal: Principal,

@@ -181,6 +181,7 @@ async def set_sending(ctx: ServiceContext, principal: Principal, mailbox_id: str
 async def domain_reputation(ctx: ServiceContext, principal: Principal,
                             domain_id: str) -> dict[str, Any]:
     """A domain's sending reputation over the window (``reputation.py``)."""
-    d = await ctx.store.get_domain(principal.account_id, domain_id)
-    rep = await reputation.domain_json(ctx.store.pool, d.id, ctx.cfg.reputation)
+    d, counts = await ctx.store.domains.get_with_reputation(
+        principal.account_id, domain_id, ctx.cfg.reputation.window_days)
+    rep = reputation.of_counts(counts, ctx.cfg.reputation).as_json()
     return {"domain_id": d.id, "domain": d.name, **rep}

@@ -436,8 +436,8 @@ async def test_malformed_ids_in_paths_are_404_never_500(
 
 async def test_the_name_search_can_use_its_indexes(sandbox: Any) -> None:
     """The ownership check stays an index lookup however many domains there are."""
+    from mailforge.store.domains import _relatives_params
     from mailforge.store.queries import Q
-    from mailforge.store.store import _relatives_params
 
     conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
     try:

@@ -29,50 +29,11 @@ SELECT expires_at, revoked_at FROM api_tokens WHERE id = $1 FOR UPDATE;
 -- name: touch_token
 UPDATE api_tokens SET last_used_at = now() WHERE id = $1;
 
--- name: lock_domain_namespace
--- Held until commit: serialises connects of names under one top-level label ($2).
-SELECT pg_advisory_xact_lock($1::int, hashtext($2::text));
-
--- name: domain_name_relatives
--- Domains (any account, deleted ones too until purged) at, above or under the names $1:
--- the same name, a parent ($2: every proper parent of the names), or a descendant
--- (reverse(name) in [$3[i], $4[i]): a byte range served by domains_name_reversed_idx).
-SELECT d.name, d.account_id FROM domains d
-WHERE d.name = ANY($1::text[]) OR d.name = ANY($2::text[])
-UNION
-SELECT d.name, d.account_id
-FROM unnest($3::text[], $4::text[]) AS r(lo, hi)
-JOIN domains d ON reverse(d.name) ~>=~ r.lo AND reverse(d.name) ~<~ r.hi;
-
 -- name: owned_domain_names
 SELECT name FROM domains WHERE account_id = $1 AND name = ANY($2::text[]) AND NOT deleted;
 
--- name: count_domains
-SELECT count(*) FROM domains WHERE account_id = $1 AND NOT deleted;
-
--- name: insert_domain
-INSERT INTO domains (id, account_id, name, unicode_name, mail_host, dns_provider)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING *;
-
 -- name: get_domain
 SELECT * FROM domains WHERE account_id = $1 AND id = $2;
-
--- name: get_domain_by_name
-SELECT * FROM domains WHERE account_id = $1 AND name = $2;
-
--- name: list_domains
-SELECT *, count(*) OVER () AS total_count FROM domains
-WHERE account_id = $1 AND ($4::text[] IS NULL OR name = ANY($4::text[]))
-ORDER BY created_at, id
-LIMIT $2 OFFSET $3;
-
--- name: request_domain_setup
-UPDATE domains
-SET backend_enabled = true, status = 'provisioning', generation = generation + 1,
-    attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()
-WHERE account_id = $1 AND id = $2 AND NOT deleted
-RETURNING *;
 
 -- name: touch_domain_for_work
 UPDATE domains SET attempts = 0, next_attempt_at = now()
@@ -143,6 +104,3 @@ WHERE account_id = $1 AND key = $2 AND status = 0 AND claimant = $3
 -- name: notify_work
 SELECT pg_notify('mailforge_work', $1);
 
--- name: count_all_domains
-SELECT count(*) FROM domains
-WHERE account_id = $1 AND ($2::text[] IS NULL OR name = ANY($2::text[]));

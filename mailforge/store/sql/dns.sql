@@ -1,4 +1,5 @@
--- DKIM keys and DNS ownership (issue 3). Tenant-facing queries take the account id.
+-- DKIM keys, owned DNS records and per-domain DNS bookkeeping (store/dns.py): the
+-- reconcile step's, scoped by domain id (the engine has already claimed the domain).
 
 -- name: dkim_keys_of
 SELECT * FROM dkim_keys WHERE domain_id = $1 ORDER BY created_at, selector;
@@ -50,50 +51,22 @@ WHERE mail_host = $1 AND dns_revisit_at <= now() AND NOT deleted AND backend_ena
 RETURNING id;
 
 -- name: domain_dns_options
-SELECT dns_overwrite, dns_force, dns_credentials, dns_report, dns_checked_at
+SELECT dns_overwrite, dns_force, dns_credentials, dns_report, dns_checked_at,
+       dkim_rotate_requested_at
 FROM domains WHERE id = $1;
 
--- name: set_dns_options
-UPDATE domains SET dns_overwrite = $2, dns_force = $3 WHERE id = $1;
+-- name: consume_dkim_rotation
+-- The rotation asked for at $2 is carried out (its keys were just made): cleared only
+-- if no newer request came meanwhile.
+UPDATE domains SET dkim_rotate_requested_at = NULL
+WHERE id = $1 AND dkim_rotate_requested_at = $2;
 
 -- name: set_dns_credentials
 UPDATE domains SET dns_credentials = $2 WHERE id = $1;
 
--- name: request_dkim_rotation
-UPDATE domains
-SET generation = generation + 1, next_attempt_at = now(), attempts = 0,
-    last_error = NULL, updated_at = now()
-WHERE account_id = $1 AND id = $2 AND NOT deleted AND backend_enabled
-RETURNING *;
-
--- name: request_domain_delete
-UPDATE domains
-SET deleted = true, status = 'deleting', generation = generation + 1,
-    next_attempt_at = now(), attempts = 0, last_error = NULL, updated_at = now()
-WHERE account_id = $1 AND id = $2
-RETURNING *;
-
--- name: domain_by_name_any
-SELECT * FROM domains WHERE name = $1;
-
--- name: allow_dns_changes
--- The operator allows a large plan and/or replacing their own SPF/DMARC; a new
--- generation (and a cleared permanent failure) makes the engine apply it.
-UPDATE domains
-SET dns_force = $2, dns_overwrite = $3, generation = generation + 1,
-    next_attempt_at = now(), attempts = 0, last_error = NULL,
-    status = CASE WHEN status = 'failed' THEN 'provisioning' ELSE status END,
-    updated_at = now()
-WHERE name = $1 AND NOT deleted
-RETURNING mail_host, dns_force, dns_overwrite;
-
 -- name: clear_dns_force
 -- Force covers one applied plan, not every later one.
 UPDATE domains SET dns_force = false WHERE id = $1 AND dns_force;
-
--- name: domain_served
-SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1 AND NOT deleted AND backend_enabled
-                                     AND ownership_verified_at IS NOT NULL);
 
 -- name: record_domain_ownership
 -- The name's delegation was found pointing at its provider: recorded once. A new
@@ -126,10 +99,3 @@ WITH proven AS (
 )
 SELECT mail_host FROM proven;
 
--- name: forget_unset_domain
--- Undo a connect whose zone could not be taken (zone_exists): only a domain never set
--- up, with nothing under it.
-DELETE FROM domains
-WHERE account_id = $1 AND id = $2 AND NOT backend_enabled AND observed_generation = 0
-  AND NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.domain_id = domains.id)
-  AND NOT EXISTS (SELECT 1 FROM aliases a WHERE a.domain_id = domains.id);

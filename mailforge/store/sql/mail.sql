@@ -108,51 +108,6 @@ LIMIT $2;
 UPDATE mail_scan_state SET uidvalidity = $2, last_uid = $3, scanned_at = now()
 WHERE mailbox_id = $1;
 
--- name: mail_reputation_record
-INSERT INTO mail_reputation_events (domain_id, mailbox_id, kind, ref)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (domain_id, ref) DO NOTHING
-RETURNING id;
-
--- name: mail_reputation_counts
-SELECT
-  (SELECT coalesce(sum(count), 0) FROM mail_send_counts
-   WHERE domain_id = $1 AND day > current_date - $2::int) AS sent,
-  (SELECT count(*) FROM mail_reputation_events
-   WHERE domain_id = $1 AND kind = 'bounce'
-     AND occurred_at > now() - make_interval(days => $2::int)) AS bounces,
-  (SELECT count(*) FROM mail_reputation_events
-   WHERE domain_id = $1 AND kind = 'complaint'
-     AND occurred_at > now() - make_interval(days => $2::int)) AS complaints;
-
--- name: mail_sent_record
--- Evidence: a message mailforge sent ($5 days kept). The first record of a Message-ID
--- for a domain stands (a later copy cannot take it over).
-INSERT INTO mail_sent_messages (domain_id, message_id, mailbox_id, recipients, expires_at)
-VALUES ($1, $2, $3, $4::text[], now() + make_interval(days => $5::int))
-ON CONFLICT (domain_id, message_id) DO NOTHING
-RETURNING message_id;
-
--- name: mail_sent_forget
--- The submission was refused: the message never left.
-DELETE FROM mail_sent_messages WHERE domain_id = $1 AND message_id = $2;
-
--- name: mail_submitted_sender
--- For an SMTP submission: the live mailbox of login $1 and the live domain $2 of its
--- own account the From header names.
-SELECT m.id AS mailbox_id, d.id AS domain_id
-FROM mailboxes m
-JOIN domains d ON d.account_id = m.account_id
-WHERE m.address = $1 AND NOT m.deleted AND d.name = $2 AND NOT d.deleted;
-
--- name: mail_sent_evidence
--- The sent message a report received by mailbox $3 (of domain $2) is about: sent from
--- that domain or by that mailbox, and not expired.
-SELECT domain_id, mailbox_id, recipients
-FROM mail_sent_messages
-WHERE message_id = $1 AND expires_at > now() AND (domain_id = $2 OR mailbox_id = $3)
-ORDER BY (domain_id = $2) DESC
-LIMIT 1;
 
 -- name: mail_sent_expire
 DELETE FROM mail_sent_messages WHERE expires_at <= now();
