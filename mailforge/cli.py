@@ -84,8 +84,7 @@ async def _with_store(cfg: config_mod.Config, fn: Any) -> Any:
 
     pool = await create_pool(cfg.database.dsn, 1, 2)
     try:
-        async with pool.acquire() as conn:
-            await migrate.apply(conn)
+        await migrate.apply_pool(pool)
         return await fn(Store(pool, cfg.host.name))
     finally:
         await pool.close()
@@ -128,8 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         async def do_migrate() -> list[str]:
             pool = await create_pool(cfg.database.dsn, 1, 1)
             try:
-                async with pool.acquire() as conn:
-                    return await migrate.apply(conn)
+                return await migrate.apply_pool(pool)
             finally:
                 await pool.close()
 

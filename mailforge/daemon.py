@@ -169,8 +169,7 @@ async def run(cfg: Config) -> None:
     box = secretbox.from_config(cfg)
     pool = await create_pool(cfg.database.dsn, cfg.database.pool_min, cfg.database.pool_max)
     try:
-        async with pool.acquire() as conn:
-            applied = await migrate.apply(conn)
+        applied = await migrate.apply_pool(pool)
         if applied:
             log.info("migrations applied", versions=applied)
         store = Store(pool, cfg.host.name)

@@ -34,6 +34,7 @@ from .errors import PermanentError, ReconcileError, TemporaryError
 from .log import get
 from .models import DomainState
 from .retention import RetentionPurger
+from .store import db
 from .store.store import WORK_CHANNEL, Store
 
 log = get(__name__)
@@ -102,8 +103,7 @@ class Engine:
         while not stop.is_set():
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self.dsn)
-                await conn.add_listener(WORK_CHANNEL, self._on_notify)
+                conn = await db.listen(self.dsn, WORK_CHANNEL, self._on_notify)
                 delay = 1.0
                 self.wake()  # we may have missed notifications while disconnected
                 # Check the connection now and then; a dropped one is reopened above.

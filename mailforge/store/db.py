@@ -9,7 +9,7 @@ transaction never spans a call to a backend, a DNS provider or a remote mail ser
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,19 @@ from asyncpg.pool import PoolConnectionProxy
 # A connection, whether taken from the pool or opened on its own.
 if TYPE_CHECKING:
     Conn = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+
+
+async def listen(dsn: str, channel: str,
+                 callback: Callable[[Any, int, str, object], None]) -> asyncpg.Connection[Any]:
+    """A connection of its own LISTENing on *channel* (a pooled one would be handed to
+    others); the caller closes it, and reopens it when it drops."""
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn)
+    try:
+        await conn.add_listener(channel, callback)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 class Database:

@@ -73,3 +73,9 @@ async def apply(conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> lis
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
     return done
+
+
+async def apply_pool(pool: asyncpg.Pool) -> list[str]:
+    """``apply`` on a connection of *pool*."""
+    async with pool.acquire() as conn:
+        return await apply(conn)

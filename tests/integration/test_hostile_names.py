@@ -8,7 +8,6 @@ contact address that is an IP literal."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -123,8 +122,9 @@ async def _fingerprint(sandbox: Any, t: Tenant) -> tuple[str, dict[str, list[str
                            for r in got]
     finally:
         await conn.close()
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
-    return digest, _map_lines(sandbox, t.domain) if t.domain else {}
+    # The rows themselves (not a digest): a mismatch then shows which column moved.
+    return json.dumps(rows, sort_keys=True, indent=0), \
+        _map_lines(sandbox, t.domain) if t.domain else {}
 
 
 async def _settled(sandbox: Any, t: Tenant) -> tuple[str, dict[str, list[str]]]:
