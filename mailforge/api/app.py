@@ -1,7 +1,8 @@
 """Assembles the aiohttp application: middlewares, routes, health.
 
-Each api module defines ``routes`` (a RouteTableDef) and ``openapi_paths`` (its part of
-the OpenAPI document); registering a module is one line in ``MODULES``.
+Each api module defines ``routes`` (a RouteTableDef) whose operations are declared with
+``api/operation.py`` (the OpenAPI document is generated from them); registering a
+module is one line in ``MODULES``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ async def health(request: web.Request) -> web.StreamResponse:
                         database="ok" if ok else "unreachable"), status=200 if ok else 503)
 
 
-# Every module serving routes; its ``openapi_paths`` documents them.
+# Every module serving routes.
 MODULES: tuple[ModuleType, ...] = (
     domains,
     dns,
@@ -63,5 +64,5 @@ def make_app(ctx: ApiContext) -> web.Application:
     app[API_MODULES] = (sys.modules[__name__], *MODULES)
     for module in app[API_MODULES]:
         app.router.add_routes(module.routes)
-    openapi.install(app, app[API_MODULES])
+    openapi.install(app)
     return app
