@@ -14,8 +14,9 @@ from aiohttp import web
 
 from .. import ratelimit
 from ..schema.meta import Health
+from ..service.context import ServiceContext
 from . import accounts, aliases, audit, dns, domains, email_users, inbox, jobs, openapi, tokens
-from .context import CTX, ApiContext
+from .context import CTX
 from .http import LIMITERS, envelope_middleware
 from .operation import operation, reply
 
@@ -51,7 +52,7 @@ MODULES: tuple[ModuleType, ...] = (
 API_MODULES = web.AppKey("api_modules", tuple)
 
 
-def make_app(ctx: ApiContext) -> web.Application:
+def make_app(ctx: ServiceContext) -> web.Application:
     app = web.Application(middlewares=[envelope_middleware, audit.audit_middleware],
                           client_max_size=ctx.cfg.api.max_body_bytes)
     app[CTX] = ctx

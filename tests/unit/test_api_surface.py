@@ -12,16 +12,16 @@ from test_render import domain, mailbox
 
 from mailforge.api import app as app_mod
 from mailforge.api.audit import REDACTED, redact
-from mailforge.api.context import ApiContext
 from mailforge.api.openapi import DOC_KEY, HTTP_METHODS
 from mailforge.backends.postfix_dovecot.render import SUSPENDED_HASH, render
 from mailforge.config import Config
 from mailforge.models import DomainState
 from mailforge.ratelimit import RateLimiter, retry_after
+from mailforge.service.context import ServiceContext
 
 
 def _app() -> Any:
-    ctx = cast(ApiContext, type("Ctx", (), {"cfg": Config()})())
+    ctx = cast(ServiceContext, type("Ctx", (), {"cfg": Config()})())
     return app_mod.make_app(ctx)
 
 
