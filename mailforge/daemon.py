@@ -29,7 +29,6 @@ from . import config as config_mod
 from . import log as log_mod
 from . import password, secretbox
 from .api.app import make_app
-from .api.context import ApiContext
 from .api.http import TOKEN_CACHE
 from .api.server import ApiRunner
 from .backends.base import load_backend
@@ -38,6 +37,7 @@ from .dns.step import DnsService, DnsStep, revisit_loop
 from .engine import Engine
 from .log import get
 from .mail.service import MailService
+from .service.context import ServiceContext
 from .service.idempotency import crash_points_from_env
 from .store import migrate
 from .store.store import Store, create_pool
@@ -180,7 +180,7 @@ async def run(cfg: Config) -> None:
         engine = Engine(store, backend, cfg.worker, cfg.database.dsn,
                         on_jobs_finished=mail.dispatcher.on_jobs_finished,
                         steps=[DnsStep(dns_svc)])
-        ctx = ApiContext(cfg=cfg, store=store, box=box, hashers=_hashers(),
+        ctx = ServiceContext(cfg=cfg, store=store, box=box, hashers=_hashers(),
                          crash_points=crash_points_from_env(), mail=mail)
         app = make_app(ctx)
         workers = workers_for(cfg)
@@ -222,7 +222,7 @@ async def run_api_worker(cfg: Config, parent: int | None = None) -> None:
     try:
         # Sending and reading through the API; the policy service and the inbound
         # scanner run in the daemon's own process only.
-        ctx = ApiContext(cfg=cfg, store=Store(pool, cfg.host.name), box=box,
+        ctx = ServiceContext(cfg=cfg, store=Store(pool, cfg.host.name), box=box,
                          hashers=_hashers(), crash_points=crash_points_from_env(),
                          mail=mail)
         app = make_app(ctx)

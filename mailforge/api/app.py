@@ -1,7 +1,8 @@
 """Assembles the aiohttp application: middlewares, routes, health.
 
-Each api module defines ``routes`` (a RouteTableDef) and ``openapi_paths`` (its part of
-the OpenAPI document); registering a module is one line in ``MODULES``.
+Each api module defines ``routes`` (a RouteTableDef) whose operations are declared with
+``api/operation.py`` (the OpenAPI document is generated from them); registering a
+module is one line in ``MODULES``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from aiohttp import web
 
 from .. import ratelimit
 from ..schema.meta import Health
+from ..service.context import ServiceContext
 from . import accounts, aliases, audit, dns, domains, email_users, inbox, jobs, openapi, tokens
-from .context import CTX, ApiContext
+from .context import CTX
 from .http import LIMITERS, envelope_middleware
 from .operation import operation, reply
 
@@ -34,7 +36,7 @@ async def health(request: web.Request) -> web.StreamResponse:
                         database="ok" if ok else "unreachable"), status=200 if ok else 503)
 
 
-# Every module serving routes; its ``openapi_paths`` documents them.
+# Every module serving routes.
 MODULES: tuple[ModuleType, ...] = (
     domains,
     dns,
@@ -50,7 +52,7 @@ MODULES: tuple[ModuleType, ...] = (
 API_MODULES = web.AppKey("api_modules", tuple)
 
 
-def make_app(ctx: ApiContext) -> web.Application:
+def make_app(ctx: ServiceContext) -> web.Application:
     app = web.Application(middlewares=[envelope_middleware, audit.audit_middleware],
                           client_max_size=ctx.cfg.api.max_body_bytes)
     app[CTX] = ctx
@@ -63,5 +65,5 @@ def make_app(ctx: ApiContext) -> web.Application:
     app[API_MODULES] = (sys.modules[__name__], *MODULES)
     for module in app[API_MODULES]:
         app.router.add_routes(module.routes)
-    openapi.install(app, app[API_MODULES])
+    openapi.install(app)
     return app

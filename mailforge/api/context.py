@@ -6,7 +6,4 @@ from aiohttp import web
 
 from ..service.context import ServiceContext
 
-# The name the API used before the service layer existed; the same object.
-ApiContext = ServiceContext
-
 CTX = web.AppKey("mailforge_ctx", ServiceContext)

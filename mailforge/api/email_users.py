@@ -29,9 +29,10 @@ from ..schema.email_users import (
     NewEmailUsers,
 )
 from ..service import email_users as service
+from ..service.context import ServiceContext
 from ..service.email_users import NewUser, UserChanges
 from ..service.idempotency import fingerprint
-from .context import CTX, ApiContext
+from .context import CTX
 from .http import BODY_KEY
 from .idempotency import render
 from .operation import body_of, operation, principal_of, query_of
@@ -42,7 +43,7 @@ routes = web.RouteTableDef()
 _USER_ID = {"id": "The email user's id (usr_...)."}
 
 
-def mailbox_json(ctx: ApiContext, m: Mailbox, domain: str) -> dict[str, Any]:
+def mailbox_json(ctx: ServiceContext, m: Mailbox, domain: str) -> dict[str, Any]:
     return service.mailbox_view(ctx, m, domain)
 
 
@@ -106,7 +107,7 @@ def _render(body: Any) -> web.Response:
                         content_type="application/json")
 
 
-def _user_items(ctx: ApiContext, rows: list[Any]) -> list[dict[str, Any]]:
+def _user_items(ctx: ServiceContext, rows: list[Any]) -> list[dict[str, Any]]:
     """``mailbox_json`` of each listed row, built straight from the rows (a model object
     per row cost more than the query; measured in docs/benchmarks.md)."""
     host = ctx.cfg.host

@@ -1,5 +1,6 @@
 """The self-description of the API: the OpenAPI 3.1 document at ``/v1/openapi.json``,
-assembled from the ``openapi_paths`` each api module keeps next to its routes, and a
+generated from the models each operation is declared with (``api/operation.py``,
+``api/openapi_gen.py``), and a
 human-readable reference page at ``/v1/docs`` rendered from the same document.
 
 Both are public (no token): they describe the API, they reveal no tenant data.
@@ -9,13 +10,11 @@ from __future__ import annotations
 
 import html
 import json
-from types import ModuleType
 from typing import Any
 
 from aiohttp import web
 
 from .. import __version__
-from . import oas
 from . import openapi_gen as generated
 from .context import CTX
 from .operation import Raw, operation
@@ -25,45 +24,14 @@ routes = web.RouteTableDef()
 DOC_KEY = web.AppKey("openapi_document", dict)
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-# Routes answering without the database (health reports it down with its own 503).
-NO_DATABASE = frozenset({"/v1/health", "/v1/openapi.json", "/v1/docs"})
 
 
-def build_document(modules: tuple[ModuleType, ...], app: web.Application | None = None,
-                   cfg: Any = None) -> dict[str, Any]:
-    """The operations declared with ``api/operation.py`` on *app*'s routes, generated
-    from their models, plus any module's hand-written ``openapi_paths`` (the older
-    form); a (path, method) declared twice is a bug."""
+def build_document(app: web.Application, cfg: Any) -> dict[str, Any]:
+    """The document of every operation declared with ``api/operation.py`` on *app*'s
+    routes, generated from their models, its configuration-bound limits from *cfg*."""
     paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {"Error": oas.ERROR_SCHEMA}
-    if app is not None:
-        generated.add_operations(app, paths, schemas)
-    for module in modules:
-        for path, item in getattr(module, "openapi_paths", {}).items():
-            merged = paths.setdefault(path, {})
-            for key, value in item.items():
-                if key == "parameters":
-                    # Path-level parameters: several modules may declare the same ones.
-                    have = {(p["name"], p["in"]) for p in merged.get("parameters", [])}
-                    merged["parameters"] = [*merged.get("parameters", []),
-                                            *(p for p in value
-                                              if (p["name"], p["in"]) not in have)]
-                elif key not in HTTP_METHODS:
-                    merged.setdefault(key, value)  # summary, description: first wins
-                elif key in merged:
-                    raise RuntimeError(f"OpenAPI: {key.upper()} {path} declared twice "
-                                       f"(again in {module.__name__})")
-                else:
-                    merged[key] = value
-    for path, item in paths.items():
-        for key, op in item.items():
-            if key in HTTP_METHODS:
-                # Path ids and query values are checked for every route (400, or 404 for
-                # an id), and every route needing the database answers 503 while it is
-                # unreachable.
-                responses = op.setdefault("responses", {})
-                for status in oas.ANY_ERRORS if path not in NO_DATABASE else (400,):
-                    responses.setdefault(str(status), oas.error(status))
+    schemas: dict[str, Any] = {}
+    generated.add_operations(app, paths, schemas)
     doc = {
         "openapi": "3.1.0",
         "info": {
@@ -85,8 +53,8 @@ def build_document(modules: tuple[ModuleType, ...], app: web.Application | None 
         "tags": generated.TAGS,
         "paths": dict(sorted(paths.items())),
     }
-    if cfg is not None:
-        generated.resolve_settings(doc, cfg)
+    generated.resolve_settings(doc, cfg)
+    generated.prune_schemas(doc)
     return doc
 
 
@@ -173,7 +141,7 @@ async def reference_page(request: web.Request) -> web.StreamResponse:
 PAGE_KEY = web.AppKey("reference_page", str)
 
 
-def install(app: web.Application, modules: tuple[ModuleType, ...]) -> None:
-    doc = build_document(modules, app, app[CTX].cfg)
+def install(app: web.Application) -> None:
+    doc = build_document(app, app[CTX].cfg)
     app[DOC_KEY] = doc
     app[PAGE_KEY] = render_reference(doc)

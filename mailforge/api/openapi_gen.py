@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from ..schema.base import SETTING_MARK, setting
-from . import oas
+from ..schema.errors import Error
 from .operation import Operation, Raw, operation_of
 
 REF = "#/components/schemas/{model}"
@@ -56,13 +56,37 @@ PARAMETERS: dict[str, Any] = {
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
+_ERROR_TEXT = {
+    400: "Malformed or invalid input; details name each field.",
+    401: "Missing or invalid bearer token.",
+    403: "The token lacks the permission, or the account is suspended.",
+    404: "No such resource (or one of another tenant).",
+    408: "The request body was not received in time.",
+    409: "Conflict with the current state.",
+    413: "The request body is too large.",
+    415: "The body is not application/json.",
+    422: "Semantically impossible.",
+    429: "Rate limited; see Retry-After.",
+    502: "A remote server refused for good.",
+    503: "A dependency is down (database_unavailable: PostgreSQL); retry after "
+         "Retry-After.",
+}
+
+
 def _error(status: int) -> dict[str, Any]:
-    return {"description": oas._ERROR_TEXT.get(status, "Error."),
+    return {"description": _ERROR_TEXT.get(status, "Error."),
             "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
+
+
+# Routes answering without the database (health reports it down with its own 503).
+NO_DATABASE = frozenset({"/v1/health", "/v1/openapi.json", "/v1/docs"})
 
 
 def _errors(op: Operation) -> list[int]:
     out = {400}
+    if op.path not in NO_DATABASE:
+        # A path id no object has, and the database down, for every route needing it.
+        out |= {404, 503}
     if op.permission is not None:
         out |= {401, 403, 404, 429, 503}
     if op.body is not None:
@@ -104,7 +128,7 @@ def add_operations(app: web.Application, paths: dict[str, dict[str, Any]],
         op = operation_of(route.handler)
         if op is not None and route.method == op.method:
             ops.append(op)
-    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = []
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Error, "serialization")]
     for op in ops:
         if op.body is not None:
             wanted.append((op.body, "validation"))
@@ -184,3 +208,32 @@ def resolve_settings(node: Any, cfg: Any) -> None:
     elif isinstance(node, list):
         for value in node:
             resolve_settings(value, cfg)
+
+
+def _refs(node: Any, out: set[str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            out.add(ref.rsplit("/", 1)[1])
+        for value in node.values():
+            _refs(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _refs(value, out)
+
+
+def prune_schemas(doc: dict[str, Any]) -> None:
+    """Drop the components nothing refers to (pydantic also emits definitions of types
+    whose schema a field overrides)."""
+    schemas = doc["components"]["schemas"]
+    seen: set[str] = set()
+    _refs(doc["paths"], seen)
+    todo = list(seen)
+    while todo:
+        found: set[str] = set()
+        _refs(schemas.get(todo.pop(), {}), found)
+        todo += [n for n in found - seen]
+        seen |= found
+    for name in list(schemas):
+        if name not in seen:
+            del schemas[name]

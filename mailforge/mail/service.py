@@ -178,9 +178,8 @@ class MailService:
         """Submit *req* as *s* (readiness, the reputation guard and the quota first) and
         keep a copy in Sent: ``message_id``, ``status`` and ``remaining``."""
         self.require_ready(s)
-        async with self.pool.acquire() as conn:
-            await reputation.require_not_blocked(conn, s.domain_id, s.domain,
-                                                 self.cfg.reputation)
+        await reputation.require_not_blocked(self.pool, s.domain_id, s.domain,
+                                             self.cfg.reputation)
         q = self.quota(s)
         if q["remaining"] <= 0:
             raise self._over_limit(q)
@@ -189,14 +188,12 @@ class MailService:
         msgid = str(msg["Message-ID"])
         # The evidence a later DSN or complaint must name, recorded before the message
         # leaves: a bounce can come back within milliseconds.
-        async with self.pool.acquire() as conn:
-            await reputation.record_sent(conn, s.domain_id, s.id, msgid,
-                                         req.recipients, self.cfg.reputation.evidence_days)
+        await reputation.record_sent(self.pool, s.domain_id, s.id, msgid,
+                                     req.recipients, self.cfg.reputation.evidence_days)
         result = await self.submitter.submit(master.login_name(s.address, self.cfg),
                                              s.address, req.recipients, msg)
         if not result.ok:
-            async with self.pool.acquire() as conn:
-                await reputation.forget_sent(conn, s.domain_id, msgid)
+            await reputation.forget_sent(self.pool, s.domain_id, msgid)
             if "sending limit" in result.text.lower():
                 raise self._over_limit(self.quota(s, await self._sent_today(s)))
             log.warning("submission refused", mailbox_id=s.id, code=result.code,

@@ -54,7 +54,7 @@ class NewTokenBody(Body):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"name": "ci deploys", "permissions": ["read", "write"],
-         "expires_in_seconds": 86400, "domains": ["outreach-acme.com"]}]})
+         "expires_in_seconds": 86400}]})
 
     name: Annotated[str, Field(min_length=1, max_length=100,
                                description="A name to recognise the token by (1-100 "

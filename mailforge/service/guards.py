@@ -48,8 +48,9 @@ async def require_not_blocked(ctx: ServiceContext, domain: Domain) -> None:
     """No new sending identity on a domain its sending reputation blocked: no new or
     restored mailbox, no alias, no alias domain either way. Checked on the resolved
     domain (its canonical name and id), so no other spelling of the name gets past it."""
-    async with ctx.store.pool.acquire() as conn:
-        await reputation.require_not_blocked(conn, domain.id, domain.name, ctx.cfg.reputation)
+    # The pool answers one query itself (no connection held across anything).
+    await reputation.require_not_blocked(ctx.store.pool, domain.id, domain.name,
+                                         ctx.cfg.reputation)
 
 
 async def identity_domain(ctx: ServiceContext, principal: Principal, ref: object,

@@ -9,14 +9,10 @@ span a backend call.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 
-from ..models import Job
 from .accounts import Accounts
 from .aliases import Aliases
 from .audit import Audit
@@ -70,8 +66,7 @@ async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncp
 
 
 class Store(Database):
-    """The database and its repositories, one per concept (``store/db.py``). Methods
-    still defined here move to their concept's repository as each is rebuilt."""
+    """The database and its repositories, one per concept (``store/db.py``)."""
 
     def __init__(self, pool: asyncpg.Pool, mail_host: str = "default") -> None:
         super().__init__(pool, mail_host)
@@ -90,18 +85,4 @@ class Store(Database):
         self.sending = Sending(self)
         self.inbound_scans = InboundScans(self)
         self.webhooks = Webhooks(self)
-
-    def _tx(self) -> AbstractAsyncContextManager[Conn]:
-        return self.tx()
-
-
-    # --------------------------------------------------------------------------- jobs
-
-    async def _insert_job(self, conn: Conn, account_id: str, job_type: str,
-                          resource_id: str | None, items: Sequence[tuple[str, str, int]],
-                          result: dict[str, Any] | None = None,
-                          sealed_secrets: bytes | None = None,
-                          secrets_expire_at: datetime | None = None) -> Job:
-        return await self.jobs.insert(conn, account_id, job_type, resource_id, items, result,
-                                      sealed_secrets, secrets_expire_at)
 

@@ -114,7 +114,7 @@ async def test_slow_body_is_cut_off_with_408(sandbox: Any) -> None:
 
     from mailforge import secretbox
     from mailforge.api.app import make_app
-    from mailforge.api.context import ApiContext
+    from mailforge.service.context import ServiceContext
     from mailforge.store.store import Store, create_pool
 
     cfg = config_mod.load(sandbox.info["config_path"])
@@ -126,7 +126,7 @@ async def test_slow_body_is_cut_off_with_408(sandbox: Any) -> None:
         store = Store(pool, cfg.host.name)
         _, token, _ = await store.tokens.create(await store.accounts.ensure_root(), "slow",
                                                ["admin"])
-        ctx = ApiContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
+        ctx = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
                          hashers=ThreadPoolExecutor(max_workers=1))
         runner = web.AppRunner(make_app(ctx), shutdown_timeout=0.5)
         await runner.setup()

@@ -45,9 +45,9 @@ from support import ready_domain, wait_job
 from mailforge import config as config_mod
 from mailforge import secretbox
 from mailforge.api.app import make_app
-from mailforge.api.context import ApiContext
 from mailforge.api.server import ApiRunner
 from mailforge.backends.postfix_dovecot.layout import POSTFIX_MAPS, Layout
+from mailforge.service.context import ServiceContext
 from mailforge.store.store import Store, create_pool
 
 pytestmark = pytest.mark.stack
@@ -277,7 +277,7 @@ async def _private_api(sandbox: Any, **limits: float) -> AsyncIterator[tuple[int
         store = Store(pool, cfg.host.name)
         _, token, _ = await store.tokens.create(await store.accounts.ensure_root(), "timeouts",
                                                ["admin"])
-        ctx = ApiContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
+        ctx = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
                          hashers=ThreadPoolExecutor(max_workers=1))
         runner = ApiRunner(make_app(ctx), shutdown_timeout=0.5,
                            header_timeout=cfg.api_limits.header_read_timeout_seconds)

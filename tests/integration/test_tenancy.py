@@ -431,8 +431,9 @@ async def test_restriction_guard_runs_before_any_handler(
     from mailforge import config as config_mod
     from mailforge import secretbox
     from mailforge.api import http
-    from mailforge.api.context import CTX, ApiContext
+    from mailforge.api.context import CTX
     from mailforge.errors import NotFound
+    from mailforge.service.context import ServiceContext
     from mailforge.store.store import Store, create_pool
 
     a = tenants["A"]
@@ -443,7 +444,7 @@ async def test_restriction_guard_runs_before_any_handler(
         _, token, _ = await store.tokens.create(a.account_id, "guarded", ["write"],
                                                ["elsewhere.test"])
         app = web.Application()
-        app[CTX] = ApiContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
+        app[CTX] = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
                               hashers=ThreadPoolExecutor(max_workers=1))
         hdrs = {"Authorization": f"Bearer {token}"}
         for value in (a.user_id, a.domain_id, a.job_id):

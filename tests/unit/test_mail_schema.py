@@ -12,12 +12,12 @@ from openapi_spec_validator import validate as validate_openapi
 from pydantic import BaseModel
 
 from mailforge.api import app as app_mod
-from mailforge.api.context import ApiContext
 from mailforge.api.openapi import DOC_KEY, HTTP_METHODS
 from mailforge.config import Config
 from mailforge.errors import ValidationFailed
 from mailforge.schema import mail, webhooks
 from mailforge.schema.base import Body, validate
+from mailforge.service.context import ServiceContext
 
 MAIL_OPERATIONS = {
     "sendMail", "listInbox", "getSending", "putSending", "getMessageBody",
@@ -26,7 +26,7 @@ MAIL_OPERATIONS = {
 
 
 def _doc() -> dict[str, Any]:
-    ctx = cast(ApiContext, type("Ctx", (), {"cfg": Config()})())
+    ctx = cast(ServiceContext, type("Ctx", (), {"cfg": Config()})())
     return dict(app_mod.make_app(ctx)[DOC_KEY])
 
 

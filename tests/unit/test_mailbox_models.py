@@ -13,7 +13,6 @@ from openapi_spec_validator import validate as validate_openapi
 
 from mailforge import names
 from mailforge.api import app as app_mod
-from mailforge.api.context import ApiContext
 from mailforge.api.openapi import DOC_KEY
 from mailforge.config import Config
 from mailforge.errors import ValidationFailed
@@ -27,6 +26,7 @@ from mailforge.schema.email_users import (
     NewEmailUser,
     NewEmailUsers,
 )
+from mailforge.service.context import ServiceContext
 
 
 def _cfg(bulk: int = 500) -> Config:
@@ -128,7 +128,7 @@ def test_seed_style_names_map_to_ours() -> None:
 
 
 def test_the_document_describes_the_slice() -> None:
-    ctx = cast(ApiContext, type("Ctx", (), {"cfg": _cfg(7)})())
+    ctx = cast(ServiceContext, type("Ctx", (), {"cfg": _cfg(7)})())
     doc = app_mod.make_app(ctx)[DOC_KEY]
     validate_openapi(doc)
     schemas = doc["components"]["schemas"]

@@ -116,7 +116,7 @@ async def test_every_bad_field_is_reported_at_once_and_no_value_echoed() -> None
 
 def test_the_document_says_what_is_validated() -> None:
     app = _app()
-    doc = build_document((), app, _cfg())
+    doc = build_document(app, _cfg())
     validate_openapi(doc)
     op = doc["paths"]["/v1/things"]["post"]
     assert op["tags"] == ["meta"] and op["description"]
