@@ -718,6 +718,8 @@ def _skeletons(doc: dict[str, Any], ctx: dict[str, str]) -> list[Target]:
         if method == "GET" or "requestBody" not in op:
             continue
         schema = op["requestBody"]["content"]["application/json"]["schema"]
+        if "$ref" in schema:  # a model of components/schemas (api/openapi_gen.py)
+            schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
         props = schema.get("properties", {})
         required = schema.get("required", [])
         skeleton = {k: fields.get(k, "x") for k in props if k in required or k in fields}
