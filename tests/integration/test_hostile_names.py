@@ -100,7 +100,7 @@ def _maps_are_clean(sandbox: Any) -> None:
             assert all(33 <= c < 127 for c in key + value), (name, line)
 
 
-async def _fingerprint(sandbox: Any, t: Tenant) -> tuple[str, dict[str, list[str]]]:
+async def _fingerprint(sandbox: Any, t: Tenant) -> tuple[tuple[str, ...], dict[str, list[str]]]:
     """The tenant's rows (domains, mailboxes, aliases, jobs, tokens) and the map lines
     of its domain."""
     conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
@@ -123,11 +123,11 @@ async def _fingerprint(sandbox: Any, t: Tenant) -> tuple[str, dict[str, list[str
     finally:
         await conn.close()
     # The rows themselves (not a digest): a mismatch then shows which column moved.
-    return json.dumps(rows, sort_keys=True, indent=0), \
+    return tuple(json.dumps(rows, sort_keys=True, indent=0).splitlines()), \
         _map_lines(sandbox, t.domain) if t.domain else {}
 
 
-async def _settled(sandbox: Any, t: Tenant) -> tuple[str, dict[str, list[str]]]:
+async def _settled(sandbox: Any, t: Tenant) -> tuple[tuple[str, ...], dict[str, list[str]]]:
     """A fingerprint once nothing of the tenant is still converging."""
     async def converged() -> bool:
         conn = await asyncpg.connect(sandbox.info["postgres_dsn"])
