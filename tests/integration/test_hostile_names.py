@@ -142,11 +142,12 @@ async def _settled(sandbox: Any, t: Tenant) -> tuple[tuple[str, ...], dict[str, 
         if await converged():
             break
         await asyncio.sleep(0.1)
-    # A domain may still take a pass without a job (its delegation check): settled is
-    # when two readings a moment apart agree.
+    # A domain just connected still takes passes without a job (its delegation check,
+    # at the engine's next poll, every 2 s in the sandbox): settled is when two readings
+    # further apart than a poll agree.
     last = await _fingerprint(sandbox, t)
-    for _ in range(50):
-        await asyncio.sleep(0.2)
+    for _ in range(10):
+        await asyncio.sleep(3.0)
         now = await _fingerprint(sandbox, t)
         if now == last:
             return now
