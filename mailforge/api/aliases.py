@@ -20,9 +20,8 @@ from ..schema.aliases import (
     NewAlias,
 )
 from ..service import aliases as service
-from ..service.idempotency import fingerprint
 from .context import CTX
-from .idempotency import render
+from .idempotency import key_of, render
 from .operation import body_of, operation, principal_of, query_of
 from .render import json_response
 
@@ -45,8 +44,7 @@ async def create_alias(request: web.Request) -> web.StreamResponse:
     body = body_of(request, NewAlias)
     return render(await service.create(
         request.app[CTX], principal_of(request), body.domain, body.username, body.targets,
-        request.headers.get("Idempotency-Key"),
-        fingerprint(f"{request.method} {request.path}", body.model_dump(mode="json"))))
+        *key_of(request)))
 
 
 @operation(routes, "GET", "/v1/aliases", id="listAliases", tag="aliases",

@@ -7,23 +7,14 @@ from aiohttp import web
 
 from ..schema import domains as schema
 from ..service import domains as service
-from ..service.idempotency import fingerprint
 from .context import CTX
-from .http import BODY_KEY
-from .idempotency import render
+from .idempotency import key_of, render
 from .operation import body_of, operation, principal_of, query_of
 from .render import json_response
 
 routes = web.RouteTableDef()
 
 _ID = {"id": "The domain's id (dom_...)."}
-
-
-def _key_and_digest(request: web.Request) -> tuple[str | None, bytes]:
-    """The ``Idempotency-Key`` and what it is bound to: method, path and parsed body."""
-    body = request.get(BODY_KEY) or {}
-    return (request.headers.get("Idempotency-Key"),
-            fingerprint(f"{request.method} {request.path}", body))
 
 
 @operation(routes, "POST", "/v1/domains/connect", id="connectDomains", tag="domains",
@@ -38,7 +29,7 @@ def _key_and_digest(request: web.Request) -> tuple[str | None, bytes]:
            errors=(409,), idempotent=True)
 async def connect(request: web.Request) -> web.StreamResponse:
     body = body_of(request, schema.ConnectDomains)
-    key, digest = _key_and_digest(request)
+    key, digest = key_of(request)
     req = service.ConnectRequest(body.domains, body.dns_provider, body.cloudflare_api_token)
     return render(await service.connect(request.app[CTX], principal_of(request), req,
                                         key, digest))
@@ -55,7 +46,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
            errors=(409,), idempotent=True)
 async def setup(request: web.Request) -> web.StreamResponse:
     body = body_of(request, schema.DomainRef)
-    key, digest = _key_and_digest(request)
+    key, digest = key_of(request)
     return render(await service.setup(request.app[CTX], principal_of(request), body.domain,
                                       key, digest))
 

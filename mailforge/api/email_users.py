@@ -31,10 +31,8 @@ from ..schema.email_users import (
 from ..service import email_users as service
 from ..service.context import ServiceContext
 from ..service.email_users import NewUser, UserChanges
-from ..service.idempotency import fingerprint
 from .context import CTX
-from .http import BODY_KEY
-from .idempotency import render
+from .idempotency import key_of, render
 from .operation import body_of, operation, principal_of, query_of
 from .render import json_response
 
@@ -45,13 +43,6 @@ _USER_ID = {"id": "The email user's id (usr_...)."}
 
 def mailbox_json(ctx: ServiceContext, m: Mailbox, domain: str) -> dict[str, Any]:
     return service.mailbox_view(ctx, m, domain)
-
-
-def idempotency_of(request: web.Request) -> tuple[str | None, bytes]:
-    """The ``Idempotency-Key`` and the request it is bound to: the method, the path and
-    the body as sent."""
-    return (request.headers.get("Idempotency-Key"),
-            fingerprint(f"{request.method} {request.path}", request.get(BODY_KEY, {})))
 
 
 def _new_user(item: Any) -> NewUser:
@@ -70,7 +61,7 @@ def _new_user(item: Any) -> NewUser:
 async def create(request: web.Request) -> web.StreamResponse:
     body = body_of(request, NewEmailUser)
     return render(await service.create(request.app[CTX], principal_of(request), body.domain,
-                                       _new_user(body), *idempotency_of(request)))
+                                       _new_user(body), *key_of(request)))
 
 
 @operation(routes, "GET", "/v1/email-users", id="listEmailUsers", tag="email-users",
@@ -149,7 +140,7 @@ async def bulk_create(request: web.Request) -> web.StreamResponse:
     body = body_of(request, NewEmailUsers)
     return render(await service.create_bulk(
         request.app[CTX], principal_of(request), body.domain,
-        [_new_user(u) for u in body.users], *idempotency_of(request)))
+        [_new_user(u) for u in body.users], *key_of(request)))
 
 
 @operation(routes, "DELETE", "/v1/email-users/bulk", id="bulkDeleteEmailUsers",
@@ -162,7 +153,7 @@ async def bulk_create(request: web.Request) -> web.StreamResponse:
 async def bulk_delete(request: web.Request) -> web.StreamResponse:
     body = body_of(request, EmailUserIds)
     return render(await service.delete_bulk(request.app[CTX], principal_of(request),
-                                            body.ids, *idempotency_of(request)))
+                                            body.ids, *key_of(request)))
 
 
 # ------------------------------------------------------------------------- lifecycle
@@ -188,7 +179,7 @@ async def update_user(request: web.Request) -> web.StreamResponse:
         signature=body.signature,
         suspended=None if body.status is None else body.status == "suspended")
     return render(await service.update(request.app[CTX], principal_of(request),
-                                       request.match_info["id"], ch, *idempotency_of(request)))
+                                       request.match_info["id"], ch, *key_of(request)))
 
 
 @operation(routes, "POST", "/v1/email-users/{id}/suspend", id="suspendEmailUser",

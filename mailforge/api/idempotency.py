@@ -13,6 +13,7 @@ from ..models import Job, Principal
 from ..service import idempotency as rules
 from ..service.idempotency import CRASH_ENV, IDEMPOTENCY_KEY, crash_points_from_env
 from .context import CTX
+from .http import BODY_KEY
 from .render import json_response
 
 __all__ = ["CRASH_ENV", "IDEMPOTENCY_KEY", "crash_points_from_env", "idempotent",
@@ -27,6 +28,14 @@ async def recover_job(request: web.Request, principal: Principal,
                       job: Job) -> tuple[int, dict[str, Any]]:
     answer = await rules.recover_job(job)
     return answer.status, answer.body
+
+
+def key_of(request: web.Request) -> tuple[str | None, bytes]:
+    """The request's ``Idempotency-Key`` and what it is bound to: the method, the path
+    and the body as sent (parsed JSON), for the service's ``idempotent``."""
+    return (request.headers.get("Idempotency-Key"),
+            rules.fingerprint(f"{request.method} {request.path}",
+                              request.get(BODY_KEY) or {}))
 
 
 def render(answer: rules.Answer) -> web.Response:
@@ -48,6 +57,6 @@ async def idempotent(request: web.Request, principal: Principal, body: dict[str,
         return rules.Answer(*await recover(request, principal, job))
 
     key = request.headers.get("Idempotency-Key")
-    digest = rules.fingerprint(f"{request.method} {request.path}", body)
+    digest = rules.fingerprint(f"{request.method} {request.path}", body)  # as key_of
     return render(await rules.idempotent(request.app[CTX], principal, key, digest, run,
                                          rebuild))

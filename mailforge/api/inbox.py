@@ -25,12 +25,10 @@ from ..schema.mail import (
     Sent,
 )
 from ..schema.webhooks import Deliveries, NewWebhook, NewWebhookSecret, Webhooks
-from ..service import idempotency as idem
 from ..service import mail as mail_service
 from ..service import webhooks as webhook_service
 from .context import CTX
-from .http import BODY_KEY
-from .idempotency import render
+from .idempotency import key_of, render
 from .operation import Raw, body_of, operation, principal_of, query_of
 from .render import json_response
 
@@ -38,12 +36,6 @@ routes = web.RouteTableDef()
 
 MAILBOX = {"id": "The email user's id (usr_...)."}
 MESSAGE = {"msg_id": "The message's id (msg_..., from the inbox list)."}
-
-
-def _idempotency(request: web.Request) -> tuple[str | None, bytes]:
-    """The request's Idempotency-Key and what it is bound to (method, path, body)."""
-    return (request.headers.get("Idempotency-Key"),
-            idem.fingerprint(f"{request.method} {request.path}", request[BODY_KEY]))
 
 
 @operation(routes, "POST", "/v1/email-users/{id}/inbox/send", id="sendMail", tag="mail",
@@ -62,7 +54,7 @@ def _idempotency(request: web.Request) -> tuple[str | None, bytes]:
 async def send(request: web.Request) -> web.StreamResponse:
     req = body_of(request, SendMessage).to_request()
     answer = await mail_service.send(request.app[CTX], principal_of(request),
-                                     request.match_info["id"], req, *_idempotency(request))
+                                     request.match_info["id"], req, *key_of(request))
     resp = render(answer)
     if "remaining" in answer.body:
         resp.headers["X-Send-Limit-Remaining"] = str(answer.body["remaining"])
@@ -206,7 +198,7 @@ _ACCOUNT_WIDE = (" Webhooks are account-wide: a token restricted to some domains
 async def create_webhook(request: web.Request) -> web.StreamResponse:
     new = body_of(request, NewWebhook)
     return render(await webhook_service.create(request.app[CTX], principal_of(request),
-                                               new.url, new.events, *_idempotency(request)))
+                                               new.url, new.events, *key_of(request)))
 
 
 @operation(routes, "GET", "/v1/webhooks", id="listWebhooks", tag="mail",
