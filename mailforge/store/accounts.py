@@ -19,6 +19,7 @@ from .db import Database, Repository
 from .queries import Q
 
 if TYPE_CHECKING:
+    from .db import Conn
     from .jobs import Jobs
     from .tokens import Tokens
 
@@ -226,9 +227,7 @@ class Accounts(Repository):
         if not ids.has_prefix(account_id, "acct"):
             raise NotFound("account")
         async with self.db.tx() as conn:
-            cur = await conn.fetchrow(Q.lock_sub_account, parent_id, account_id)
-            if cur is None or cur["status"] == "deleting":
-                raise NotFound("account")
+            cur = await _lock_sub(conn, parent_id, account_id)
             parent = await conn.fetchrow(Q.get_account, parent_id)
             assert parent is not None
 
@@ -258,9 +257,7 @@ class Accounts(Repository):
         if not ids.has_prefix(account_id, "acct"):
             raise NotFound("account")
         async with self.db.tx() as conn:
-            cur = await conn.fetchrow(Q.lock_sub_account, parent_id, account_id)
-            if cur is None or cur["status"] == "deleting":
-                raise NotFound("account")
+            await _lock_sub(conn, parent_id, account_id)
             await conn.execute(Q.set_account_status, account_id,
                                "suspended" if suspended else "active")
             bumped = await conn.fetch(Q.bump_account_mailboxes, account_id)
@@ -283,9 +280,7 @@ class Accounts(Repository):
         if not ids.has_prefix(account_id, "acct"):
             raise NotFound("account")
         async with self.db.tx() as conn:
-            cur = await conn.fetchrow(Q.lock_sub_account, parent_id, account_id)
-            if cur is None or cur["status"] == "deleting":
-                raise NotFound("account")
+            await _lock_sub(conn, parent_id, account_id)
             if await conn.fetchval(Q.count_sub_accounts, account_id):
                 raise Conflict("account_has_sub_accounts",
                                "Delete the account's own sub-accounts first.")
@@ -313,3 +308,12 @@ class Accounts(Repository):
                                 email_user_limit=r["email_user_limit"],
                                 domains=int(r["domains"]), email_users=int(r["email_users"]))
                 for r in rows]
+
+
+async def _lock_sub(conn: Conn, parent_id: str, account_id: str) -> Any:
+    """The sub-account row of *parent_id*, locked for this transaction; 404 when it is
+    not the parent's or is being deleted."""
+    cur = await conn.fetchrow(Q.lock_sub_account, parent_id, account_id)
+    if cur is None or cur["status"] == "deleting":
+        raise NotFound("account")
+    return cur
