@@ -150,6 +150,15 @@ class DomainState:
     alias_domains: tuple[str, ...] = field(default_factory=tuple)
     # The owning account is suspended: no mailbox of it may log in or send.
     account_suspended: bool = False
+    # True: ``mailboxes`` and ``aliases`` are every object of the domain (tombstones
+    # included), so a backend may remove what is not listed. False (a delta): they hold
+    # only the objects whose ``observed_generation`` lags their ``generation``; the
+    # domain row, ``alias_domains`` and ``account_suspended`` are still whole and
+    # unchanged since the backend last converged the domain, and a backend must change
+    # only the listed objects (never remove one because it is not listed). The engine
+    # sends a delta when only mailboxes or aliases changed, so the cost of a pass
+    # follows the change, not the size of the domain (issue 11).
+    complete: bool = True
 
     @property
     def present(self) -> bool:
