@@ -100,12 +100,12 @@ def render_postfix_submission(service: str, chroot: str, tls_level: str, sasl_pa
 
 def render_dovecot_mailforge(layout: Layout, mail_root: str, mail_user: str,
                              first_valid_uid: int, auth_listener: str,
-                             lmtp_listener: str) -> str:
+                             lmtp_listener: str, login_processes: int = 4) -> str:
     return render("dovecot-mailforge.conf", first_valid_uid=first_valid_uid,
                   sql_conf=layout.dovecot_sql_conf, mail_user=mail_user,
                   master_passdb=layout.state_dir / "dovecot" / "master-users",
                   mail_root=mail_root, auth_listener=auth_listener,
-                  lmtp_listener=lmtp_listener,
+                  lmtp_listener=lmtp_listener, login_processes=login_processes,
                   events_conf=layout.state_dir / "dovecot" / "events.conf")
 
 
@@ -399,7 +399,7 @@ class Sandbox:
                          f"    port = {ports['lmtp']}\n  }}")
         mf = render_dovecot_mailforge(layout, str(self.mail_root), MAIL_USER,
                                       pwd.getpwnam(MAIL_USER).pw_uid, auth_listener,
-                                      lmtp_listener)
+                                      lmtp_listener, login_processes=os.cpu_count() or 1)
         dconf = render("dovecot-instance.conf",
                        instance_name=f"mailforge-sandbox-{ports['imap']}",
                        base_dir=d / "dovecot/run", state_dir=d / "dovecot/state",
