@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -504,6 +504,34 @@ class MailService:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         pace = 1.0 / self.cfg.mail.sweep_rate
+        scanned = 0
+        # Scans start at the rate and overlap (a scan waits on the IMAP server), at most
+        # SCAN_CONCURRENCY at once.
+        slots = asyncio.Semaphore(SCAN_CONCURRENCY)
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(r: Watched) -> None:
+            try:
+                await self._scan_isolated(r, keep=False)
+            finally:
+                slots.release()
+
+        try:
+            scanned = await self._sweep_pages(stop, pace, slots, running, one)
+        finally:
+            await asyncio.gather(*running, return_exceptions=True)
+        try:
+            await self.scans.expire_evidence()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("expiring sent-message evidence failed", error=str(exc))
+        log.info("inbound sweep done", mailboxes=scanned,
+                 seconds=round(loop.time() - t0, 1))
+        return scanned
+
+    async def _sweep_pages(self, stop: asyncio.Event, pace: float,
+                           slots: asyncio.Semaphore, running: set[asyncio.Task[None]],
+                           one: Callable[[Watched], Coroutine[Any, Any, None]]) -> int:
+        loop = asyncio.get_running_loop()
         next_at = loop.time()
         after, scanned, failures = "", 0, 0
         while not stop.is_set():
@@ -532,14 +560,11 @@ class MailService:
                 if stop.is_set():
                     return scanned
                 next_at = max(next_at, loop.time() - 1.0) + pace
-                await self._scan_isolated(r)
+                await slots.acquire()
+                task = asyncio.create_task(one(r))
+                running.add(task)
+                task.add_done_callback(running.discard)
                 scanned += 1
-        try:
-            await self.scans.expire_evidence()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("expiring sent-message evidence failed", error=str(exc))
-        log.info("inbound sweep done", mailboxes=scanned,
-                 seconds=round(loop.time() - t0, 1))
         return scanned
 
     def _backing_off(self, now: float) -> Sequence[str]:
@@ -556,15 +581,16 @@ class MailService:
         self._scan_failures[mailbox_id] = (n, now + delay)
         return delay
 
-    async def _scan_isolated(self, r: Watched) -> None:
-        """Scan *r*; any failure is logged and puts the mailbox on its backoff."""
+    async def _scan_isolated(self, r: Watched, keep: bool = True) -> None:
+        """Scan *r*; any failure is logged and puts the mailbox on its backoff. *keep*
+        False closes its IMAP session afterwards (the sweep)."""
         loop = asyncio.get_running_loop()
         mailbox_id = r.mailbox_id
         if mailbox_id in self._scanning:
             return
         self._scanning.add(mailbox_id)
         try:
-            await self._scan_mailbox(r)
+            await self._scan_mailbox(r, keep)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # isolate one mailbox
@@ -604,9 +630,9 @@ class MailService:
         await asyncio.gather(*(one(r) for r in rows))
         return len(rows)
 
-    async def _scan_mailbox(self, r: Watched) -> None:
+    async def _scan_mailbox(self, r: Watched, keep: bool = True) -> None:
         address, mailbox_id = r.address, r.mailbox_id
-        async with self.imap.session(address) as c:
+        async with self.imap.session(address, keep) as c:
             validity = await self.imap.select(c, "INBOX")
             last = r.last_uid
             uids = await self.imap.uid_search(c, "ALL") if last <= 0 else \
