@@ -221,6 +221,11 @@ async def test_only_dovecot_can_post_events_and_a_forged_one_is_harmless(
                 assert r.status == 204
         await asyncio.sleep(1.5)
         assert len(rec.got) == before
+    # The credential is in Dovecot's config only: in no log (Dovecot's failed exports,
+    # made while the daemon was down, name only the address).
+    assert url.password
+    for log in Path(events_only.log_dir).glob("*.log"):
+        assert url.password not in log.read_text(errors="replace"), log.name
     # The listener is on loopback only: not on this host's other addresses.
     others = {ai[4][0] for ai in socket.getaddrinfo(socket.gethostname(), None,
                                                     socket.AF_INET)} - {"127.0.0.1"}
