@@ -447,9 +447,14 @@ class MailService:
             try:
                 await self.scan_addresses(ready)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # PostgreSQL away: these mailboxes wait for the next event or the sweep.
-                log.warning("scan of delivered mailboxes failed", error=str(exc),
-                            mailboxes=len(ready))
+                # PostgreSQL away: the lookup failed before any scan; these mailboxes
+                # are tried again in a second (as long as room is left for them).
+                log.warning("scan of delivered mailboxes failed; retrying",
+                            error=str(exc), mailboxes=len(ready))
+                retry_at = loop.time() + 1.0
+                for a in ready:
+                    if len(self._due) < MAX_PENDING:
+                        self._due.setdefault(a, retry_at)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
             except Exception:  # the scanner must outlive any one bug

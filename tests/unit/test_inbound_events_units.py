@@ -125,6 +125,9 @@ class _Conn:
     async def fetch(self, query: str, *args: Any) -> list[dict[str, Any]]:
         s = self.store
         if query == Q.mail_scan_by_address:
+            if s.lookup_failures:
+                s.lookup_failures -= 1
+                raise asyncpg.PostgresConnectionError("connection reset")
             s.lookups.append(list(args[1]))
             return [r for r in s.rows if r["address"] in args[1]]
         if query == Q.mail_sweep_page:
@@ -158,6 +161,7 @@ class _Store:
         self.lookups: list[list[str]] = []
         self.pages = 0
         self.page_failures = 0
+        self.lookup_failures = 0
         self.expired = 0
 
     @contextlib.asynccontextmanager
@@ -279,4 +283,23 @@ async def test_the_sweep_stops_when_asked() -> None:
     await asyncio.sleep(0.25)
     stop.set()
     assert await asyncio.wait_for(task, 2) < 10
+    svc.submitter.close()
+
+
+async def test_events_survive_a_database_outage() -> None:
+    store = _Store(_rows("a"))
+    store.lookup_failures = 1  # PostgreSQL away for the first lookup
+    svc, scanned = _service(store)
+    stop = asyncio.Event()
+    task = asyncio.create_task(svc._event_loop(stop))
+    try:
+        svc.notify_delivery("a@d.example")
+        for _ in range(200):
+            if scanned:
+                break
+            await asyncio.sleep(0.02)
+        assert scanned == ["usr_a"]  # retried, not left to the next sweep
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 3)
     svc.submitter.close()
