@@ -33,18 +33,20 @@ else:
 
 _ALPHABET = string.ascii_letters + string.digits
 SCHEMES = ("sha512-crypt", "argon2id", "ssha512")
+_SYMBOL_OF_BYTE = bytes(ord(_ALPHABET[b % len(_ALPHABET)]) for b in range(256))
+_REJECTED_BYTES = bytes(range(len(_ALPHABET) * 4, 256))
 
 
 def generate(length: int = 24) -> str:
-    """A random password of *length* characters from 62 symbols (~5.95 bits each):
-    one uniform draw below 62**length written in base 62 (same distribution as a
-    ``secrets.choice`` per character, ~15x faster: 500 of them are on a request path)."""
-    n = secrets.randbelow(len(_ALPHABET) ** length)
-    out = []
-    for _ in range(length):
-        n, d = divmod(n, len(_ALPHABET))
-        out.append(_ALPHABET[d])
-    return "".join(out)
+    """A random password of *length* characters from 62 symbols (~5.95 bits each).
+
+    Random bytes below 248 (4 x 62) map to a symbol each, the rest are dropped, so every
+    symbol is equally likely; one ``bytes.translate`` instead of a ``secrets.choice``
+    per character (~1 us instead of ~55 us: 500 of them are on a request path)."""
+    out = b""
+    while len(out) < length:
+        out += os.urandom(length + 8).translate(_SYMBOL_OF_BYTE, _REJECTED_BYTES)
+    return out[:length].decode()
 
 
 def lower_priority() -> None:

@@ -31,8 +31,10 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from cryptography.exceptions import InvalidTag
 
@@ -53,6 +55,9 @@ LOCKED_HASH = "{SHA512-CRYPT}$6$locked$" + "x" * 86
 
 UNREADABLE = ("its new password could not be decrypted (was the master key replaced?); "
               "set a new password")
+
+# Schemes cheap enough to hash on the event loop (``ssha512``: one SHA-512).
+FAST_SCHEMES = frozenset({"ssha512"})
 
 # Pool tasks per hashing process for a large batch: a few, so a process that got a slow
 # share does not hold the batch up, yet few round trips to the pool.
@@ -117,12 +122,34 @@ class PendingPasswords:
                                for _ in range(self.processes)))
 
     async def _hash(self, items: list[tuple[str, str]]) -> list[str]:
+        """Slow schemes in the pool, in a few shares per process; a fast one (~4 us a
+        hash) here, where a round trip to the pool would cost more than the hash."""
+        slow = [n for n, (_, scheme) in enumerate(items) if scheme not in FAST_SCHEMES]
+        out = [password.hash_password(p, s) if s in FAST_SCHEMES else ""
+               for p, s in items]
+        if not slow:
+            return out
         loop = asyncio.get_running_loop()
-        size = max(1, math.ceil(len(items) / (self.processes * CHUNKS_PER_PROCESS)))
-        parts = await asyncio.gather(*(
-            loop.run_in_executor(self.pool, password.hash_many, items[i:i + size])
-            for i in range(0, len(items), size)))
-        return [h for part in parts for h in part]
+        size = max(1, math.ceil(len(slow) / (self.processes * CHUNKS_PER_PROCESS)))
+        shares = [slow[i:i + size] for i in range(0, len(slow), size)]
+        for attempt in (1, 2):
+            try:
+                parts = await asyncio.gather(*(
+                    loop.run_in_executor(self.pool, password.hash_many,
+                                         [items[n] for n in share]) for share in shares))
+                break
+            except BrokenProcessPool:
+                # A hashing process died (killed, out of memory): a new pool, once.
+                log.error("password hashing processes died; starting new ones")
+                self.pool = hashers(self.processes)
+                if attempt == 2:
+                    # An OSError is what the engine's worker survives: the pass fails,
+                    # the sealed values wait for the next one.
+                    raise OSError("password hashing processes keep dying") from None
+        for share, part in zip(shares, parts, strict=True):
+            for n, h in zip(share, part, strict=True):
+                out[n] = h
+        return out
 
     async def settle(self, states: list[DomainState]) -> list[DomainState]:
         """Hash and store the pending passwords of *states*' domains; return the states
@@ -140,20 +167,25 @@ class PendingPasswords:
                 opened.append((p, value))
         hashes: dict[str, str] = {}
         if opened:
+            started = time.monotonic()
             made = await self._hash([v for _, v in opened])
+            hashed = time.monotonic()
             # Written or not (a newer password stored meanwhile stays pending for the
             # next pass), each hash is of a password the user set for this mailbox:
             # the backend may be handed it with the generation this pass claimed.
-            await self.store.mailboxes.settle_passwords(
+            written = await self.store.mailboxes.settle_passwords(
                 [(p, h) for (p, _), h in zip(opened, made, strict=True)])
             hashes = {p.mailbox_id: h for (p, _), h in zip(opened, made, strict=True)}
+            log.info("passwords hashed", count=len(made), written=len(written),
+                     hash_ms=round((hashed - started) * 1000, 1),
+                     write_ms=round((time.monotonic() - hashed) * 1000, 1))
         failed: set[str] = set()
         if unreadable:
-            written, finished = await self.store.mailboxes.fail_passwords(
+            recorded, finished = await self.store.mailboxes.fail_passwords(
                 unreadable, LOCKED_HASH, UNREADABLE)
-            failed = {i for i, deleted in written.items() if not deleted}
+            failed = {i for i, deleted in recorded.items() if not deleted}
             log.error("pending passwords could not be decrypted",
-                      mailboxes=sorted(written), count=len(written))
+                      mailboxes=sorted(recorded), count=len(recorded))
             if finished and self.on_jobs_finished is not None:
                 await self.on_jobs_finished(finished)
         return [self._apply(st, hashes, failed) for st in states]
