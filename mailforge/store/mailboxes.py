@@ -382,14 +382,6 @@ class Mailboxes(Repository):
             rows = await conn.fetch(Q.taken_in_domains, account_id, list(domain_ids))
         return {r["address"] for r in rows}
 
-    async def taken(self, addresses: Sequence[str]) -> set[str]:
-        """Those of *addresses* already taken: a fast check before hashing passwords
-        (``create`` checks again under the account lock). Addresses are unique on the
-        whole host; pass only addresses at the caller's own domains."""
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.taken_addresses, list(addresses))
-        return {r["address"] for r in rows}
-
     # Pending passwords: the engine's (pending_passwords.py), scoped by mail host.
 
     async def pending_passwords(self, domain_ids: Sequence[str]) -> list[PendingPassword]:
