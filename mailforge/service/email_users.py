@@ -186,7 +186,7 @@ async def create_bulk(ctx: ServiceContext, principal: Principal, domain_ref: obj
 
         job, created = await ctx.store.mailboxes.create(
             principal.account_id, domain, items, "email_user_create",
-            seal=seal_for, secrets_ttl=ctx.cfg.mailboxes.secrets_ttl_seconds)
+            seal=seal_for, secrets_ttl=ctx.cfg.mailboxes.secrets_ttl_seconds, bulk=True)
         return Answer(202, {"job_id": job.id, "users_count": len(created),
                             "status": "pending",
                             "users": [{"id": c.id, "email": c.address,

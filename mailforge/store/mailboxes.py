@@ -221,12 +221,14 @@ class Mailboxes(Repository):
 
     async def create(self, account_id: str, domain: Domain, items: Sequence[NewMailbox],
                      job_type: str, seal: Callable[[str], bytes] | None = None,
-                     secrets_ttl: float = 0) -> tuple[Job, list[CreatedMailbox]]:
+                     secrets_ttl: float = 0, bulk: bool = False
+                     ) -> tuple[Job, list[CreatedMailbox]]:
         """Record mailboxes and their job in one transaction, within the account's limit.
 
         *seal* (job id -> sealed bytes): one-time secrets readable from the job for
         *secrets_ttl* seconds, sealed with the job id as context and stored in the job's
-        own transaction, so a job never exists without the secrets it announces.
+        own transaction, so a job never exists without the secrets it announces. *bulk*:
+        errors name ``users[n].username`` (else ``username``).
 
         Concurrent creations of one account do not wait for each other here: addresses
         are unique by index, and the limit is checked and counted by migration 0012's
@@ -239,12 +241,13 @@ class Mailboxes(Repository):
             if await conn.fetchrow(Q.share_account, account_id) is None:
                 raise NotFound("account")
             taken = {r["address"] for r in await conn.fetch(Q.taken_addresses, addresses)}
+            if taken and bulk:
+                raise Conflict("address_taken", "Some addresses are already taken.",
+                               [f"users[{n}].username: {a} is already taken"
+                                for n, a in enumerate(addresses) if a in taken])
             if taken:
-                details = [f"users[{n}].username: {a} is already taken"
-                           for n, a in enumerate(addresses) if a in taken]
-                if len(items) == 1:
-                    details = [f"username: {addresses[0]} is already taken"]
-                raise Conflict("address_taken", "An address is already taken.", details)
+                raise Conflict("address_taken", "An address is already taken.",
+                               [f"username: {addresses[0]} is already taken"])
             # A new mailbox starts at generation 1 (the column default).
             job = await queue_work(
                 self.jobs, conn, account_id, job_type,
