@@ -30,7 +30,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -277,8 +276,7 @@ async def _private_api(sandbox: Any, **limits: float) -> AsyncIterator[tuple[int
         store = Store(pool, cfg.host.name)
         _, token, _ = await store.tokens.create(await store.accounts.ensure_root(), "timeouts",
                                                ["admin"])
-        ctx = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
-                         hashers=ThreadPoolExecutor(max_workers=1))
+        ctx = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg))
         runner = ApiRunner(make_app(ctx), shutdown_timeout=0.5,
                            header_timeout=cfg.api_limits.header_read_timeout_seconds)
         await runner.setup()
