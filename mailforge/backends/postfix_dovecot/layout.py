@@ -3,33 +3,170 @@
 This is the contract between mailforge and the mail server's configuration (the
 sandbox and ``deploy/`` render Postfix and Dovecot settings from it):
 
-- ``postfix/virtual_domains``   -> ``virtual_mailbox_domains``
-- ``postfix/virtual_mailboxes`` -> ``virtual_mailbox_maps``
-- ``postfix/virtual_aliases``   -> ``virtual_alias_maps``
-- ``postfix/sender_logins``     -> ``smtpd_sender_login_maps``
-- ``dovecot/auth.sqlite``       -> Dovecot passdb and userdb (``driver = sql``, SQLite),
-  with the queries in ``dovecot/dovecot-sql.conf.ext`` (written here, from
-  :data:`DOVECOT_SQL_CONF`).
+- ``postfix/maps.sqlite``: Postfix's tables, a SQLite database without passwords
+  (readable by the ``postfix`` user), queried through the ``sqlite:`` query files
+  ``postfix/<map>.cf`` (written here, from :data:`POSTFIX_QUERIES`):
 
-Each Postfix map is a text source plus its compiled table; both are replaced by
-rename, so a reader sees the old or the new table, never a half-written one. The
-Dovecot database is changed in SQLite transactions, so a login sees the old or the
-new row; Dovecot queries it on every login, so a change is effective at once (its
-passwd-file driver re-reads a file at most once a second and can miss a same-size
-change within that second, which is why it is not used).
+  - ``postfix/virtual_domains.cf``   -> ``virtual_mailbox_domains``
+  - ``postfix/virtual_mailboxes.cf`` -> ``virtual_mailbox_maps``
+  - ``postfix/virtual_aliases.cf``   -> ``virtual_alias_maps``
+  - ``postfix/sender_logins.cf``     -> ``smtpd_sender_login_maps``
+
+  main.cf names them as ``proxy:sqlite:<file>`` (:meth:`Layout.postfix_ref`), so the
+  lookups run in Postfix's proxymap, outside the chroot Debian gives smtpd.
+- ``dovecot/auth.sqlite``: Dovecot passdb and userdb (``driver = sql``, SQLite), with the
+  queries in ``dovecot/dovecot-sql.conf.ext`` (written here, from
+  :data:`DOVECOT_SQL_CONF`). Password hashes live only here (mode 0640, auth group).
+
+Both databases are changed in SQLite transactions that touch only the rows of the
+objects that changed, so a reader sees the old or the new content, never a mix, and the
+cost of a change does not grow with the server (README, "How mail keeps flowing").
+
+The Postfix database is in WAL mode: a crashed writer leaves uncommitted frames that
+readers ignore (in rollback-journal mode a crashed writer leaves a hot journal that a
+read-only reader cannot roll back, so every lookup failed until mailforge ran again). A
+read-only WAL reader (the ``postfix`` user may not write here) needs the ``-wal`` and
+``-shm`` files to exist; SQLite deletes them when the last connection closes, so
+:func:`ensure_wal_files` puts empty ones back after mailforge closes its connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...atomic import write_if_changed
 
 POSTFIX_MAPS = ("virtual_domains", "virtual_mailboxes", "virtual_aliases", "sender_logins")
+
+# Bumped when the Postfix database's rows change meaning: a database of an older format
+# (or none: a server upgraded from the cdb tables) is filled by a complete pass of every
+# domain (``PostfixDovecotBackend.needs_full_resync``).
+POSTFIX_FORMAT = "1"
+
+# What the rows hold is the desired state reduced to what Postfix needs; everything
+# derived (role addresses, catch-all identities, alias domains, sender logins of
+# aliases) is computed by the queries below, so a change of one mailbox or alias is a
+# change of its own rows only. Addresses are lower-case ASCII (validated on the way in).
+POSTFIX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+-- Served domains (present: enabled, not deleted, name proven).
+CREATE TABLE IF NOT EXISTS domains (
+    domain TEXT PRIMARY KEY
+) WITHOUT ROWID;
+-- alias: a domain whose mail goes to the same names at domain.
+CREATE TABLE IF NOT EXISTS alias_domains (
+    alias  TEXT PRIMARY KEY,
+    domain TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alias_domains_domain ON alias_domains (domain);
+-- Live mailboxes (suspended ones too: they still receive). created_us and id order the
+-- domain's oldest mailbox, the default target of its role addresses.
+CREATE TABLE IF NOT EXISTS mailboxes (
+    address    TEXT PRIMARY KEY,
+    domain     TEXT NOT NULL,
+    created_us INTEGER NOT NULL,
+    id         TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS mailboxes_oldest ON mailboxes (domain, created_us, id);
+-- One row per (alias, target); source '@domain' is a catch-all.
+CREATE TABLE IF NOT EXISTS alias_targets (
+    source TEXT NOT NULL,
+    target TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    PRIMARY KEY (source, target)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alias_targets_domain ON alias_targets (domain);
+-- RFC 2142 role local parts (config mailboxes.role_addresses) and their configured
+-- target (NULL: the domain's oldest mailbox).
+CREATE TABLE IF NOT EXISTS roles (
+    local_part TEXT PRIMARY KEY,
+    target     TEXT
+) WITHOUT ROWID;
+"""
+
+# The lookup key split once: Postfix looks up user@domain, then @domain (and a bare
+# name, which matches nothing here). Only %s is used: Postfix suppresses a whole query
+# that names %u or %d when the key has no local part, which would hide the catch-all.
+_KEY = ("WITH k(key, local, domain) AS (SELECT {key}, "
+        "substr({key}, 1, instr({key}, '@') - 1), substr({key}, instr({key}, '@') + 1))")
+
+# Same name at an alias domain: local@alias -> local@domain, when that mailbox exists.
+_ALIAS_DOMAIN_MAILBOX = ("SELECT m.address FROM k, alias_domains ad, mailboxes m"
+                         " WHERE ad.alias = k.domain AND k.local <> ''"
+                         " AND m.address = k.local || '@' || ad.domain")
+
+# The queries behind each map; {key} is the looked-up key (Postfix: '%s', quoted by
+# Postfix's SQLite client; mailforge's own readers: a bound parameter). Several rows
+# are joined by Postfix with commas, as a map value with several targets.
+POSTFIX_QUERIES = {
+    "virtual_domains": "SELECT 'OK' FROM domains WHERE domain = {key}",
+    "virtual_mailboxes": "SELECT 'OK' FROM mailboxes WHERE address = {key}",
+    "virtual_aliases": " ".join((
+        _KEY,
+        # Explicit aliases (a catch-all too, looked up as @domain).
+        "SELECT t.target FROM k, alias_targets t WHERE t.source = k.key",
+        # A catch-all would swallow mail for real mailboxes too: identity entries make the
+        # mailbox win, as Postfix's documentation advises.
+        "UNION ALL SELECT m.address FROM k, mailboxes m WHERE m.address = k.key",
+        " AND EXISTS (SELECT 1 FROM alias_targets c WHERE c.source = '@' || m.domain)",
+        " AND NOT EXISTS (SELECT 1 FROM alias_targets a WHERE a.source = k.key)",
+        "UNION ALL", _ALIAS_DOMAIN_MAILBOX,
+        # Role addresses must reach someone when no mailbox or alias has them (and the
+        # domain has no catch-all): the configured target or the oldest mailbox.
+        "UNION ALL SELECT target FROM (SELECT coalesce(r.target, (SELECT o.address",
+        " FROM mailboxes o WHERE o.domain = k.domain ORDER BY o.created_us, o.id LIMIT 1))",
+        " AS target FROM k, roles r, domains d WHERE r.local_part = k.local",
+        " AND d.domain = k.domain",
+        " AND NOT EXISTS (SELECT 1 FROM alias_targets c WHERE c.source = '@' || k.domain)",
+        " AND NOT EXISTS (SELECT 1 FROM mailboxes x WHERE x.address = k.key)",
+        " AND NOT EXISTS (SELECT 1 FROM alias_targets a WHERE a.source = k.key)",
+        " AND NOT EXISTS (SELECT 1 FROM alias_domains ad, mailboxes y",
+        " WHERE ad.alias = k.domain AND y.address = k.local || '@' || ad.domain)",
+        ") WHERE target IS NOT NULL")),
+    "sender_logins": " ".join((
+        _KEY,
+        # A mailbox sends as itself, as its name at the domain's alias domains, and as the
+        # aliases of its domain that deliver to it (a catch-all is no sender address).
+        "SELECT m.address FROM k, mailboxes m WHERE m.address = k.key",
+        "UNION", _ALIAS_DOMAIN_MAILBOX,
+        "UNION SELECT t.target FROM k, alias_targets t, mailboxes m",
+        " WHERE t.source = k.key AND k.local <> ''",
+        " AND m.address = t.target AND m.domain = t.domain")),
+}
+
+
+def postfix_query(name: str, key: str = ":key") -> str:
+    """The SQL of one map, with *key* for the looked-up key (default: a named parameter,
+    for mailforge's own readers such as the From guard)."""
+    return " ".join(POSTFIX_QUERIES[name].format(key=key).split())
+
+
+def postfix_query_file(name: str, db: Path) -> str:
+    """A Postfix ``sqlite_table(5)`` file for map *name*."""
+    return ("# Written by mailforge: the lookup behind one Postfix map (README, \"How mail\n"
+            "# keeps flowing\"). Postfix quotes the key it puts in place of %s.\n"
+            f"dbpath = {db}\nquery = {postfix_query(name, chr(39) + '%s' + chr(39))}\n")
+
+
+def ensure_wal_files(db: Path) -> None:
+    """Make sure the -wal and -shm files of the WAL-mode database *db* exist (empty is
+    valid), so a read-only reader can open it; SQLite deletes them when its last
+    connection closes. Their mode follows the database's, as SQLite's own do."""
+    mode = db.stat().st_mode & 0o777
+    for suffix in ("-wal", "-shm"):
+        path = db.with_name(db.name + suffix)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            os.close(fd)
+            os.chmod(path, mode)
+
 
 AUTH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -78,18 +215,19 @@ user_query = SELECT '*:storage=' || quota_mb || 'M' AS quota_rule, home \\
 iterate_query = SELECT local_part || '@' || domain AS user FROM users
 """
 
-# File suffix postmap gives the compiled table, per Postfix map type.
-COMPILED_SUFFIX = {"cdb": ".cdb", "hash": ".db", "lmdb": ".lmdb"}
-
 
 @dataclass(frozen=True)
 class Layout:
     state_dir: Path
-    map_type: str = "cdb"
 
     @property
     def postfix_dir(self) -> Path:
         return self.state_dir / "postfix"
+
+    @property
+    def postfix_db(self) -> Path:
+        """Postfix's tables (no passwords: readable by the postfix user)."""
+        return self.postfix_dir / "maps.sqlite"
 
     @property
     def dovecot_dir(self) -> Path:
@@ -104,42 +242,60 @@ class Layout:
         """The file to name in Dovecot's ``passdb``/``userdb`` ``args`` (driver = sql)."""
         return self.dovecot_dir / "dovecot-sql.conf.ext"
 
-    def map_source(self, name: str) -> Path:
-        return self.postfix_dir / name
-
-    def map_compiled(self, name: str) -> Path:
-        return self.postfix_dir / (name + COMPILED_SUFFIX[self.map_type])
+    def query_file(self, name: str) -> Path:
+        return self.postfix_dir / f"{name}.cf"
 
     def postfix_ref(self, name: str) -> str:
-        """The lookup table reference to put in main.cf, e.g. ``cdb:/x/postfix/virtual_domains``."""
-        return f"{self.map_type}:{self.map_source(name)}"
+        """The lookup table reference to put in main.cf, e.g.
+        ``proxy:sqlite:/x/postfix/virtual_domains.cf``: through proxymap, which runs
+        outside smtpd's chroot and keeps one connection per table open."""
+        return f"proxy:sqlite:{self.query_file(name)}"
 
-    def initialize(self, postmap: str = "/usr/sbin/postmap",
-                   postfix_config_dir: str | None = None) -> None:
-        """Create the directories, the empty maps and the Dovecot database, so Postfix and
-        Dovecot can start before mailforge first converges anything."""
+    def initialize(self, role_addresses: tuple[str, ...] = ("postmaster", "abuse"),
+                   role_target: str = "") -> bool:
+        """Create the directories, the databases and the query files, so Postfix and
+        Dovecot can start before mailforge first converges anything. Returns whether the
+        Postfix database is of the current format (False: new, or from an older release;
+        it must be filled by a complete pass of every domain)."""
         self.postfix_dir.mkdir(parents=True, exist_ok=True)
         self.dovecot_dir.mkdir(parents=True, exist_ok=True)
         # Password hashes: readable by root (Dovecot's auth worker) and the auth group only.
         os.chmod(self.dovecot_dir, 0o750)  # noqa: S103
-        with sqlite3.connect(self.auth_db) as db:
+        # Postfix's tables: the postfix user reads them (no secret in them).
+        os.chmod(self.postfix_dir, 0o755)  # noqa: S103
+        with contextlib.closing(sqlite3.connect(self.auth_db)) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(AUTH_SCHEMA)
             have = {r[1] for r in db.execute("PRAGMA table_info(users)")}
             for column, kind in AUTH_ADDED_COLUMNS:
                 if column not in have:
                     db.execute(f"ALTER TABLE users ADD COLUMN {column} {kind}")
-        db.close()
         os.chmod(self.auth_db, 0o640)
         write_if_changed(self.dovecot_sql_conf,
                          DOVECOT_SQL_CONF.format(db=self.auth_db).encode(), mode=0o640)
+        current = self._initialize_postfix_db(role_addresses, role_target)
         for name in POSTFIX_MAPS:
-            src = self.map_source(name)
-            if not src.exists():
-                src.write_text("")
-            if not self.map_compiled(name).exists():
-                cmd = [postmap]
-                if postfix_config_dir:
-                    cmd += ["-c", postfix_config_dir]
-                subprocess.run([*cmd, f"{self.map_type}:{src}"], check=True,
-                               capture_output=True)
+            write_if_changed(self.query_file(name),
+                             postfix_query_file(name, self.postfix_db).encode(), mode=0o644)
+        return current
+
+    def _initialize_postfix_db(self, role_addresses: tuple[str, ...],
+                               role_target: str) -> bool:
+        with contextlib.closing(sqlite3.connect(self.postfix_db, isolation_level=None)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(POSTFIX_SCHEMA)
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            # The roles follow the configuration (a handful of rows).
+            roles = {(r, role_target or None) for r in role_addresses}
+            if set(db.execute("SELECT local_part, target FROM roles")) != roles:
+                db.execute("DELETE FROM roles")
+                db.executemany("INSERT INTO roles VALUES (?, ?)", list(roles))
+            db.execute("COMMIT")
+        os.chmod(self.postfix_db, 0o644)
+        ensure_wal_files(self.postfix_db)
+        return row is not None and row[0] == POSTFIX_FORMAT
+
+    def mark_postfix_db_current(self, db: sqlite3.Connection) -> None:
+        """Record that the Postfix database holds every domain in the current format."""
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (POSTFIX_FORMAT,))

@@ -1,0 +1,149 @@
+"""Postfix's and Dovecot's tables under complete and delta states (issue 11): a delta
+changes only the objects it lists and never removes one because it is absent; a
+complete state makes the domain's rows equal to it. The derived entries (role
+addresses, catch-all identities, alias domains, alias senders) follow from the rows."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from mapview import maps, new_db, text
+from test_mailbox_routing import _alias, _domain, _mb
+
+from mailforge.backends.postfix_dovecot.backend import PostfixDovecotBackend
+from mailforge.backends.postfix_dovecot.layout import postfix_query_file
+from mailforge.backends.postfix_dovecot.render import render
+from mailforge.backends.postfix_dovecot.tables import lookup, sync_postfix
+from mailforge.config import MailboxesConfig, PostfixDovecotConfig
+from mailforge.errors import PermanentError
+from mailforge.models import DomainState
+
+
+def _apply(db: sqlite3.Connection, *states: DomainState) -> int:
+    return sync_postfix(db, [render(st) for st in states])
+
+
+def test_a_delta_changes_only_what_it_lists() -> None:
+    db = new_db()
+    full = DomainState(_domain(), (_mb("ann", 1), _mb("ben", 2)),
+                       (_alias("team@ex.test", "ann@ex.test"),))
+    _apply(db, full)
+    before = text(db)
+    # A delta with one new mailbox: one row, nothing else removed.
+    assert _apply(db, replace(full, mailboxes=(_mb("cat", 3),), aliases=(),
+                              complete=False)) == 1
+    after = text(db)
+    assert "cat@ex.test OK\n" in after["virtual_mailboxes"]
+    assert before["virtual_mailboxes"] in after["virtual_mailboxes"].replace(
+        "cat@ex.test OK\n", "")
+    assert "team@ex.test ann@ex.test" in after["virtual_aliases"]
+    # The same delta again writes nothing.
+    assert _apply(db, replace(full, mailboxes=(_mb("cat", 3),), aliases=(),
+                              complete=False)) == 0
+    # A listed tombstone is removed; the oldest mailbox's role addresses move on.
+    gone = _mb("ann", 1, deleted=True)
+    _apply(db, replace(full, mailboxes=(gone,), aliases=(), complete=False))
+    assert lookup(db, "virtual_mailboxes", "ann@ex.test") == []
+    assert lookup(db, "virtual_aliases", "postmaster@ex.test") == ["ben@ex.test"]
+    assert lookup(db, "virtual_aliases", "team@ex.test") == ["ann@ex.test"]
+    # A complete state removes what it does not list.
+    _apply(db, DomainState(_domain(), (_mb("ben", 2),)))
+    assert lookup(db, "virtual_mailboxes", "cat@ex.test") == []
+    assert lookup(db, "virtual_aliases", "team@ex.test") == []
+    assert lookup(db, "sender_logins", "ben@ex.test") == ["ben@ex.test"]
+
+
+def test_a_catch_all_added_by_a_delta_keeps_every_mailbox_winning() -> None:
+    db = new_db()
+    _apply(db, DomainState(_domain(), (_mb("ann", 1), _mb("ben", 2))))
+    _apply(db, DomainState(_domain(), aliases=(_alias("@ex.test", "ann@ex.test"),),
+                           complete=False))
+    assert lookup(db, "virtual_aliases", "ben@ex.test") == ["ben@ex.test"]
+    assert lookup(db, "virtual_aliases", "@ex.test") == ["ann@ex.test"]
+    # No role entry with a catch-all; a catch-all is no sender address.
+    assert lookup(db, "virtual_aliases", "postmaster@ex.test") == []
+    assert lookup(db, "sender_logins", "@ex.test") == []
+    # The catch-all's tombstone, in a delta, brings the role addresses back.
+    dead = replace(_alias("@ex.test", "ann@ex.test"), deleted=True)
+    _apply(db, DomainState(_domain(), aliases=(dead,), complete=False))
+    assert lookup(db, "virtual_aliases", "ben@ex.test") == []
+    assert lookup(db, "virtual_aliases", "abuse@ex.test") == ["ann@ex.test"]
+
+
+def test_alias_targets_change_in_place_and_alias_domains_follow_the_state() -> None:
+    db = new_db()
+    st = DomainState(_domain(), (_mb("ann", 1), _mb("ben", 2)),
+                     (_alias("team@ex.test", "ann@ex.test", "x@other.test"),),
+                     alias_domains=("alias.test",))
+    _apply(db, st)
+    assert sorted(lookup(db, "virtual_aliases", "team@ex.test")) == ["ann@ex.test",
+                                                                     "x@other.test"]
+    assert lookup(db, "sender_logins", "team@ex.test") == ["ann@ex.test"]
+    assert lookup(db, "virtual_aliases", "ben@alias.test") == ["ben@ex.test"]
+    assert lookup(db, "sender_logins", "ben@alias.test") == ["ben@ex.test"]
+    _apply(db, replace(st, mailboxes=(), aliases=(_alias("team@ex.test", "ben@ex.test"),),
+                       alias_domains=(), complete=False))
+    assert lookup(db, "virtual_aliases", "team@ex.test") == ["ben@ex.test"]
+    assert lookup(db, "sender_logins", "team@ex.test") == ["ben@ex.test"]
+    assert lookup(db, "virtual_aliases", "ben@alias.test") == []
+
+
+def test_a_domain_no_longer_served_loses_every_row_even_from_a_delta() -> None:
+    db = new_db()
+    st = DomainState(_domain(), (_mb("ann", 1),), (_alias("@ex.test", "ann@ex.test"),),
+                     alias_domains=("alias.test",))
+    _apply(db, st)
+    _apply(db, replace(st, domain=replace(st.domain, deleted=True), mailboxes=(),
+                       aliases=(), complete=False))
+    assert maps().aliases == "" and text(db) == text(new_db())
+
+
+@pytest.mark.parametrize("address", ["ceo@other.test", "@other.test", "x@ex.test.evil",
+                                     "a,b@ex.test", "a b@ex.test", "a\n@ex.test"])
+def test_an_alias_outside_its_domain_or_with_separators_is_refused(address: str) -> None:
+    with pytest.raises(PermanentError):
+        render(DomainState(_domain(), aliases=(_alias(address, "ann@ex.test"),)))
+    if not address.endswith("other.test") and "evil" not in address:
+        # A target may be anywhere, but never hold a separator.
+        with pytest.raises(PermanentError):
+            render(DomainState(_domain(), aliases=(_alias("ok@ex.test", address),)))
+
+
+def test_query_files_quote_nothing_themselves() -> None:
+    """Postfix replaces '%s' by the key with its quotes doubled; the file holds only
+    that placeholder, every literal is fixed SQL."""
+    cf = postfix_query_file("virtual_aliases", Path("/x/maps.sqlite"))
+    assert cf.count("'%s'") >= 1 and "%u" not in cf and "%d" not in cf
+    assert cf.splitlines()[2] == "dbpath = /x/maps.sqlite"
+    # A key with a quote is only a key: it matches nothing and breaks nothing.
+    db = new_db()
+    _apply(db, DomainState(_domain(), (_mb("ann", 1),)))
+    for name in ("virtual_domains", "virtual_mailboxes", "virtual_aliases",
+                 "sender_logins"):
+        assert lookup(db, name, "x' OR '1'='1") == []
+
+
+def test_backend_delta_touches_only_listed_dovecot_rows(tmp_path: Path) -> None:
+    b = PostfixDovecotBackend(PostfixDovecotConfig(state_dir=str(tmp_path / "s"),
+                                                   mail_root=str(tmp_path / "m")),
+                              MailboxesConfig())
+    b.layout.initialize()
+    full = DomainState(_domain(), (_mb("ann", 1), _mb("ben", 2)))
+    b._write_tables([render(full)])
+    b._write_tables([render(replace(full, mailboxes=(_mb("ben", 2, quota_mb=7),),
+                                    complete=False))])
+    with sqlite3.connect(f"file:{b.layout.auth_db}?mode=ro", uri=True) as db:
+        rows = dict(db.execute("SELECT local_part, quota_mb FROM users"))
+    assert rows == {"ann": 100, "ben": 7}
+    b._write_tables([render(replace(full, mailboxes=(_mb("ann", 1, deleted=True),),
+                                    complete=False))])
+    with sqlite3.connect(f"file:{b.layout.auth_db}?mode=ro", uri=True) as db:
+        rows = dict(db.execute("SELECT local_part, quota_mb FROM users"))
+    assert rows == {"ben": 7}
+    b.close()
+    # Closing leaves the files a read-only reader (Postfix) needs.
+    assert Path(f"{b.layout.postfix_db}-wal").exists()
+    assert Path(f"{b.layout.postfix_db}-shm").exists()
