@@ -8,6 +8,7 @@ import re
 from dataclasses import replace
 from typing import Any, cast
 
+from mapview import maps
 from test_render import domain, mailbox
 
 from mailforge.api import app as app_mod
@@ -18,7 +19,6 @@ from mailforge.config import Config
 from mailforge.models import DomainState
 from mailforge.ratelimit import RateLimiter, retry_after
 from mailforge.service.context import ServiceContext
-from mapview import maps
 
 
 def _app() -> Any:

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from mapview import maps
 
 from mailforge import names
 from mailforge.backends.postfix_dovecot.backend import PostfixDovecotBackend
-from mailforge.backends.postfix_dovecot.render import Routing, render
+from mailforge.backends.postfix_dovecot.render import Routing
 from mailforge.config import MailboxesConfig, PostfixDovecotConfig
 from mailforge.models import Alias, Domain, DomainState, Mailbox
-from mapview import maps
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 HASH = "{SHA512-CRYPT}$6$abcdefgh$" + "A" * 86

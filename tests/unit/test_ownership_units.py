@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from mapview import maps
 from test_render import domain, mailbox
 
 from mailforge.backends.postfix_dovecot.render import render
@@ -13,7 +14,6 @@ from mailforge.config import Config, DnsConfig, HostConfig, PowerDnsConfig
 from mailforge.dns.providers.base import Delegation
 from mailforge.models import DomainState
 from mailforge.reserved import clashes, refusals, reserved_names
-from mapview import maps
 
 
 def _cfg() -> Config:

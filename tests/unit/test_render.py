@@ -6,11 +6,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from mapview import maps
 
 from mailforge.backends.postfix_dovecot.render import SUSPENDED_HASH, AuthUser, render
 from mailforge.errors import PermanentError
 from mailforge.models import Alias, Domain, DomainState, Mailbox
-from mapview import maps
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 HASH = "{SHA512-CRYPT}$6$salt$abcdefghijklmnopqrstuvwxyz0123456789./ABCDEFGH"
