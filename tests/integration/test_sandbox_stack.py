@@ -457,14 +457,18 @@ def _reloads(sb: Sandbox) -> int:
     return Path(sb.info["logs"]["postfix"]).read_text().count("reload -- version")
 
 
-def _postmap_q(sb: Sandbox, table: str, key: str) -> str | None:
-    """A lookup as Postfix makes it: the postfix user (read-only), the query file."""
-    ref = Layout(Path(sb.info["state_dir"])).postfix_ref(table).removeprefix("proxy:")
-    out = subprocess.run(["runuser", "-u", "postfix", "--", "postmap", "-c",
-                          sb.info["postfix_config_dir"], "-q", key, ref],
-                         capture_output=True, text=True, check=False)
-    assert out.returncode in (0, 1), out.stderr
-    return out.stdout.strip() if out.returncode == 0 else None
+def _postmap_q(sb: Sandbox, name: str, key: str) -> str | None:
+    """A lookup as Postfix makes it: the postfix user (read-only), the query files of the
+    map's tables in order, the first answer wins."""
+    refs = Layout(Path(sb.info["state_dir"])).postfix_ref(name).replace("proxy:", "")
+    for ref in refs.split(", "):
+        out = subprocess.run(["runuser", "-u", "postfix", "--", "postmap", "-c",
+                              sb.info["postfix_config_dir"], "-q", key, ref],
+                             capture_output=True, text=True, check=False)
+        assert out.returncode in (0, 1), out.stderr
+        if out.returncode == 0:
+            return out.stdout.strip()
+    return None
 
 
 async def test_backend_tables_serve_new_domains_aliases_and_deltas_without_reload(

@@ -14,7 +14,7 @@ from mapview import maps, new_db, text
 from test_mailbox_routing import _alias, _domain, _mb
 
 from mailforge.backends.postfix_dovecot.backend import PostfixDovecotBackend
-from mailforge.backends.postfix_dovecot.layout import postfix_query_file
+from mailforge.backends.postfix_dovecot.layout import POSTFIX_TABLE_QUERIES, postfix_query_file
 from mailforge.backends.postfix_dovecot.render import render
 from mailforge.backends.postfix_dovecot.tables import lookup, sync_postfix
 from mailforge.config import MailboxesConfig, PostfixDovecotConfig
@@ -113,17 +113,20 @@ def test_an_alias_outside_its_domain_or_with_separators_is_refused(address: str)
 
 
 def test_query_files_quote_nothing_themselves() -> None:
-    """Postfix replaces '%s' by the key with its quotes doubled; the file holds only
-    that placeholder, every literal is fixed SQL."""
-    cf = postfix_query_file("virtual_aliases", Path("/x/maps.sqlite"))
-    assert cf.count("'%s'") >= 1 and "%u" not in cf and "%d" not in cf
-    assert cf.splitlines()[2] == "dbpath = /x/maps.sqlite"
+    """Postfix replaces '%s' (and '%u', '%d') by the key with its quotes doubled; the file
+    holds only those placeholders, every other literal is fixed SQL."""
+    for table in POSTFIX_TABLE_QUERIES:
+        cf = postfix_query_file(table, Path("/x/maps.sqlite"))
+        assert cf.splitlines()[2] == "dbpath = /x/maps.sqlite"
+        query = cf.splitlines()[3]
+        assert "%" not in query.replace("'%s'", "").replace("'%u'", "").replace("'%d'", "")
     # A key with a quote is only a key: it matches nothing and breaks nothing.
     db = new_db()
     _apply(db, DomainState(_domain(), (_mb("ann", 1),)))
     for name in ("virtual_domains", "virtual_mailboxes", "virtual_aliases",
                  "sender_logins"):
         assert lookup(db, name, "x' OR '1'='1") == []
+        assert lookup(db, name, "postmaster' OR '1'='1@ex.test") == []
 
 
 def test_backend_delta_touches_only_listed_dovecot_rows(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Postfix + Dovecot on the same host, converged through two local SQLite databases.
 
 Map mechanism (README, "How mail keeps flowing"): Postfix's domain, mailbox, alias and
-sender-login tables are ``sqlite:`` lookups (``layout.POSTFIX_QUERIES``) in
+sender-login tables are ``sqlite:`` lookups (``layout.POSTFIX_TABLE_QUERIES``) in
 ``postfix/maps.sqlite``; Dovecot's passdb/userdb is ``dovecot/auth.sqlite``. Both are
 queried on every lookup, so a change is effective at once: no ``postmap``, no
 ``postfix reload``, no file rebuilt. A change of one mailbox or alias changes its own

@@ -5,12 +5,13 @@ sandbox and ``deploy/`` render Postfix and Dovecot settings from it):
 
 - ``postfix/maps.sqlite``: Postfix's tables, a SQLite database without passwords
   (readable by the ``postfix`` user), queried through the ``sqlite:`` query files
-  ``postfix/<map>.cf`` (written here, from :data:`POSTFIX_QUERIES`):
+  ``postfix/<table>.cf`` (written here, from :data:`POSTFIX_TABLE_QUERIES`); each map
+  is a list of them (:data:`POSTFIX_MAP_TABLES`):
 
-  - ``postfix/virtual_domains.cf``   -> ``virtual_mailbox_domains``
-  - ``postfix/virtual_mailboxes.cf`` -> ``virtual_mailbox_maps``
-  - ``postfix/virtual_aliases.cf``   -> ``virtual_alias_maps``
-  - ``postfix/sender_logins.cf``     -> ``smtpd_sender_login_maps``
+  - ``virtual_domains``   -> ``virtual_mailbox_domains``
+  - ``virtual_mailboxes`` -> ``virtual_mailbox_maps``
+  - ``virtual_aliases``   -> ``virtual_alias_maps``
+  - ``sender_logins``     -> ``smtpd_sender_login_maps``
 
   main.cf names them as ``proxy:sqlite:<file>`` (:meth:`Layout.postfix_ref`), so the
   lookups run in Postfix's proxymap, outside the chroot Debian gives smtpd.
@@ -91,68 +92,72 @@ CREATE TABLE IF NOT EXISTS roles (
 ) WITHOUT ROWID;
 """
 
-# The lookup key split once: Postfix looks up user@domain, then @domain (and a bare
-# name, which matches nothing here). Only %s is used: Postfix suppresses a whole query
-# that names %u or %d when the key has no local part, which would hide the catch-all.
-_KEY = ("WITH k(key, local, domain) AS (SELECT {key}, "
-        "substr({key}, 1, instr({key}, '@') - 1), substr({key}, instr({key}, '@') + 1))")
+# Each Postfix map is a list of small tables, tried in order, the first that answers
+# wins (Postfix's rule for a list of tables, tried for each form of the key: user@domain,
+# then @domain). Small queries matter: Postfix prepares the query at every lookup, and
+# one compound query of all the cases cost ~1 ms to prepare against ~25-110 us each for
+# these. {s} is the whole key, {u} its local part, {d} its domain (Postfix: '%s', '%u',
+# '%d', quoted by Postfix's SQLite client; a query naming {u} or {d} is skipped for a
+# key without a local part, e.g. @domain, as Postfix does).
+POSTFIX_TABLE_QUERIES = {
+    "domains": "SELECT 'OK' FROM domains WHERE domain = {s}",
+    "mailboxes": "SELECT 'OK' FROM mailboxes WHERE address = {s}",
+    # Explicit aliases (a catch-all too, looked up as @domain).
+    "aliases": "SELECT target FROM alias_targets WHERE source = {s}",
+    # A catch-all would swallow mail for real mailboxes too: identity answers make the
+    # mailbox win, as Postfix's documentation advises.
+    "catchall_identities": (
+        "SELECT m.address FROM mailboxes m WHERE m.address = {s} AND EXISTS"
+        " (SELECT 1 FROM alias_targets c WHERE c.source = '@' || m.domain)"),
+    # Same name at an alias domain: local@alias -> local@domain, when that mailbox exists
+    # (delivered there, and the mailbox may send as it).
+    "alias_domain_names": (
+        "SELECT m.address FROM alias_domains ad, mailboxes m WHERE ad.alias = {d}"
+        " AND m.address = {u} || '@' || ad.domain"),
+    # RFC 2142 role addresses reach someone when no mailbox has the name and the domain
+    # has no catch-all (an alias of that name answered before): the configured target or
+    # the domain's oldest mailbox.
+    "role_addresses": (
+        "SELECT addr FROM (SELECT coalesce(r.target, (SELECT o.address FROM mailboxes o"
+        " WHERE o.domain = d.domain ORDER BY o.created_us, o.id LIMIT 1)) AS addr"
+        " FROM roles r, domains d WHERE r.local_part = {u} AND d.domain = {d}"
+        " AND NOT EXISTS (SELECT 1 FROM alias_targets c WHERE c.source = '@' || d.domain)"
+        " AND NOT EXISTS (SELECT 1 FROM mailboxes x WHERE x.address = {s}))"
+        " WHERE addr IS NOT NULL"),
+    # A mailbox sends as itself...
+    "sender_self": "SELECT address FROM mailboxes WHERE address = {s}",
+    # ... and as the aliases of its domain that deliver to it (a catch-all is no sender
+    # address).
+    "alias_senders": (
+        "SELECT t.target FROM alias_targets t, mailboxes m WHERE t.source = {s}"
+        " AND substr(t.source, 1, 1) <> '@' AND m.address = t.target"
+        " AND m.domain = t.domain"),
+}
 
-# Same name at an alias domain: local@alias -> local@domain, when that mailbox exists.
-_ALIAS_DOMAIN_MAILBOX = ("SELECT m.address FROM k, alias_domains ad, mailboxes m"
-                         " WHERE ad.alias = k.domain AND k.local <> ''"
-                         " AND m.address = k.local || '@' || ad.domain")
-
-# The queries behind each map; {key} is the looked-up key (Postfix: '%s', quoted by
-# Postfix's SQLite client; mailforge's own readers: a bound parameter). Several rows
-# are joined by Postfix with commas, as a map value with several targets.
-POSTFIX_QUERIES = {
-    "virtual_domains": "SELECT 'OK' FROM domains WHERE domain = {key}",
-    "virtual_mailboxes": "SELECT 'OK' FROM mailboxes WHERE address = {key}",
-    "virtual_aliases": " ".join((
-        _KEY,
-        # Explicit aliases (a catch-all too, looked up as @domain).
-        "SELECT t.target FROM k, alias_targets t WHERE t.source = k.key",
-        # A catch-all would swallow mail for real mailboxes too: identity entries make the
-        # mailbox win, as Postfix's documentation advises.
-        "UNION ALL SELECT m.address FROM k, mailboxes m WHERE m.address = k.key",
-        " AND EXISTS (SELECT 1 FROM alias_targets c WHERE c.source = '@' || m.domain)",
-        " AND NOT EXISTS (SELECT 1 FROM alias_targets a WHERE a.source = k.key)",
-        "UNION ALL", _ALIAS_DOMAIN_MAILBOX,
-        # Role addresses must reach someone when no mailbox or alias has them (and the
-        # domain has no catch-all): the configured target or the oldest mailbox.
-        "UNION ALL SELECT target FROM (SELECT coalesce(r.target, (SELECT o.address",
-        " FROM mailboxes o WHERE o.domain = k.domain ORDER BY o.created_us, o.id LIMIT 1))",
-        " AS target FROM k, roles r, domains d WHERE r.local_part = k.local",
-        " AND d.domain = k.domain",
-        " AND NOT EXISTS (SELECT 1 FROM alias_targets c WHERE c.source = '@' || k.domain)",
-        " AND NOT EXISTS (SELECT 1 FROM mailboxes x WHERE x.address = k.key)",
-        " AND NOT EXISTS (SELECT 1 FROM alias_targets a WHERE a.source = k.key)",
-        " AND NOT EXISTS (SELECT 1 FROM alias_domains ad, mailboxes y",
-        " WHERE ad.alias = k.domain AND y.address = k.local || '@' || ad.domain)",
-        ") WHERE target IS NOT NULL")),
-    "sender_logins": " ".join((
-        _KEY,
-        # A mailbox sends as itself, as its name at the domain's alias domains, and as the
-        # aliases of its domain that deliver to it (a catch-all is no sender address).
-        "SELECT m.address FROM k, mailboxes m WHERE m.address = k.key",
-        "UNION", _ALIAS_DOMAIN_MAILBOX,
-        "UNION SELECT t.target FROM k, alias_targets t, mailboxes m",
-        " WHERE t.source = k.key AND k.local <> ''",
-        " AND m.address = t.target AND m.domain = t.domain")),
+# Postfix map -> its tables, in lookup order.
+POSTFIX_MAP_TABLES = {
+    "virtual_domains": ("domains",),
+    "virtual_mailboxes": ("mailboxes",),
+    "virtual_aliases": ("aliases", "catchall_identities", "alias_domain_names",
+                        "role_addresses"),
+    "sender_logins": ("sender_self", "alias_domain_names", "alias_senders"),
 }
 
 
-def postfix_query(name: str, key: str = ":key") -> str:
-    """The SQL of one map, with *key* for the looked-up key (default: a named parameter,
-    for mailforge's own readers such as the From guard)."""
-    return " ".join(POSTFIX_QUERIES[name].format(key=key).split())
+def postfix_query(table: str, postfix: bool = False) -> str:
+    """The SQL of one table: for Postfix ('%s' etc.), or with named parameters :s, :u, :d
+    for mailforge's own readers (tables.lookup)."""
+    q = POSTFIX_TABLE_QUERIES[table]
+    if postfix:
+        return q.format(s="'%s'", u="'%u'", d="'%d'")
+    return q.format(s=":s", u=":u", d=":d")
 
 
-def postfix_query_file(name: str, db: Path) -> str:
-    """A Postfix ``sqlite_table(5)`` file for map *name*."""
-    return ("# Written by mailforge: the lookup behind one Postfix map (README, \"How mail\n"
-            "# keeps flowing\"). Postfix quotes the key it puts in place of %s.\n"
-            f"dbpath = {db}\nquery = {postfix_query(name, chr(39) + '%s' + chr(39))}\n")
+def postfix_query_file(table: str, db: Path) -> str:
+    """A Postfix ``sqlite_table(5)`` file for one table."""
+    return ("# Written by mailforge: one of the tables behind a Postfix map (README, \"How\n"
+            "# mail keeps flowing\"). Postfix quotes what it puts in place of %s, %u, %d.\n"
+            f"dbpath = {db}\nquery = {postfix_query(table, postfix=True)}\n")
 
 
 def ensure_wal_files(db: Path) -> None:
@@ -242,14 +247,15 @@ class Layout:
         """The file to name in Dovecot's ``passdb``/``userdb`` ``args`` (driver = sql)."""
         return self.dovecot_dir / "dovecot-sql.conf.ext"
 
-    def query_file(self, name: str) -> Path:
-        return self.postfix_dir / f"{name}.cf"
+    def query_file(self, table: str) -> Path:
+        return self.postfix_dir / f"{table}.cf"
 
     def postfix_ref(self, name: str) -> str:
-        """The lookup table reference to put in main.cf, e.g.
-        ``proxy:sqlite:/x/postfix/virtual_domains.cf``: through proxymap, which runs
-        outside smtpd's chroot and keeps one connection per table open."""
-        return f"proxy:sqlite:{self.query_file(name)}"
+        """The lookup tables to put in main.cf for Postfix map *name*, e.g.
+        ``proxy:sqlite:/x/postfix/domains.cf``: through proxymap, which runs outside
+        smtpd's chroot and keeps one connection per table open."""
+        return ", ".join(f"proxy:sqlite:{self.query_file(t)}"
+                         for t in POSTFIX_MAP_TABLES[name])
 
     def initialize(self, role_addresses: tuple[str, ...] = ("postmaster", "abuse"),
                    role_target: str = "") -> bool:
@@ -274,9 +280,9 @@ class Layout:
         write_if_changed(self.dovecot_sql_conf,
                          DOVECOT_SQL_CONF.format(db=self.auth_db).encode(), mode=0o640)
         current = self._initialize_postfix_db(role_addresses, role_target)
-        for name in POSTFIX_MAPS:
-            write_if_changed(self.query_file(name),
-                             postfix_query_file(name, self.postfix_db).encode(), mode=0o644)
+        for table in POSTFIX_TABLE_QUERIES:
+            write_if_changed(self.query_file(table),
+                             postfix_query_file(table, self.postfix_db).encode(), mode=0o644)
         return current
 
     def _initialize_postfix_db(self, role_addresses: tuple[str, ...],

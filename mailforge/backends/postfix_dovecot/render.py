@@ -120,7 +120,7 @@ def render(state: DomainState, default_quota_mb: int = 1024,
            routing: Routing = DEFAULT_ROUTING) -> DomainRows:
     """The rows of one domain's state. Role addresses, catch-all identities, alias
     domains and the sender logins of aliases are not rendered: the Postfix queries derive
-    them (layout.POSTFIX_QUERIES), so one changed mailbox is one changed row. *routing*
+    them (layout.POSTFIX_TABLE_QUERIES), so one changed mailbox is one changed row. *routing*
     is checked here (it is written to the roles table at start-up)."""
     if routing.role_target:
         _key(routing.role_target)

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .layout import POSTFIX_MAPS, postfix_query
+from .layout import POSTFIX_MAP_TABLES, POSTFIX_MAPS, POSTFIX_TABLE_QUERIES, postfix_query
 from .render import AuthUser, DomainRows
 
 
@@ -136,8 +136,18 @@ def delete_auth(db: sqlite3.Connection, batch: Sequence[DomainRows]) -> int:
 
 
 def lookup(db: sqlite3.Connection, name: str, key: str) -> list[str]:
-    """What Postfix's map *name* answers for *key* (the same SQL Postfix runs)."""
-    return [str(v) for (v,) in db.execute(postfix_query(name), {"key": key})]
+    """What Postfix's map *name* answers for *key*: its tables in order, the first that
+    answers wins (the same SQL Postfix runs)."""
+    local, at, domain = key.rpartition("@")
+    for table in POSTFIX_MAP_TABLES[name]:
+        query = POSTFIX_TABLE_QUERIES[table]
+        if ("{u}" in query or "{d}" in query) and not (at and local):
+            continue  # Postfix suppresses a query naming %u/%d for such a key
+        found = [str(v) for (v,) in db.execute(postfix_query(table),
+                                               {"s": key, "u": local, "d": domain})]
+        if found:
+            return found
+    return []
 
 
 def map_lines(db: sqlite3.Connection) -> dict[str, list[str]]:
