@@ -37,7 +37,7 @@ import dns.rdatatype
 import pytest
 
 from mailforge.backends.postfix_dovecot.backend import PostfixDovecotBackend
-from mailforge.backends.postfix_dovecot.layout import Layout, ensure_wal_files
+from mailforge.backends.postfix_dovecot.layout import AUTH_SCHEMA, Layout, ensure_wal_files
 from mailforge.config import MailboxesConfig, PostfixDovecotConfig
 from mailforge.models import Alias, Domain, DomainState
 from mailforge.models import Mailbox as MailboxModel
@@ -576,6 +576,13 @@ async def test_a_server_with_cdb_tables_converges_and_delivers_once_main_cf_is_r
         subprocess.run(["postmap", "-c", pf, f"cdb:{state / 'postfix' / name}"], check=True)
     (state / "fragments" / "mailboxes" / mailbox.domain).write_text(old_maps[
         "virtual_mailboxes"])
+    # The old release's Dovecot rows (the new backend keeps them).
+    (state / "dovecot").mkdir()
+    with contextlib.closing(sqlite3.connect(state / "dovecot" / "auth.sqlite")) as db, db:
+        db.executescript(AUTH_SCHEMA)
+        db.execute("INSERT INTO users VALUES (?, ?, 'x', 100, 1, ?, ?)",
+                   (mailbox.domain, mailbox.local, mailbox.mailbox_id,
+                    str(mailbox.home(stack.info["mail_root"]))))
     _postconf(pf, {p: f"cdb:{state / 'postfix' / m}" for p, m in _MAP_PARAMS.items()})
     try:
         assert _rcpt(stack, mailbox.address) == 250  # served by the cdb tables

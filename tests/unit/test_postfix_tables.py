@@ -5,6 +5,7 @@ addresses, catch-all identities, alias domains, alias senders) follow from the r
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,11 @@ from mapview import maps, new_db, text
 from test_mailbox_routing import _alias, _domain, _mb
 
 from mailforge.backends.postfix_dovecot.backend import PostfixDovecotBackend
-from mailforge.backends.postfix_dovecot.layout import POSTFIX_TABLE_QUERIES, postfix_query_file
+from mailforge.backends.postfix_dovecot.layout import (
+    AUTH_SCHEMA,
+    POSTFIX_TABLE_QUERIES,
+    postfix_query_file,
+)
 from mailforge.backends.postfix_dovecot.render import render
 from mailforge.backends.postfix_dovecot.tables import lookup, sync_postfix
 from mailforge.config import MailboxesConfig, PostfixDovecotConfig
@@ -150,3 +155,29 @@ def test_backend_delta_touches_only_listed_dovecot_rows(tmp_path: Path) -> None:
     # Closing leaves the files a read-only reader (Postfix) needs.
     assert Path(f"{b.layout.postfix_db}-wal").exists()
     assert Path(f"{b.layout.postfix_db}-shm").exists()
+
+
+def test_a_new_server_needs_no_full_pass_an_upgraded_one_does(tmp_path: Path) -> None:
+    new = PostfixDovecotBackend(PostfixDovecotConfig(state_dir=str(tmp_path / "new"),
+                                                     mail_root=str(tmp_path / "m")))
+    new._prepare()
+    assert not new.needs_full_resync
+    new.close()
+    # Dovecot rows of an older release, no Postfix database yet: the upgrade.
+    old = tmp_path / "old"
+    (old / "dovecot").mkdir(parents=True)
+    with sqlite3.connect(old / "dovecot" / "auth.sqlite") as db:
+        db.executescript(AUTH_SCHEMA)
+        db.execute("INSERT INTO users VALUES ('ex.test', 'ann', 'x', 1, 1, 'u', 'h')")
+    db.close()
+    up = PostfixDovecotBackend(PostfixDovecotConfig(state_dir=str(old),
+                                                    mail_root=str(tmp_path / "m")))
+    up._prepare()
+    assert up.needs_full_resync
+    asyncio.run(up.full_resync_done())
+    up.close()
+    again = PostfixDovecotBackend(PostfixDovecotConfig(state_dir=str(old),
+                                                       mail_root=str(tmp_path / "m")))
+    again._prepare()
+    assert not again.needs_full_resync
+    again.close()

@@ -123,6 +123,10 @@ class PostfixDovecotBackend:
                         map_type=self.cfg.map_type)
         current = self.layout.initialize(self.routing.role_addresses,
                                          self.routing.role_target)
+        if not current and not self._serves_anything():
+            # A new server: nothing to fill the tables from.
+            self._mark_current()
+            current = True
         self.needs_full_resync = not current
         if not current:
             log.warning("postfix tables need a complete pass of every domain "
@@ -145,6 +149,10 @@ class PostfixDovecotBackend:
             self._maps = None
             ensure_wal_files(self.layout.postfix_db)
 
+    def _serves_anything(self) -> bool:
+        with contextlib.closing(sqlite3.connect(self.layout.auth_db)) as db:
+            return db.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None
+
     async def full_resync_done(self) -> None:
         """The engine has applied a complete state of every domain of this host since
         prepare(): Postfix's database holds them all in the current format."""
@@ -154,8 +162,9 @@ class PostfixDovecotBackend:
         db = self._maps_db()
         with _transaction(db):
             self.layout.mark_postfix_db_current(db)
+        if self.needs_full_resync:
+            log.info("postfix tables hold every domain")
         self.needs_full_resync = False
-        log.info("postfix tables hold every domain")
 
     def _maps_db(self) -> sqlite3.Connection:
         if self._maps is None:
