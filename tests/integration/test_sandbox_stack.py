@@ -37,7 +37,7 @@ import dns.rdatatype
 import pytest
 
 from mailforge.backends.postfix_dovecot.backend import PostfixDovecotBackend
-from mailforge.backends.postfix_dovecot.layout import AUTH_SCHEMA, Layout, ensure_wal_files
+from mailforge.backends.postfix_dovecot.layout import AUTH_SCHEMA, Layout, keep_wal_files
 from mailforge.config import MailboxesConfig, PostfixDovecotConfig
 from mailforge.models import Alias, Domain, DomainState
 from mailforge.models import Mailbox as MailboxModel
@@ -92,14 +92,13 @@ def provision(sb: Sandbox, boxes: list[Mailbox]) -> None:
     """What the backend does, by hand: Postfix's rows + rows in Dovecot's auth database."""
     layout = Layout(Path(sb.info["state_dir"]))
     domains = sorted({b.domain for b in boxes})
-    with contextlib.closing(sqlite3.connect(layout.postfix_db)) as maps, maps:
+    with keep_wal_files(layout.postfix_db), \
+            contextlib.closing(sqlite3.connect(layout.postfix_db)) as maps, maps:
         maps.executemany("INSERT OR IGNORE INTO domains VALUES (?)", [(d,) for d in domains])
         maps.executemany("INSERT OR REPLACE INTO mailboxes VALUES (?, ?, 0, ?)",
                          [(b.address, b.domain, b.mailbox_id) for b in boxes])
         maps.executemany("INSERT OR REPLACE INTO alias_targets VALUES (?, ?, ?)",
                          [(f"postmaster@{d}", boxes[0].address, d) for d in domains])
-    # A closing writer may remove the files Postfix's read-only lookups need.
-    ensure_wal_files(layout.postfix_db)
     with sqlite3.connect(layout.auth_db) as db:
         db.executemany(
             "INSERT OR REPLACE INTO users (domain, local_part, password, quota_mb,"

@@ -6,6 +6,7 @@ addresses, catch-all identities, alias domains, alias senders) follow from the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from mapview import maps, new_db, text
 from test_mailbox_routing import _alias, _domain, _mb
 
+from mailforge.backends.postfix_dovecot import tables
 from mailforge.backends.postfix_dovecot.backend import PostfixDovecotBackend
 from mailforge.backends.postfix_dovecot.layout import (
     AUTH_SCHEMA,
@@ -181,3 +183,44 @@ def test_a_new_server_needs_no_full_pass_an_upgraded_one_does(tmp_path: Path) ->
     again._prepare()
     assert not again.needs_full_resync
     again.close()
+
+
+def test_a_crash_between_the_two_databases_is_safe_and_repaired(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dovecot's additions are committed before Postfix's rows, Dovecot's removals after:
+    killed in between, Postfix never accepts an address Dovecot cannot deliver to, and
+    the next apply of the same state finishes the work."""
+    b = PostfixDovecotBackend(PostfixDovecotConfig(state_dir=str(tmp_path / "s"),
+                                                   mail_root=str(tmp_path / "m")))
+    b.layout.initialize()
+    st = DomainState(_domain(), (_mb("ann", 1),))
+    b._write_tables([render(st)])
+
+    def crash(*_: object) -> int:
+        raise KeyboardInterrupt("killed")
+
+    def rows() -> tuple[set[str], set[str]]:
+        with contextlib.closing(sqlite3.connect(
+                f"file:{b.layout.auth_db}?mode=ro", uri=True)) as auth:
+            users = {lp for (lp,) in auth.execute("SELECT local_part FROM users")}
+        served = {a for (a,) in b._maps_db().execute("SELECT address FROM mailboxes")}
+        return users, served
+
+    add = replace(st, mailboxes=(_mb("ben", 2),), complete=False)
+    monkeypatch.setattr(tables, "sync_postfix", crash)
+    with pytest.raises(KeyboardInterrupt):
+        b._write_tables([render(add)])
+    assert rows() == ({"ann", "ben"}, {"ann@ex.test"})  # Dovecot knows more: safe
+    monkeypatch.undo()
+    b._write_tables([render(add)])
+    assert rows() == ({"ann", "ben"}, {"ann@ex.test", "ben@ex.test"})
+
+    drop = replace(st, mailboxes=(_mb("ann", 1, deleted=True),), complete=False)
+    monkeypatch.setattr(tables, "delete_auth", crash)
+    with pytest.raises(KeyboardInterrupt):
+        b._write_tables([render(drop)])
+    assert rows() == ({"ann", "ben"}, {"ben@ex.test"})  # Postfix refuses first: safe
+    monkeypatch.undo()
+    b._write_tables([render(drop)])
+    assert rows() == ({"ben"}, {"ben@ex.test"})
+    b.close()

@@ -40,7 +40,7 @@ from ...log import get
 from ...models import DomainState
 from ..base import ApplyResult
 from . import tables
-from .layout import Layout, ensure_wal_files
+from .layout import Layout, keep_wal_files
 from .render import DomainRows, Routing, render
 
 log = get(__name__)
@@ -121,6 +121,8 @@ class PostfixDovecotBackend:
             log.warning("backend.postfix_dovecot.map_type is no longer used: Postfix reads "
                         "the sqlite tables (README: Upgrading from the cdb tables)",
                         map_type=self.cfg.map_type)
+        if self.layout.postfix_db.exists():
+            self._maps_db()  # open first: no later close is then the last one
         current = self.layout.initialize(self.routing.role_addresses,
                                          self.routing.role_target)
         if not current and not self._serves_anything():
@@ -145,9 +147,9 @@ class PostfixDovecotBackend:
     def close(self) -> None:
         """Close the Postfix database, leaving the files its readers need."""
         if self._maps is not None:
-            self._maps.close()
+            with keep_wal_files(self.layout.postfix_db):
+                self._maps.close()
             self._maps = None
-            ensure_wal_files(self.layout.postfix_db)
 
     def _serves_anything(self) -> bool:
         with contextlib.closing(sqlite3.connect(self.layout.auth_db)) as db:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,6 +159,24 @@ def postfix_query_file(table: str, db: Path) -> str:
     return ("# Written by mailforge: one of the tables behind a Postfix map (README, \"How\n"
             "# mail keeps flowing\"). Postfix quotes what it puts in place of %s, %u, %d.\n"
             f"dbpath = {db}\nquery = {postfix_query(table, postfix=True)}\n")
+
+
+@contextlib.contextmanager
+def keep_wal_files(db: Path) -> Iterator[None]:
+    """Around a read-write connection that is about to close: hold a read-only one open
+    meanwhile, so the read-write one is never the last to close and SQLite leaves the
+    -wal and -shm files in place (a read-only connection never removes them). Without
+    this, a lookup by Postfix in the instant between SQLite's removal and
+    :func:`ensure_wal_files` failed."""
+    if not db.exists():
+        yield
+        ensure_wal_files(db)
+        return
+    ensure_wal_files(db)
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as guard:
+        guard.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        yield
+    ensure_wal_files(db)
 
 
 def ensure_wal_files(db: Path) -> None:
@@ -287,7 +306,8 @@ class Layout:
 
     def _initialize_postfix_db(self, role_addresses: tuple[str, ...],
                                role_target: str) -> bool:
-        with contextlib.closing(sqlite3.connect(self.postfix_db, isolation_level=None)) as db:
+        with keep_wal_files(self.postfix_db), contextlib.closing(
+                sqlite3.connect(self.postfix_db, isolation_level=None)) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(POSTFIX_SCHEMA)
             db.execute("BEGIN IMMEDIATE")
@@ -299,7 +319,6 @@ class Layout:
                 db.executemany("INSERT INTO roles VALUES (?, ?)", list(roles))
             db.execute("COMMIT")
         os.chmod(self.postfix_db, 0o644)
-        ensure_wal_files(self.postfix_db)
         return row is not None and row[0] == POSTFIX_FORMAT
 
     def mark_postfix_db_current(self, db: sqlite3.Connection) -> None:
