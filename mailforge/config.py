@@ -87,9 +87,12 @@ class PostfixDovecotConfig:
     # written; those values are still accepted (with a warning at start) so an older
     # configuration loads during the migration.
     map_type: str = "sqlite"
-    # Unused since the sqlite tables (nothing is compiled, nothing reloaded); accepted
-    # so an older configuration loads.
+    # Unused since the sqlite tables (nothing is compiled); accepted so an older
+    # configuration loads.
     postmap: str = "/usr/sbin/postmap"
+    # Run as `postfix -c <postfix_config_dir> reload` when the list of served domains
+    # changes (Postfix's long-lived processes keep an address's class once resolved);
+    # new mailboxes and aliases need no reload.
     postfix: str = "/usr/sbin/postfix"
     postfix_config_dir: str = "/etc/postfix"
     # Root of the Maildirs: <mail_root>/<domain>/<mailbox id>/Maildir

@@ -3,9 +3,11 @@
 Map mechanism (README, "How mail keeps flowing"): Postfix's domain, mailbox, alias and
 sender-login tables are ``sqlite:`` lookups (``layout.POSTFIX_TABLE_QUERIES``) in
 ``postfix/maps.sqlite``; Dovecot's passdb/userdb is ``dovecot/auth.sqlite``. Both are
-queried on every lookup, so a change is effective at once: no ``postmap``, no
-``postfix reload``, no file rebuilt. A change of one mailbox or alias changes its own
-rows in one transaction per database, whatever the size of the server. Nothing here
+queried on every lookup, so a change is effective at once: no ``postmap``, no file
+rebuilt; Postfix is reloaded only when the list of served domains changes (its
+long-lived processes keep an address's class once resolved). A change of one mailbox or
+alias changes its own rows in one transaction per database, whatever the size of the
+server. Nothing here
 talks to PostgreSQL, so mail keeps flowing while mailforge or the database is down.
 
 States may be complete (the domain's rows are made equal to them) or deltas (only the
@@ -108,6 +110,7 @@ class PostfixDovecotBackend:
         # applies complete states of every domain and calls full_resync_done().
         self.needs_full_resync = False
         self.rows_written = 0
+        self.reloads = 0
 
     @classmethod
     def from_config(cls, cfg: Config) -> PostfixDovecotBackend:
@@ -182,7 +185,7 @@ class PostfixDovecotBackend:
                 "maps_present": (self.layout.postfix_db.exists()
                                  and self.layout.auth_db.exists()),
                 "tables_current": not self.needs_full_resync,
-                "rows_written": self.rows_written}
+                "rows_written": self.rows_written, "postfix_reloads": self.reloads}
 
     async def apply(self, states: Sequence[DomainState]) -> ApplyResult:
         errors: dict[str, Any] = {}
@@ -201,7 +204,10 @@ class PostfixDovecotBackend:
                 # before their rows name it. It needs the whole domain: complete states only.
                 legacy = await asyncio.to_thread(self._migrate_legacy_homes,
                                                  [st for st in applied if st.complete])
-                await asyncio.to_thread(self._write_tables, [r for _, r in rendered])
+                domains_changed = await asyncio.to_thread(self._write_tables,
+                                                          [r for _, r in rendered])
+                if domains_changed:
+                    await self._reload_postfix()
                 await asyncio.to_thread(self._merge_legacy_leftovers, legacy)
                 # Deleted homes move only once neither Postfix nor Dovecot serve them.
                 await asyncio.to_thread(self._retire_homes, applied)
@@ -378,9 +384,10 @@ class PostfixDovecotBackend:
     def _home_of(self, domain: str, mailbox_id: str) -> str:
         return str(self.home(domain, mailbox_id))
 
-    def _write_tables(self, batch: Sequence[DomainRows]) -> None:
+    def _write_tables(self, batch: Sequence[DomainRows]) -> bool:
         """Dovecot's additions, Postfix's rows, Dovecot's removals: three transactions in
-        the order that keeps every moment between them deliverable (module docstring)."""
+        the order that keeps every moment between them deliverable (module docstring).
+        Returns whether the list of served domains changed."""
         started = time.monotonic()
         auth = sqlite3.connect(self.layout.auth_db, timeout=10, isolation_level=None)
         try:
@@ -388,7 +395,8 @@ class PostfixDovecotBackend:
                 n = tables.upsert_auth(auth, batch, self._home_of)
             maps = self._maps_db()
             with _transaction(maps):
-                n += tables.sync_postfix(maps, batch)
+                written, domains_changed = tables.sync_postfix_counted(maps, batch)
+                n += written
             with _transaction(auth):
                 n += tables.delete_auth(auth, batch)
         finally:
@@ -397,3 +405,24 @@ class PostfixDovecotBackend:
         if n:
             log.info("mail server tables written", domains=len(batch), rows=n,
                      ms=round((time.monotonic() - started) * 1000, 1))
+        return domains_changed
+
+    async def _reload_postfix(self) -> None:
+        """`postfix reload`, gracefully, when the list of served domains changed. Every
+        lookup reads the tables afresh, but Postfix's long-lived processes keep an
+        address's class (local, virtual, relay) once resolved: in a real-stack test, mail
+        submitted to a domain just proven was still relayed out, as before it was served,
+        until a reload. New mailboxes and aliases need none (their lookups are live)."""
+        proc = await asyncio.create_subprocess_exec(
+            self.cfg.postfix, "-c", self.cfg.postfix_config_dir, "reload",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        text = (out + err).decode(errors="replace").strip()
+        if proc.returncode != 0:
+            # Not running is fine: it reads the tables when it starts.
+            if "not running" in text:
+                log.warning("postfix not running; reload skipped")
+                return
+            raise TemporaryError(f"postfix reload failed: {text[:300]}")
+        self.reloads += 1
+        log.info("postfix reloaded (the list of served domains changed)")

@@ -19,25 +19,37 @@ from .render import AuthUser, DomainRows
 
 def sync_postfix(db: sqlite3.Connection, batch: Sequence[DomainRows]) -> int:
     """Make Postfix's rows follow *batch*; returns the number of rows changed."""
+    return sync_postfix_counted(db, batch)[0]
+
+
+def sync_postfix_counted(db: sqlite3.Connection,
+                         batch: Sequence[DomainRows]) -> tuple[int, bool]:
+    """sync_postfix, also telling whether the list of domains Postfix serves changed
+    (a served domain or an alias domain added, removed or moved)."""
     changed = 0
+    domain_list = 0
     for r in batch:
         d = r.domain
         if not r.present:
             for table in ("mailboxes", "alias_targets", "alias_domains", "domains"):
-                changed += db.execute(f"DELETE FROM {table} WHERE domain = ?",
-                                      (d,)).rowcount
+                n = db.execute(f"DELETE FROM {table} WHERE domain = ?", (d,)).rowcount
+                changed += n
+                if table in ("alias_domains", "domains"):
+                    domain_list += n
             continue
-        changed += db.execute("INSERT OR IGNORE INTO domains VALUES (?)", (d,)).rowcount
+        n = db.execute("INSERT OR IGNORE INTO domains VALUES (?)", (d,)).rowcount
         # Alias domains are whole in every state.
         have = {a for (a,) in db.execute(
             "SELECT alias FROM alias_domains WHERE domain = ?", (d,))}
         want = set(r.alias_domains)
         for a in have - want:
-            changed += db.execute("DELETE FROM alias_domains WHERE alias = ? AND domain = ?",
-                                  (a, d)).rowcount
+            n += db.execute("DELETE FROM alias_domains WHERE alias = ? AND domain = ?",
+                            (a, d)).rowcount
         for a in sorted(want - have):
-            changed += db.execute("INSERT OR REPLACE INTO alias_domains VALUES (?, ?)",
-                                  (a, d)).rowcount
+            n += db.execute("INSERT OR REPLACE INTO alias_domains VALUES (?, ?)",
+                            (a, d)).rowcount
+        changed += n
+        domain_list += n
         # Mailboxes: a complete state removes what it does not list; a delta removes only
         # its listed tombstones.
         if r.complete:
@@ -78,7 +90,7 @@ def sync_postfix(db: sqlite3.Connection, batch: Sequence[DomainRows]) -> int:
                 if t not in have:
                     changed += db.execute("INSERT INTO alias_targets VALUES (?, ?, ?)",
                                           (a.source, t, d)).rowcount
-    return changed
+    return changed, domain_list > 0
 
 
 def _auth_row(r: tuple[Any, ...]) -> tuple[AuthUser, object]:
