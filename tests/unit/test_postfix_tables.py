@@ -207,7 +207,7 @@ def test_a_crash_between_the_two_databases_is_safe_and_repaired(
         return users, served
 
     add = replace(st, mailboxes=(_mb("ben", 2),), complete=False)
-    monkeypatch.setattr(tables, "sync_postfix", crash)
+    monkeypatch.setattr(tables, "sync_postfix_counted", crash)
     with pytest.raises(KeyboardInterrupt):
         b._write_tables([render(add)])
     assert rows() == ({"ann", "ben"}, {"ann@ex.test"})  # Dovecot knows more: safe
