@@ -82,13 +82,18 @@ class HostConfig:
 class PostfixDovecotConfig:
     # Where mailforge writes the maps Postfix and Dovecot read; see README "Map mechanism".
     state_dir: str = "/var/lib/mailforge/backend"
-    # Postfix lookup table type for the generated maps: cdb (needs postfix-cdb), hash, lmdb.
-    map_type: str = "cdb"
+    # Postfix's tables are `sqlite:` lookups (package postfix-sqlite; README "How mail
+    # keeps flowing"). The cdb/hash/lmdb tables of earlier releases are no longer
+    # written; those values are still accepted (with a warning at start) so an older
+    # configuration loads during the migration.
+    map_type: str = "sqlite"
+    # Unused since the sqlite tables (nothing is compiled); accepted so an older
+    # configuration loads.
     postmap: str = "/usr/sbin/postmap"
-    # Run as `postfix -c <postfix_config_dir> reload` when the domain or alias tables change
-    # (trivial-rewrite and cleanup keep old domain lists otherwise).
+    # Run as `postfix -c <postfix_config_dir> reload` when the list of served domains
+    # changes (Postfix's long-lived processes keep an address's class once resolved);
+    # new mailboxes and aliases need no reload.
     postfix: str = "/usr/sbin/postfix"
-    # Postfix config dir passed to postmap -c (a private instance needs its own).
     postfix_config_dir: str = "/etc/postfix"
     # Root of the Maildirs: <mail_root>/<domain>/<mailbox id>/Maildir
     mail_root: str = "/var/vmail"
@@ -388,7 +393,7 @@ class Config:
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "backend.type": ("postfix_dovecot",),
-    "backend.postfix_dovecot.map_type": ("cdb", "hash", "lmdb"),
+    "backend.postfix_dovecot.map_type": ("sqlite", "cdb", "hash", "lmdb"),
     "passwords.scheme": ("sha512-crypt", "argon2id"),
     "passwords.generated_scheme": ("sha512-crypt", "argon2id", "ssha512"),
     "logging.format": ("auto", "json", "console"),
