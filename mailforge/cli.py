@@ -154,7 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _token_command(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     """``mailforge token create|list|revoke``: the token service, acting as the operator
     (no minting token) for the root account or ``--account``."""
-    from concurrent.futures import ThreadPoolExecutor
 
     from . import secretbox
     from .errors import NotFound, ValidationFailed
@@ -164,13 +163,10 @@ def _token_command(args: argparse.Namespace, cfg: config_mod.Config) -> int:
 
     def run(fn: Callable[[ServiceContext, Principal], Awaitable[T]]) -> T:
         async def with_ctx(store: Store) -> T:
-            # The token service needs neither the box nor the hashers; the context is
-            # the one every service function takes.
-            with ThreadPoolExecutor(max_workers=1) as hashers:
-                ctx = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
-                                     hashers=hashers)
-                account = args.account or await store.accounts.ensure_root()
-                return await fn(ctx, service.operator(account))
+            # The context every service function takes.
+            ctx = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg))
+            account = args.account or await store.accounts.ensure_root()
+            return await fn(ctx, service.operator(account))
 
         out: T = asyncio.run(_with_store(cfg, with_ctx))
         return out

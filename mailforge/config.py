@@ -82,13 +82,18 @@ class HostConfig:
 class PostfixDovecotConfig:
     # Where mailforge writes the maps Postfix and Dovecot read; see README "Map mechanism".
     state_dir: str = "/var/lib/mailforge/backend"
-    # Postfix lookup table type for the generated maps: cdb (needs postfix-cdb), hash, lmdb.
-    map_type: str = "cdb"
+    # Postfix's tables are `sqlite:` lookups (package postfix-sqlite; README "How mail
+    # keeps flowing"). The cdb/hash/lmdb tables of earlier releases are no longer
+    # written; those values are still accepted (with a warning at start) so an older
+    # configuration loads during the migration.
+    map_type: str = "sqlite"
+    # Unused since the sqlite tables (nothing is compiled); accepted so an older
+    # configuration loads.
     postmap: str = "/usr/sbin/postmap"
-    # Run as `postfix -c <postfix_config_dir> reload` when the domain or alias tables change
-    # (trivial-rewrite and cleanup keep old domain lists otherwise).
+    # Run as `postfix -c <postfix_config_dir> reload` when the list of served domains
+    # changes (Postfix's long-lived processes keep an address's class once resolved);
+    # new mailboxes and aliases need no reload.
     postfix: str = "/usr/sbin/postfix"
-    # Postfix config dir passed to postmap -c (a private instance needs its own).
     postfix_config_dir: str = "/etc/postfix"
     # Root of the Maildirs: <mail_root>/<domain>/<mailbox id>/Maildir
     mail_root: str = "/var/vmail"
@@ -123,8 +128,12 @@ class WorkerConfig:
 
 @dataclass(frozen=True)
 class PasswordConfig:
-    # Hash scheme Dovecot verifies: sha512-crypt or argon2id.
+    # Hash scheme Dovecot verifies for passwords a user chose: sha512-crypt or argon2id.
     scheme: str = "sha512-crypt"
+    # ... and for passwords mailforge generated (>= 120 bits of entropy): ssha512 (one
+    # salted SHA-512) by default: a slow hash adds nothing to 142 random bits and would
+    # cost the bulk and every login ~4 ms of CPU (docs/security.md, "Password hashing").
+    generated_scheme: str = "ssha512"
     generated_length: int = 24
     min_length: int = 10
 
@@ -399,8 +408,9 @@ class Config:
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "backend.type": ("postfix_dovecot",),
-    "backend.postfix_dovecot.map_type": ("cdb", "hash", "lmdb"),
+    "backend.postfix_dovecot.map_type": ("sqlite", "cdb", "hash", "lmdb"),
     "passwords.scheme": ("sha512-crypt", "argon2id"),
+    "passwords.generated_scheme": ("sha512-crypt", "argon2id", "ssha512"),
     "logging.format": ("auto", "json", "console"),
     "logging.level": ("debug", "info", "warning", "error"),
     "dns.default_provider": ("manual", "powerdns", "rfc2136", "cloudflare"),
@@ -549,6 +559,10 @@ def _validate(cfg: Config) -> None:
     if not 0 <= cfg.api.token_cache_seconds <= 60:
         raise ConfigError(cfg.source, "api.token_cache_seconds",
                           "must be from 0 (no cache) to 60")
+    if cfg.passwords.generated_scheme == "ssha512" and cfg.passwords.generated_length < 21:
+        # 62**21 > 2**125: below that, a fast hash would give guessing a chance.
+        raise ConfigError(cfg.source, "passwords.generated_length",
+                          "must be at least 21 (>= 120 bits) with generated_scheme ssha512")
     if cfg.worker.concurrency < 0:
         raise ConfigError(cfg.source, "worker.concurrency", "must be 0 or more")
     if cfg.database.pool_min > cfg.database.pool_max:

@@ -14,20 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import signal
 import socket
 import sys
 from collections.abc import Coroutine
-from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
 from aiohttp import web
 
 from . import config as config_mod
 from . import log as log_mod
-from . import password, secretbox
+from . import pending_passwords, secretbox
 from .api.app import make_app
 from .api.http import TOKEN_CACHE
 from .api.server import ApiRunner
@@ -37,6 +35,7 @@ from .dns.step import DnsService, DnsStep, revisit_loop
 from .engine import Engine
 from .log import get
 from .mail.service import MailService
+from .pending_passwords import PendingPasswords
 from .service.context import ServiceContext
 from .service.idempotency import crash_points_from_env
 from .store import migrate
@@ -84,16 +83,6 @@ def start(main: Coroutine[Any, Any, None], use_uvloop: bool = True) -> None:
 def main(cfg: Config) -> None:
     """``mailforge run``."""
     start(run(cfg), cfg.api.uvloop)
-
-
-def _hashers() -> Executor:
-    """Password hashing in processes of their own, at a lower priority: crypt(3) holds
-    the GIL for the whole hash (an event loop's 1 ms sleep took 11 ms while one thread
-    hashed), so hashing in threads stalled every other request, health checks included,
-    while a bulk create ran. forkserver: never fork this process's threads and loop."""
-    return ProcessPoolExecutor(max_workers=os.cpu_count() or 2,
-                               mp_context=multiprocessing.get_context("forkserver"),
-                               initializer=password.lower_priority)
 
 
 async def _serve(app: web.Application, cfg: Config, shared: bool) -> ApiRunner:
@@ -180,8 +169,17 @@ async def run(cfg: Config) -> None:
         engine = Engine(store, backend, cfg.worker, cfg.database.dsn,
                         on_jobs_finished=mail.dispatcher.on_jobs_finished,
                         steps=[DnsStep(dns_svc)])
-        ctx = ServiceContext(cfg=cfg, store=store, box=box, hashers=_hashers(),
-                         crash_points=crash_points_from_env(), mail=mail)
+        # Passwords are hashed by the reconcile pass, in processes of their own on every
+        # core (crypt(3) holds the GIL: hashing in threads stalled every request, health
+        # checks included, while a bulk ran); the API only seals them.
+        processes = len(os.sched_getaffinity(0))
+        hashing = pending_passwords.hashers(processes)
+        passwords = PendingPasswords(store, box, hashing, processes,
+                                     mail.dispatcher.on_jobs_finished)
+        engine.before_apply = passwords.settle
+        await passwords.warm()
+        ctx = ServiceContext(cfg=cfg, store=store, box=box,
+                             crash_points=crash_points_from_env(), mail=mail)
         app = make_app(ctx)
         workers = workers_for(cfg)
         runner = await _serve(app, cfg, shared=workers > 1)
@@ -208,7 +206,7 @@ async def run(cfg: Config) -> None:
             sd_notify("STOPPING=1")
             log.info("mailforge stopping")
             await runner.cleanup()
-            ctx.hashers.shutdown(wait=False)
+            passwords.pool.shutdown(wait=False)
     finally:
         await pool.close()
 
@@ -223,8 +221,7 @@ async def run_api_worker(cfg: Config, parent: int | None = None) -> None:
         # Sending and reading through the API; the policy service and the inbound
         # scanner run in the daemon's own process only.
         ctx = ServiceContext(cfg=cfg, store=Store(pool, cfg.host.name), box=box,
-                         hashers=_hashers(), crash_points=crash_points_from_env(),
-                         mail=mail)
+                             crash_points=crash_points_from_env(), mail=mail)
         app = make_app(ctx)
         mail.imap.start()
         runner = await _serve(app, cfg, shared=True)
@@ -242,7 +239,6 @@ async def run_api_worker(cfg: Config, parent: int | None = None) -> None:
                     break
         finally:
             await runner.cleanup()
-            ctx.hashers.shutdown(wait=False)
             await mail.imap.close()
             mail.submitter.close()
     finally:

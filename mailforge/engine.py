@@ -167,8 +167,14 @@ class Engine:
     async def _release(self, states: list[DomainState], owner: str) -> None:
         await self.store.reconcile.release([st.domain.id for st in states], owner)
 
+    # Set by the daemon: hashes the batch's pending passwords before the backend sees
+    # it (pending_passwords.py); None: nothing to settle (tests, tools).
+    before_apply: Callable[[list[DomainState]], Awaitable[list[DomainState]]] | None = None
+
     async def _converge(self, states: list[DomainState], owner: str) -> int:
         started = time.monotonic()
+        if self.before_apply is not None:
+            states = await self.before_apply(states)
         try:
             result = await self.backend.apply(states)
         except ReconcileError as exc:

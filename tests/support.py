@@ -111,3 +111,18 @@ async def ready_mailbox(api: Any, domain: str, username: str,
     job = await wait_job(api, user["job_id"])
     assert job["status"] == "completed", job
     return dict(user)
+
+
+def postfix_maps(state_dir: str) -> dict[str, list[str]]:
+    """Postfix's four maps as ``key value`` lines, read (read-only) through the queries
+    Postfix runs against the backend's database."""
+    import contextlib
+    import sqlite3
+    from pathlib import Path
+
+    from mailforge.backends.postfix_dovecot.layout import Layout
+    from mailforge.backends.postfix_dovecot.tables import map_lines
+
+    db_path = Layout(Path(state_dir)).postfix_db
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+        return map_lines(db)

@@ -7,10 +7,11 @@ mailbox could submit ``From: ceo@<another tenant's domain>`` with its own envelo
 sender and the message would leave signed with the other tenant's keys.
 
 The rule is the envelope rule applied to the header: the message must have exactly one
-From header with exactly one address, and the sender_logins map (the same local file
-the backend writes for Postfix, ``postfix/sender_logins``: ``address owner1,owner2``)
-must list the SASL login (``{auth_authen}``) as an owner of that address (tried as
-written, then without a ``+extension``, then as ``@domain``, as Postfix looks it up).
+From header with exactly one address, and the sender_logins lookup (the one Postfix's
+``smtpd_sender_login_maps`` runs, in the database the backend writes for Postfix,
+``postfix/maps.sqlite``: an address -> its owners) must list the SASL login
+(``{auth_authen}``) as an owner of that address (tried as written, then without a
+``+extension``, then as ``@domain``, as Postfix looks it up).
 Anything else is refused with ``553 5.7.1``: no From, several From headers or
 addresses, an address the parsers do not all read the same way (the signer and the
 receivers must not be able to see a different author than the one checked), no login.
@@ -20,7 +21,7 @@ mailforge's own sends log in with the Dovecot master user (``address*master``, s
 what ``{auth_authen}`` holds, but a ``*master`` suffix is removed if it ever shows up
 (only a master login can carry one: ``*`` is not allowed in a mailbox name).
 
-It reads only the local map file (re-read when the file is replaced), never PostgreSQL,
+It reads only that local database (read-only), never PostgreSQL,
 so it keeps working while mailforge and its database are down. It runs as its own
 small process (``python -m mailforge.milter.fromguard``: in the sandbox a service, on a
 server ``deploy/systemd/mailforge-fromguard.service``), not inside the daemon: the
@@ -37,15 +38,17 @@ import asyncio
 import contextlib
 import email.policy
 import email.utils
-import os
 import re
 import signal
+import sqlite3
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from ..backends.postfix_dovecot.tables import lookup
 from ..log import get
 from ..mail.master import mailbox_of
 from . import protocol
@@ -130,7 +133,13 @@ def lookup_keys(address: str, delimiter: str = "+") -> list[str]:
     return keys
 
 
-def owns(senders: dict[str, frozenset[str]], login: str, address: str) -> bool:
+class Senders(Protocol):
+    """address -> its owners, or None when the map has no such key."""
+
+    def get(self, key: str, /) -> frozenset[str] | None: ...
+
+
+def owns(senders: Senders, login: str, address: str) -> bool:
     """May *login* use *address* as its From? The first key found decides, as in Postfix."""
     for key in lookup_keys(address):
         owners = senders.get(key)
@@ -139,7 +148,7 @@ def owns(senders: dict[str, frozenset[str]], login: str, address: str) -> bool:
     return False
 
 
-def decide(senders: dict[str, frozenset[str]], authen: str,
+def decide(senders: Senders, authen: str,
            from_values: list[bytes]) -> tuple[str | None, str | None]:
     """(From address, None) when allowed, else (address or None, SMTP reply text)."""
     login = login_name(authen)
@@ -156,22 +165,24 @@ def decide(senders: dict[str, frozenset[str]], authen: str,
 # ------------------------------------------------------------------------ the milter
 
 
-class SenderMap:
-    """The sender_logins map source, re-read when the file is replaced."""
+class SenderDb:
+    """The sender_logins lookup, read-only, in the Postfix database the backend writes.
+    One connection, opened on first use; each lookup sees the latest committed rows."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._sig: tuple[int, int, int] | None = None
-        self._map: dict[str, frozenset[str]] = {}
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
 
-    def get(self) -> dict[str, frozenset[str]]:
-        st = os.stat(self.path)
-        sig = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if sig != self._sig:
-            self._map = parse_sender_map(self.path.read_text(encoding="utf-8",
-                                                             errors="replace"))
-            self._sig = sig
-        return self._map
+    def get(self, key: str, /) -> frozenset[str] | None:
+        with self._lock:
+            if self._db is None:
+                # mode=ro: the guard never writes, and its closing never removes the files
+                # Postfix's readers need.
+                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                           check_same_thread=False, timeout=5)
+            owners = lookup(self._db, "sender_logins", key)
+        return frozenset(owners) if owners else None
 
 
 async def _no_op(login: str, from_addr: str, message_id: str | None) -> None:
@@ -186,22 +197,21 @@ class _Decision:
 
 class FromGuard(protocol.Filter):
     def __init__(self, map_path: Path, on_accepted: OnAccepted | None = None) -> None:
-        self.senders = SenderMap(map_path)
+        self.senders = SenderDb(map_path)
         self.on_accepted: OnAccepted = on_accepted or _no_op
 
     async def end_of_headers(self, session: Session) -> Verdict:
         session.note = None
         if session.header_bytes > MAX_HEADER_BYTES:
             return Verdict(REPLYCODE, BAD_FROM)
+        authen = session.macros.get("auth_authen", "")
+        froms = [v for n, v in session.headers if n.strip().lower() == "from"]
         try:
-            senders = await asyncio.to_thread(self.senders.get)
-        except OSError as exc:
+            address, refusal = await asyncio.to_thread(decide, self.senders, authen, froms)
+        except (OSError, sqlite3.Error) as exc:
             log.error("from guard cannot read the sender map", path=str(self.senders.path),
                       error=str(exc))
             return Verdict(REPLYCODE, MAP_DOWN)
-        authen = session.macros.get("auth_authen", "")
-        froms = [v for n, v in session.headers if n.strip().lower() == "from"]
-        address, refusal = decide(senders, authen, froms)
         if refusal is not None:
             log.info("submission refused: From header", login=login_name(authen),
                      from_addr=address, reply=refusal[:3], queue_id=session.macros.get("i"))
@@ -283,12 +293,12 @@ class SubmissionRecorder:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mailforge.milter.fromguard --listen HOST:PORT --map FILE
+    """``python -m mailforge.milter.fromguard --listen HOST:PORT --map MAPS.SQLITE
     [--config mailforge.yaml]``."""
     p = argparse.ArgumentParser(prog="mailforge.milter.fromguard", description=__doc__)
     p.add_argument("--listen", required=True, help="HOST:PORT, e.g. 127.0.0.1:8892")
     p.add_argument("--map", required=True, type=Path,
-                   help="the sender_logins map source mailforge writes")
+                   help="the Postfix database mailforge writes (postfix/maps.sqlite)")
     p.add_argument("--config", type=Path, default=None,
                    help="mailforge's configuration: when given, accepted submissions' "
                         "Message-IDs are recorded (best effort) as reputation evidence")

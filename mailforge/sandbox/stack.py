@@ -54,7 +54,6 @@ from .ports import pick_ports
 TEMPLATES = Path(__file__).parent / "templates"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PDNS_SCHEMA = Path("/usr/share/doc/pdns-backend-sqlite3/schema.sqlite3.sql")
-POSTMAP = "/usr/sbin/postmap"
 POSTFIX_MAIN_CF = Path("/etc/postfix/main.cf")
 
 SERVICES = ("postgres", "pdns", "sink", "opendkim", "from_guard", "dovecot", "postfix",
@@ -65,7 +64,8 @@ PORT_NAMES = ("postgres", "smtp", "submission", "imap", "lmtp", "dovecot_auth",
 MYHOSTNAME = "mail.sandbox.test"
 AUTH_GROUP = "dovecot"
 MAIL_USER = "vmail"
-MAP_TYPE = "cdb"
+# Postfix reads sqlite: tables (the backend layout; README "How mail keeps flowing").
+MAP_TYPE = "sqlite"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 
@@ -117,7 +117,7 @@ DEPLOY_FROM_GUARD = "127.0.0.1:8892"
 
 def render_deploy() -> dict[str, str]:
     """The production snippets under ``deploy/``, keyed by path relative to the repo."""
-    layout = Layout(Path(DEPLOY_STATE_DIR), MAP_TYPE)
+    layout = Layout(Path(DEPLOY_STATE_DIR))
     return {
         "deploy/postfix/main.cf.mailforge":
             "# Add to /etc/postfix/main.cf (e.g. with postconf -e), then: postfix reload\n"
@@ -277,7 +277,7 @@ class Sandbox:
 
     @property
     def layout(self) -> Layout:
-        return Layout(self.state_dir, MAP_TYPE)
+        return Layout(self.state_dir)
 
     def log_paths(self) -> dict[str, Path]:
         paths = {name: self.log_dir / f"{name}.log" for name in SERVICES}
@@ -387,8 +387,8 @@ class Sandbox:
         self._write_if_changed(pf / "main.cf", main)
         self._write_if_changed(pf / "master.cf", master)
 
-        # Maps and the Dovecot auth database (Postfix needs the tables before it starts).
-        layout.initialize(POSTMAP, str(pf))
+        # Postfix's and Dovecot's databases (Postfix needs the tables before it starts).
+        layout.initialize()
         for p in (layout.dovecot_dir, layout.auth_db, layout.dovecot_sql_conf):
             shutil.chown(p, group=AUTH_GROUP)
 
@@ -471,7 +471,7 @@ class Sandbox:
                      "imap": dict(i["imap"]), "submission": dict(i["submission"]),
                      "smtp": dict(i["smtp"])},
             "backend": {"type": "postfix_dovecot", "postfix_dovecot": {
-                "state_dir": i["state_dir"], "map_type": MAP_TYPE, "postmap": POSTMAP,
+                "state_dir": i["state_dir"], "map_type": MAP_TYPE,
                 "postfix_config_dir": i["postfix_config_dir"], "mail_root": i["mail_root"],
                 "mail_user": MAIL_USER, "auth_group": AUTH_GROUP}},
             "secrets": {"master_key_file": str(key_file)},
@@ -706,7 +706,7 @@ class Sandbox:
         # stopped, and Postfix defers submissions while the guard is down.
         self._spawn("from_guard", [sys.executable, "-m", "mailforge.milter.fromguard",
                                    "--listen", f"127.0.0.1:{self.info['ports']['from_guard']}",
-                                   "--map", str(self.layout.map_source("sender_logins")),
+                                   "--map", str(self.layout.postfix_db),
                                    "--config", self.info["config_path"]],
                     self.log_paths()["from_guard"])
         self._wait_ready("from_guard", lambda: self._ports_open("from_guard"))

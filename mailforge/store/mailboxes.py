@@ -9,6 +9,7 @@ the workers, all in one short transaction.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,18 @@ SORTS = {
 # Counter rows of one account (migration 0011) beyond which they are folded into one
 # per status.
 FOLD_PIECES = 32
+
+# SQLSTATE of migration 0012's trigger when a write would take an account past its
+# mailbox limit (DETAIL: {"used", "limit", "requested"} as JSON).
+LIMIT_SQLSTATE = "MF403"
+
+
+def _limit_exceeded(exc: asyncpg.PostgresError) -> Forbidden:
+    extra = json.loads(getattr(exc, "detail", None) or "{}")
+    return Forbidden("limit_exceeded", "The account's mailbox limit would be exceeded.",
+                     extra={"resource": "email_users", "used": int(extra.get("used", 0)),
+                            "limit": int(extra.get("limit", 0)),
+                            "requested": int(extra.get("requested", 0))})
 
 
 # The keyset of each sort: (column, its type), in ORDER BY order.
@@ -109,10 +122,12 @@ def _cursor_of(sort: str, row: asyncpg.Record) -> str:
 
 @dataclass(frozen=True)
 class MailboxChanges:
-    """A PATCH: None means unchanged (``daily_send_limit`` uses ``clear_send_limit``)."""
+    """A PATCH: None means unchanged (``daily_send_limit`` uses ``clear_send_limit``).
+    *sealed_password*: a new password sealed for the worker to hash
+    (``pending_passwords.seal``); the old hash serves until then."""
 
     name: str | None = None
-    password_hash: str | None = None
+    sealed_password: bytes | None = None
     quota_mb: int | None = None
     daily_send_limit: int | None = None
     clear_send_limit: bool = False
@@ -122,10 +137,23 @@ class MailboxChanges:
 
 @dataclass(frozen=True)
 class NewMailbox:
+    """A mailbox to create: its id (chosen by the caller, the context its password is
+    sealed to) and its password sealed for the worker to hash."""
+
+    id: str
     local_part: str
     name: str
-    password_hash: str
+    sealed_password: bytes
     quota_mb: int
+
+
+@dataclass(frozen=True)
+class PendingPassword:
+    """A password waiting to be hashed: the mailbox and the sealed value as stored (the
+    hash is written only where the value is still this one)."""
+
+    mailbox_id: str
+    sealed: bytes
 
 
 @dataclass(frozen=True)
@@ -192,57 +220,55 @@ class Mailboxes(Repository):
         return MailboxPage(rows, int(total or 0), _cursor_of(sort, rows[-1]) if more else None)
 
     async def create(self, account_id: str, domain: Domain, items: Sequence[NewMailbox],
-                     job_type: str, mailbox_ids: Sequence[str] | None = None,
-                     seal: Callable[[str], bytes] | None = None,
-                     secrets_ttl: float = 0) -> tuple[Job, list[CreatedMailbox]]:
+                     job_type: str, seal: Callable[[str], bytes] | None = None,
+                     secrets_ttl: float = 0, bulk: bool = False
+                     ) -> tuple[Job, list[CreatedMailbox]]:
         """Record mailboxes and their job in one transaction, within the account's limit.
 
-        *mailbox_ids*: chosen by the caller (e.g. to seal them with one-time passwords).
         *seal* (job id -> sealed bytes): one-time secrets readable from the job for
         *secrets_ttl* seconds, sealed with the job id as context and stored in the job's
-        own transaction, so a job never exists without the secrets it announces."""
+        own transaction, so a job never exists without the secrets it announces. *bulk*:
+        errors name ``users[n].username`` (else ``username``).
+
+        Concurrent creations of one account do not wait for each other here: addresses
+        are unique by index, and the limit is checked and counted by migration 0012's
+        trigger on the insert, the last statement before the commit (its counter row is
+        locked only from there to the commit). The account row is only key-shared: that
+        still makes an alias creation for the same address (which locks it) wait."""
         scope.check(domain.name)
         addresses = [f"{i.local_part}@{domain.name}" for i in items]
         async with self.db.tx() as conn:
-            # Locking the account row serialises concurrent creations of one account, so
-            # the limit check below cannot be raced past.
-            acct = await conn.fetchrow(Q.lock_account, account_id)
-            if acct is None:
+            if await conn.fetchrow(Q.share_account, account_id) is None:
                 raise NotFound("account")
             taken = {r["address"] for r in await conn.fetch(Q.taken_addresses, addresses)}
+            if taken and bulk:
+                raise Conflict("address_taken", "Some addresses are already taken.",
+                               [f"users[{n}].username: {a} is already taken"
+                                for n, a in enumerate(addresses) if a in taken])
             if taken:
-                details = [f"users[{n}].username: {a} is already taken"
-                           for n, a in enumerate(addresses) if a in taken]
-                if len(items) == 1:
-                    details = [f"username: {addresses[0]} is already taken"]
-                raise Conflict("address_taken", "An address is already taken.", details)
-            used = await conn.fetchval(Q.count_mailboxes, account_id)
-            if used + len(items) > acct["email_user_limit"]:
-                raise Forbidden("limit_exceeded",
-                                "The account's mailbox limit would be exceeded.",
-                                extra={"resource": "email_users", "used": used,
-                                       "limit": acct["email_user_limit"],
-                                       "requested": len(items)})
-            new_ids = list(mailbox_ids) if mailbox_ids else [ids.new_id("usr") for _ in items]
-            try:
-                rows = await conn.fetch(
-                    Q.insert_mailboxes, new_ids, [account_id] * len(items),
-                    [domain.id] * len(items), [i.local_part for i in items], addresses,
-                    [i.name for i in items], [i.password_hash for i in items],
-                    [i.quota_mb for i in items])
-            except asyncpg.UniqueViolationError:
-                raise Conflict("address_taken", "An address is already taken.") from None
-            by_addr = {r["address"]: r for r in rows}
-            ordered = [by_addr[a] for a in addresses]
+                raise Conflict("address_taken", "An address is already taken.",
+                               [f"username: {addresses[0]} is already taken"])
+            # A new mailbox starts at generation 1 (the column default).
             job = await queue_work(
                 self.jobs, conn, account_id, job_type,
-                ordered[0]["id"] if len(items) == 1 else domain.id,
-                [(r["id"], r["generation"]) for r in ordered],
+                items[0].id if len(items) == 1 else domain.id, [(i.id, 1) for i in items],
                 [(domain.id, domain.mail_host)])
             if seal is not None:
                 await conn.execute(Q.set_job_secrets, job.id, seal(job.id), secrets_ttl)
-        created = [CreatedMailbox(r["id"], r["address"], r["local_part"], r["created_at"])
-                   for r in ordered]
+            try:
+                rows = await conn.fetch(
+                    Q.insert_mailboxes, [i.id for i in items], account_id, domain.id,
+                    [i.local_part for i in items], addresses, [i.name for i in items],
+                    [i.sealed_password for i in items], [i.quota_mb for i in items])
+            except asyncpg.UniqueViolationError:
+                raise Conflict("address_taken", "An address is already taken.") from None
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate == LIMIT_SQLSTATE:
+                    raise _limit_exceeded(exc) from None
+                raise
+        by_addr = {r["address"]: r for r in rows}
+        created = [CreatedMailbox(by_addr[a]["id"], a, by_addr[a]["local_part"],
+                                  by_addr[a]["created_at"]) for a in addresses]
         return job, created
 
     async def get(self, account_id: str, mailbox_id: str) -> tuple[Mailbox, str]:
@@ -269,18 +295,17 @@ class Mailboxes(Repository):
                 raise Conflict("mailbox_deleted",
                                "This email user is deleted; restore it first.")
             cur = from_record(Mailbox, row)
-            new_hash = ch.password_hash or cur.password_hash
             quota = ch.quota_mb or cur.quota_mb
             suspended = cur.suspended if ch.suspended is None else ch.suspended
             # Only what the mail server holds needs a new generation (and a job).
-            backend = (new_hash != cur.password_hash or quota != cur.quota_mb
+            backend = (ch.sealed_password is not None or quota != cur.quota_mb
                        or suspended != cur.suspended)
             send_limit = None if ch.clear_send_limit else (
                 ch.daily_send_limit if ch.daily_send_limit is not None
                 else cur.daily_send_limit)
             new = await conn.fetchrow(
                 Q.update_mailbox, account_id, mailbox_id,
-                cur.name if ch.name is None else ch.name, new_hash, quota, send_limit,
+                cur.name if ch.name is None else ch.name, ch.sealed_password, quota, send_limit,
                 cur.signature if ch.signature is None else ch.signature, backend, suspended)
             assert new is not None  # the row is locked and not deleted
             job = None
@@ -325,8 +350,8 @@ class Mailboxes(Repository):
         if not ids.has_prefix(mailbox_id, "usr"):
             raise NotFound("email user")
         async with self.db.tx() as conn:
-            acct = await conn.fetchrow(Q.lock_account, account_id)
-            if acct is None:
+            # Key-shared, as in create: an alias taking the address meanwhile waits.
+            if await conn.fetchrow(Q.share_account, account_id) is None:
                 raise NotFound("account")
             row = await conn.fetchrow(Q.lock_mailbox, account_id, mailbox_id)
             if row is None:
@@ -338,13 +363,13 @@ class Mailboxes(Repository):
                 raise Conflict("address_taken",
                                "The address was given to another user since.",
                                [f"email: {row['address']} is already taken"])
-            used = await conn.fetchval(Q.count_mailboxes, account_id)
-            if used + 1 > acct["email_user_limit"]:
-                raise Forbidden("limit_exceeded",
-                                "The account's mailbox limit would be exceeded.",
-                                extra={"resource": "email_users", "used": used,
-                                       "limit": acct["email_user_limit"], "requested": 1})
-            new = await conn.fetchrow(Q.restore_mailbox, account_id, mailbox_id)
+            try:
+                # The limit is checked by migration 0012's trigger on this update.
+                new = await conn.fetchrow(Q.restore_mailbox, account_id, mailbox_id)
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate == LIMIT_SQLSTATE:
+                    raise _limit_exceeded(exc) from None
+                raise
             if new is None:
                 raise Conflict("retention_expired",
                                "The retention period is over; the mail has been destroyed.")
@@ -360,13 +385,44 @@ class Mailboxes(Repository):
             rows = await conn.fetch(Q.taken_in_domains, account_id, list(domain_ids))
         return {r["address"] for r in rows}
 
-    async def taken(self, addresses: Sequence[str]) -> set[str]:
-        """Those of *addresses* already taken: a fast check before hashing passwords
-        (``create`` checks again under the account lock). Addresses are unique on the
-        whole host; pass only addresses at the caller's own domains."""
+    # Pending passwords: the engine's (pending_passwords.py), scoped by mail host.
+
+    async def pending_passwords(self, domain_ids: Sequence[str]) -> list[PendingPassword]:
+        """The sealed new passwords of mailboxes in these domains (deleted ones too: a
+        mailbox deleted before its first hash still needs one if it is restored)."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.taken_addresses, list(addresses))
-        return {r["address"] for r in rows}
+            rows = await conn.fetch(Q.pending_passwords, list(domain_ids))
+        return [PendingPassword(r["id"], bytes(r["pending_password"])) for r in rows]
+
+    async def settle_passwords(self, done: Sequence[tuple[PendingPassword, str]]) -> set[str]:
+        """Write each hash and wipe its sealed value, in one statement; only where the
+        sealed value is still the one hashed (compare-and-set: a newer password stored
+        meanwhile stays pending). Returns the ids written."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.settle_pending_passwords,
+                                    [p.mailbox_id for p, _ in done],
+                                    [p.sealed for p, _ in done], [h for _, h in done])
+        return {r["id"] for r in rows}
+
+    async def fail_passwords(self, failed: Sequence[PendingPassword], locked_hash: str,
+                             error: str) -> tuple[dict[str, bool], list[str]]:
+        """Sealed values that cannot be opened (the master key was replaced): each is
+        wiped, its mailbox recorded failed with *error* at its current generation and,
+        if it never had a hash, given *locked_hash* (no password verifies against it);
+        its job items settle (a deleted one needs no password: only wiped). Compare-and-
+        set on the sealed value, as ``settle_passwords``. Returns ({id written: whether
+        deleted}, the ids of jobs finished now)."""
+        async with self.db.tx() as conn:
+            rows = await conn.fetch(Q.fail_pending_passwords, [p.mailbox_id for p in failed],
+                                    [p.sealed for p in failed], locked_hash, error)
+            written = {r["id"]: bool(r["deleted"]) for r in rows}
+            live = [i for i, deleted in written.items() if not deleted]
+            if not live:
+                return written, []
+            job_ids = sorted({r["job_id"] for r in await conn.fetch(Q.settle_job_items, live)})
+            finished = [r["id"] for r in await conn.fetch(Q.refresh_jobs, job_ids)
+                        if r["status"] in ("completed", "failed")] if job_ids else []
+        return written, finished
 
     # Retention: the engine's, scoped by mail host rather than by account.
 

@@ -108,7 +108,6 @@ async def test_slow_body_is_cut_off_with_408(sandbox: Any) -> None:
     by an in-process API on the sandbox's database with a short timeout (the daemon's
     default, 30 s, is too long for a test)."""
     import dataclasses
-    from concurrent.futures import ThreadPoolExecutor
 
     from aiohttp import web
 
@@ -126,8 +125,7 @@ async def test_slow_body_is_cut_off_with_408(sandbox: Any) -> None:
         store = Store(pool, cfg.host.name)
         _, token, _ = await store.tokens.create(await store.accounts.ensure_root(), "slow",
                                                ["admin"])
-        ctx = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
-                         hashers=ThreadPoolExecutor(max_workers=1))
+        ctx = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg))
         runner = web.AppRunner(make_app(ctx), shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from support import imap_login_ok, ready_domain, wait_job
+from support import imap_login_ok, postfix_maps, ready_domain, wait_job
 
 pytestmark = pytest.mark.stack
 
@@ -118,7 +118,7 @@ async def test_sigkill_while_converging_200_mailboxes(sandbox: Any, api: Any,
 
     # None twice: each address appears exactly once in the maps Postfix and Dovecot read.
     state = Path(info["state_dir"])
-    mailboxes_map = (state / "postfix" / "virtual_mailboxes").read_text().splitlines()
+    mailboxes_map = postfix_maps(info["state_dir"])["virtual_mailboxes"]
     db = sqlite3.connect(state / "dovecot" / "auth.sqlite")
     try:
         for d in domains:

@@ -15,6 +15,7 @@ from support import (
     imap_login_ok,
     imap_subjects,
     message,
+    postfix_maps,
     ready_domain,
     smtp_rcpt,
     smtp_send,
@@ -77,8 +78,8 @@ async def test_bad_input_is_refused_with_field_named_and_changes_nothing(
     info = sandbox.info
     await ready_domain(api, unique_domain)
     # Let the setup settle, then snapshot every file the backend writes and the store.
-    await wait_for(lambda: unique_domain in (Path(info["state_dir"]) / "postfix"
-                                             / "virtual_domains").read_text())
+    await wait_for(lambda: f"{unique_domain} OK" in postfix_maps(
+        info["state_dir"])["virtual_domains"])
     # The setup goes on after the maps (DKIM keys become active and reach the signer's
     # tables a pass later), and earlier tests' domains may still converge: snapshot once
     # the files stay the same for a second.
@@ -131,11 +132,24 @@ async def test_mail_flows_while_daemon_and_database_are_down(
         sandbox.stop_service("daemon")
         sandbox.stop_service("postgres")
         assert not sandbox.running("daemon") and not sandbox.running("postgres")
+        # Postfix restarted meanwhile too: its sqlite tables open read-only without the
+        # daemon (the files a WAL reader needs were left behind by the daemon's exit).
+        sandbox.stop_service("postfix")
+        sandbox.start_service("postfix")
+        main_cf = (Path(info["postfix_config_dir"]) / "main.cf").read_text()
+        assert "virtual_mailbox_maps = proxy:sqlite:" in main_cf
         smtp_send(smtp["host"], smtp["port"], "sender@outside.test", [user["email"]],
                   message("sender@outside.test", user["email"], "while down"))
         subjects = await wait_for(lambda: imap_subjects(imap["host"], imap["port"],
                                                         user["email"], user["password"]))
         assert subjects == ["while down"]
+        # The derived entries answer too (postmaster -> the oldest mailbox); an unknown
+        # address is refused at RCPT.
+        assert smtp_rcpt(smtp["host"], smtp["port"], "sender@outside.test",
+                         f"postmaster@{unique_domain}")[0] == 250
+        code, _ = smtp_rcpt(smtp["host"], smtp["port"], "sender@outside.test",
+                            f"nobody@{unique_domain}")
+        assert code == 550
     finally:
         sandbox.start_service("postgres")
         sandbox.start_service("daemon")

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ from mailforge import config as config_mod
 from mailforge import secretbox
 from mailforge.api.app import make_app
 from mailforge.api.server import ApiRunner
-from mailforge.backends.postfix_dovecot.layout import POSTFIX_MAPS, Layout
+from mailforge.backends.postfix_dovecot.layout import Layout
 from mailforge.service.context import ServiceContext
 from mailforge.store.store import Store, create_pool
 
@@ -277,8 +276,7 @@ async def _private_api(sandbox: Any, **limits: float) -> AsyncIterator[tuple[int
         store = Store(pool, cfg.host.name)
         _, token, _ = await store.tokens.create(await store.accounts.ensure_root(), "timeouts",
                                                ["admin"])
-        ctx = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
-                         hashers=ThreadPoolExecutor(max_workers=1))
+        ctx = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg))
         runner = ApiRunner(make_app(ctx), shutdown_timeout=0.5,
                            header_timeout=cfg.api_limits.header_read_timeout_seconds)
         await runner.setup()
@@ -629,7 +627,7 @@ _TABLES = ["accounts", "api_tokens", "domains", "mailboxes", "aliases", "jobs", 
 
 class Fingerprint:
     """What a refused request must leave unchanged: the tenant tables (engine-owned
-    columns aside), the Postfix map sources and Dovecot's auth database."""
+    columns aside), Postfix's and Dovecot's databases."""
 
     def __init__(self, conn: asyncpg.Connection[Any], layout: Layout) -> None:
         self.conn = conn
@@ -641,17 +639,14 @@ class Fingerprint:
             out[table] = str(await self.conn.fetchval(
                 f"SELECT md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) "
                 f"FROM (SELECT to_jsonb(t) - $1::text[] AS r FROM {table} t) s", _VOLATILE))
-        for name in POSTFIX_MAPS:
-            path = self.layout.map_source(name)
-            out[f"map:{name}"] = hashlib.sha256(path.read_bytes()).hexdigest() \
-                if path.exists() else "-"
-        with contextlib.closing(sqlite3.connect(f"file:{self.layout.auth_db}?mode=ro",
-                                                uri=True)) as db:
-            rows = []
-            for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table' "
-                                       "ORDER BY name"):
-                rows += [repr(r) for r in db.execute(f'SELECT * FROM "{table}"')]
-        out["auth.sqlite"] = hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()
+        for label, path in (("maps.sqlite", self.layout.postfix_db),
+                            ("auth.sqlite", self.layout.auth_db)):
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                rows = []
+                for (table,) in db.execute("SELECT name FROM sqlite_master WHERE "
+                                           "type='table' ORDER BY name"):
+                    rows += [repr(r) for r in db.execute(f'SELECT * FROM "{table}"')]
+            out[label] = hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()
         return out
 
     async def quiet(self, timeout: float = 30.0) -> None:
@@ -756,7 +751,7 @@ class Fuzzer:
         self.base = sandbox.info["api_url"]
         self.token = token
         self.dsn = sandbox.info["postgres_dsn"]
-        self.layout = Layout(Path(sandbox.info["state_dir"]), "cdb")
+        self.layout = Layout(Path(sandbox.info["state_dir"]))
         self.session: aiohttp.ClientSession | None = None
         self.fp: Fingerprint | None = None
         self.sent = 0

@@ -11,13 +11,12 @@ import asyncio
 import json
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
-from support import ready_domain, wait_job
+from support import postfix_maps, ready_domain, wait_job
 
 pytestmark = pytest.mark.stack
 
@@ -76,28 +75,18 @@ def _details(err: Any) -> str:
 
 
 def _map_lines(sandbox: Any, domain: str) -> dict[str, list[str]]:
-    """Every line of every Postfix map source that mentions *domain*."""
-    root = Path(sandbox.info["state_dir"]) / "postfix"
-    out = {}
-    for name in ("virtual_domains", "virtual_mailboxes", "virtual_aliases", "sender_logins"):
-        text = (root / name).read_text() if (root / name).exists() else ""
-        out[name] = sorted(line for line in text.splitlines() if domain in line)
-    return out
+    """Every line of every Postfix map that mentions *domain*."""
+    return {name: sorted(line for line in lines if domain in line)
+            for name, lines in postfix_maps(sandbox.info["state_dir"]).items()}
 
 
 def _maps_are_clean(sandbox: Any) -> None:
     """No map line holds whitespace or a control character beyond its one separator."""
-    root = Path(sandbox.info["state_dir"]) / "postfix"
-    for name in ("virtual_domains", "virtual_mailboxes", "virtual_aliases", "sender_logins"):
-        path = root / name
-        if not path.exists():
-            continue
-        for line in path.read_bytes().split(b"\n"):
-            if not line:
-                continue
-            key, _, value = line.partition(b" ")
-            assert key and value and b" " not in value, (name, line)
-            assert all(33 <= c < 127 for c in key + value), (name, line)
+    for name, lines in postfix_maps(sandbox.info["state_dir"]).items():
+        for line in lines:
+            key, _, value = line.partition(" ")
+            assert key and value and " " not in value, (name, line)
+            assert all(33 <= ord(c) < 127 for c in key + value), (name, line)
 
 
 async def _fingerprint(sandbox: Any, t: Tenant) -> tuple[tuple[str, ...], dict[str, list[str]]]:

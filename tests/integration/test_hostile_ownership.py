@@ -30,6 +30,7 @@ from dnshelp import daemon_overlay, pdns, wait_sink
 from support import (
     imap_login_ok,
     imap_subjects,
+    postfix_maps,
     ready_mailbox,
     smtp_rcpt,
     tenant,
@@ -76,12 +77,8 @@ async def _wait_mailbox(client: Any, mailbox_id: str, status: str) -> dict[str, 
 
 
 def _maps(sandbox: Any, domain: str) -> dict[str, list[str]]:
-    root = Path(sandbox.info["state_dir"]) / "postfix"
-    out = {}
-    for name in ("virtual_domains", "virtual_mailboxes", "virtual_aliases", "sender_logins"):
-        text = (root / name).read_text() if (root / name).exists() else ""
-        out[name] = [line for line in text.splitlines() if domain in line]
-    return out
+    return {name: [line for line in lines if domain in line]
+            for name, lines in postfix_maps(sandbox.info["state_dir"]).items()}
 
 
 def _signing_table(sandbox: Any) -> str:

@@ -12,19 +12,21 @@ import contextlib
 import email.utils
 import imaplib
 import json
-import os
 import secrets
 import shutil
+import signal
 import smtplib
 import socket
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,7 +36,11 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from mailforge.backends.postfix_dovecot.layout import Layout
+from mailforge.backends.postfix_dovecot.backend import PostfixDovecotBackend
+from mailforge.backends.postfix_dovecot.layout import AUTH_SCHEMA, Layout, keep_wal_files
+from mailforge.config import MailboxesConfig, PostfixDovecotConfig
+from mailforge.models import Alias, Domain, DomainState
+from mailforge.models import Mailbox as MailboxModel
 from mailforge.sandbox import Sandbox
 from mailforge.sandbox.stack import SERVICES, render_deploy
 
@@ -82,29 +88,17 @@ class Mailbox:
                                                 else self.mailbox_id)
 
 
-def _write_atomic(path: Path, text: str, mode: int = 0o644, group: str | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    if group:
-        shutil.chown(tmp, group=group)
-    os.replace(tmp, path)
-
-
 def provision(sb: Sandbox, boxes: list[Mailbox]) -> None:
-    """What the backend does, by hand: Postfix maps + rows in Dovecot's auth database."""
-    layout = Layout(Path(sb.info["state_dir"]), sb.info["map_type"])
+    """What the backend does, by hand: Postfix's rows + rows in Dovecot's auth database."""
+    layout = Layout(Path(sb.info["state_dir"]))
     domains = sorted({b.domain for b in boxes})
-    maps = {
-        "virtual_domains": "".join(f"{d} OK\n" for d in domains),
-        "virtual_mailboxes": "".join(f"{b.address} {b.domain}/{b.local}/\n" for b in boxes),
-        "virtual_aliases": "".join(f"postmaster@{d} {boxes[0].address}\n" for d in domains),
-        "sender_logins": "".join(f"{b.address} {b.address}\n" for b in boxes),
-    }
-    for name, text in maps.items():
-        _write_atomic(layout.map_source(name), text)
-        subprocess.run(["postmap", "-c", sb.info["postfix_config_dir"],
-                        layout.postfix_ref(name)], check=True, capture_output=True)
+    with keep_wal_files(layout.postfix_db), \
+            contextlib.closing(sqlite3.connect(layout.postfix_db)) as maps, maps:
+        maps.executemany("INSERT OR IGNORE INTO domains VALUES (?)", [(d,) for d in domains])
+        maps.executemany("INSERT OR REPLACE INTO mailboxes VALUES (?, ?, 0, ?)",
+                         [(b.address, b.domain, b.mailbox_id) for b in boxes])
+        maps.executemany("INSERT OR REPLACE INTO alias_targets VALUES (?, ?, ?)",
+                         [(f"postmaster@{d}", boxes[0].address, d) for d in domains])
     with sqlite3.connect(layout.auth_db) as db:
         db.executemany(
             "INSERT OR REPLACE INTO users (domain, local_part, password, quota_mb,"
@@ -420,3 +414,217 @@ def test_deploy_snippets_match_templates() -> None:
     ``python -m mailforge.sandbox.stack render-deploy``."""
     for rel, text in render_deploy().items():
         assert (REPO / rel).read_text() == text, f"{rel} is stale"
+
+
+# ------------------------------------------------- the backend's sqlite tables (issue 11)
+
+NOW = datetime.now(UTC)
+
+
+def _domain(name: str) -> Domain:
+    return Domain(f"dom_{name.split('.')[0]}", "acct_1", name, name, "active", "sandbox",
+                  "manual", True, False, 1, 0, None, NOW, NOW, ownership_verified_at=NOW)
+
+
+def _mailbox(domain: str, local: str, password: str = "x", n: int = 0,
+             deleted: bool = False) -> MailboxModel:
+    pw_hash = "{SHA512-CRYPT}" + crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+    return MailboxModel(f"usr_{local}", "acct_1", f"dom_{domain.split('.')[0]}", local,
+                        f"{local}@{domain}", "", pw_hash, 100, None, "", False, deleted,
+                        "active", 1, 0, None, NOW + timedelta(seconds=n), NOW)
+
+
+def _alias(address: str, *targets: str, deleted: bool = False) -> Alias:
+    return Alias(f"ali_{address}", "acct_1", "dom_x", address, targets, deleted, 1, 0, None,
+                 NOW, NOW)
+
+
+def _backend(sb: Sandbox, state_dir: str | None = None) -> PostfixDovecotBackend:
+    return PostfixDovecotBackend(PostfixDovecotConfig(
+        state_dir=state_dir or sb.info["state_dir"], mail_root=sb.info["mail_root"],
+        auth_group="dovecot", postfix_config_dir=sb.info["postfix_config_dir"]),
+        MailboxesConfig())
+
+
+def _rcpt(sb: Sandbox, address: str) -> int:
+    with smtp(sb) as s:
+        s.ehlo()
+        s.mail("someone@example.org")
+        return int(s.rcpt(address)[0])
+
+
+def _reloads(sb: Sandbox) -> int:
+    return Path(sb.info["logs"]["postfix"]).read_text().count("reload -- version")
+
+
+def _postmap_q(sb: Sandbox, name: str, key: str) -> str | None:
+    """A lookup as Postfix makes it: the postfix user (read-only), the query files of the
+    map's tables in order, the first answer wins."""
+    refs = Layout(Path(sb.info["state_dir"])).postfix_ref(name).replace("proxy:", "")
+    for ref in refs.split(", "):
+        out = subprocess.run(["runuser", "-u", "postfix", "--", "postmap", "-c",
+                              sb.info["postfix_config_dir"], "-q", key, ref],
+                             capture_output=True, text=True, check=False)
+        assert out.returncode in (0, 1), out.stderr
+        if out.returncode == 0:
+            return out.stdout.strip()
+    return None
+
+
+async def test_backend_tables_serve_new_mailboxes_aliases_and_deltas_without_reload(
+        stack: Sandbox) -> None:
+    backend = _backend(stack)
+    await backend.prepare()
+    name = f"n{secrets.token_hex(4)}.test"
+    ann = _mailbox(name, "ann", n=1)
+    dom = DomainState(_domain(name), (ann,), (_alias(f"team@{name}", ann.address),))
+    assert not (await backend.apply([dom])).domain_errors
+    # A new domain is the one change that reloads Postfix (see _reload_postfix).
+    assert backend.reloads == 1
+    reloads = _reloads(stack)
+    box = Mailbox(name, "ann", "x")
+    # A new domain, its mailbox, its alias and its role address: at once.
+    assert _rcpt(stack, ann.address) == 250
+    assert _rcpt(stack, f"postmaster@{name}") == 250
+    assert _rcpt(stack, f"nobody@{name}") == 550
+    token = secrets.token_hex(8)
+    with smtp(stack) as s:
+        s.send_message(make_message("someone@example.org", f"team@{name}", token))
+    wait_for("delivery through the alias", lambda: maildir_find(stack, box, token))
+    # Deltas: a new alias and a new mailbox appear, a listed tombstone goes; what a
+    # delta does not list stays.
+    ben = _mailbox(name, "ben", n=2)
+    delta = replace(dom, mailboxes=(ben,), aliases=(_alias(f"sales@{name}", ben.address),),
+                    complete=False)
+    assert not (await backend.apply([delta])).domain_errors
+    assert _rcpt(stack, f"sales@{name}") == 250 and _rcpt(stack, ben.address) == 250
+    assert _rcpt(stack, f"team@{name}") == 250
+    gone = replace(dom, mailboxes=(replace(ben, deleted=True),), aliases=(), complete=False)
+    assert not (await backend.apply([gone])).domain_errors
+    assert _rcpt(stack, ben.address) == 550
+    assert _postmap_q(stack, "sender_logins", f"sales@{name}") is None
+    assert _rcpt(stack, ann.address) == 250
+    time.sleep(0.5)  # master logs a reload asynchronously: give one time to show
+    assert _reloads(stack) == reloads and backend.reloads == 1  # deltas: no reload
+    # The domain goes: every address of it is refused.
+    assert not (await backend.apply([replace(
+        dom, domain=replace(dom.domain, deleted=True))])).domain_errors
+    assert _rcpt(stack, ann.address) != 250
+    assert _postmap_q(stack, "virtual_domains", name) is None
+    backend.close()
+
+
+_HALF_WRITE = """
+import os, signal, sqlite3, sys
+from mailforge.backends.postfix_dovecot.tables import sync_postfix
+from mailforge.backends.postfix_dovecot.render import DomainRows, MailboxRow
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size=1")  # spill pages into the WAL mid-transaction
+db.execute("BEGIN IMMEDIATE")
+domain, n = sys.argv[2], int(sys.argv[3])
+rows = tuple(MailboxRow(f"new{i}@{domain}", i, f"usr_n{i}") for i in range(n))
+sync_postfix(db, [DomainRows(domain, True, True, mailboxes=rows[: n // 2])])
+print("half written", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+async def test_a_crash_half_way_through_a_table_update_leaves_the_old_table(
+        stack: Sandbox) -> None:
+    backend = _backend(stack)
+    await backend.prepare()
+    name = f"c{secrets.token_hex(4)}.test"
+    n = 2000
+    old = tuple(_mailbox(name, f"old{i}", n=i) for i in range(n))
+    alice = _mailbox(name, "alice", "secret", n=-1)
+    st = DomainState(_domain(name), (alice, *old))
+    assert not (await backend.apply([st])).domain_errors
+    db = Layout(Path(stack.info["state_dir"])).postfix_db
+    proc = subprocess.run([sys.executable, "-c", _HALF_WRITE, str(db), name, str(n)],
+                          capture_output=True, text=True, check=False, cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL and "half written" in proc.stdout, proc.stderr
+    # Every key shows the old content (the new rows were never committed), to Postfix's
+    # read-only lookups and to a real RCPT.
+    for i in (0, 1, n // 4, n // 2 - 1, n - 1):
+        assert _postmap_q(stack, "virtual_mailboxes", f"old{i}@{name}") == "OK"
+        assert _postmap_q(stack, "virtual_mailboxes", f"new{i}@{name}") is None
+    assert _rcpt(stack, f"old{n - 1}@{name}") == 250
+    assert _rcpt(stack, f"new0@{name}") == 550
+    assert _postmap_q(stack, "virtual_aliases", f"abuse@{name}") == alice.address
+    # The next apply (of a new state) converges it.
+    new = tuple(_mailbox(name, f"new{i}", n=i) for i in range(3))
+    assert not (await backend.apply([replace(st, mailboxes=(alice, *new))])).domain_errors
+    assert _rcpt(stack, f"new2@{name}") == 250 and _rcpt(stack, f"old0@{name}") == 550
+    backend.close()
+
+
+async def test_a_server_with_cdb_tables_converges_and_delivers_once_main_cf_is_repointed(
+        stack: Sandbox, mailbox: Mailbox) -> None:
+    """The upgrade: the state dir holds the cdb maps and fragments of the old mechanism and
+    Postfix reads them; the new backend builds its tables from a complete pass, the old
+    files stay untouched and unread, and main.cf is switched to the sqlite lookups."""
+    pf = stack.info["postfix_config_dir"]
+    old_refs = {p: subprocess.run(["postconf", "-c", pf, "-h", p], capture_output=True,
+                                  text=True, check=True).stdout.strip() for p in _MAP_PARAMS}
+    # Inside the sandbox's directory, which Postfix's users may traverse.
+    state = Path(stack.info["state_dir"]).parent / f"upgrade-{secrets.token_hex(4)}"
+    (state / "postfix").mkdir(parents=True)
+    (state / "fragments" / "mailboxes").mkdir(parents=True)
+    old_maps = {"virtual_domains": f"{mailbox.domain} OK\n",
+                "virtual_mailboxes": f"{mailbox.address} OK\n",
+                "virtual_aliases": f"postmaster@{mailbox.domain} {mailbox.address}\n",
+                "sender_logins": f"{mailbox.address} {mailbox.address}\n"}
+    for name, text in old_maps.items():
+        (state / "postfix" / name).write_text(text)
+        subprocess.run(["postmap", "-c", pf, f"cdb:{state / 'postfix' / name}"], check=True)
+    (state / "fragments" / "mailboxes" / mailbox.domain).write_text(old_maps[
+        "virtual_mailboxes"])
+    # The old release's Dovecot rows (the new backend keeps them).
+    (state / "dovecot").mkdir()
+    with contextlib.closing(sqlite3.connect(state / "dovecot" / "auth.sqlite")) as db, db:
+        db.executescript(AUTH_SCHEMA)
+        db.execute("INSERT INTO users VALUES (?, ?, 'x', 100, 1, ?, ?)",
+                   (mailbox.domain, mailbox.local, mailbox.mailbox_id,
+                    str(mailbox.home(stack.info["mail_root"]))))
+    _postconf(pf, {p: f"cdb:{state / 'postfix' / m}" for p, m in _MAP_PARAMS.items()})
+    try:
+        assert _rcpt(stack, mailbox.address) == 250  # served by the cdb tables
+        backend = _backend(stack, str(state))
+        await backend.prepare()
+        assert backend.needs_full_resync
+        assert not (await backend.health())["tables_current"]
+        st = DomainState(_domain(mailbox.domain),
+                         (_mailbox(mailbox.domain, mailbox.local, mailbox.password),))
+        assert not (await backend.apply([st])).domain_errors
+        await backend.full_resync_done()
+        assert (await backend.health())["tables_current"]
+        backend.close()
+        # The old files are left as they were (harmless: nothing names them any more).
+        for name, text in old_maps.items():
+            assert (state / "postfix" / name).read_text() == text
+            assert (state / "postfix" / f"{name}.cdb").exists()
+        layout = Layout(state)
+        _postconf(pf, {p: layout.postfix_ref(m) for p, m in _MAP_PARAMS.items()})
+        deliver(stack, mailbox)
+        assert _rcpt(stack, f"postmaster@{mailbox.domain}") == 250
+        assert _rcpt(stack, f"nobody@{mailbox.domain}") == 550
+        # A second start finds the tables current: no second full pass.
+        again = _backend(stack, str(state))
+        await again.prepare()
+        assert not again.needs_full_resync
+        again.close()
+    finally:
+        _postconf(pf, old_refs)
+
+
+_MAP_PARAMS = {"virtual_mailbox_domains": "virtual_domains",
+               "virtual_mailbox_maps": "virtual_mailboxes",
+               "virtual_alias_maps": "virtual_aliases",
+               "smtpd_sender_login_maps": "sender_logins"}
+
+
+def _postconf(config_dir: str, values: dict[str, str]) -> None:
+    subprocess.run(["postconf", "-c", config_dir, "-e",
+                    *(f"{k}={v}" for k, v in values.items())], check=True)
+    subprocess.run(["postfix", "-c", config_dir, "reload"], check=True, capture_output=True)
+    time.sleep(1.0)  # the reload is asynchronous: let master restart its children

@@ -423,7 +423,6 @@ async def test_restriction_guard_runs_before_any_handler(
     """The guard in authenticate()/json_body() refuses ids and domains outside a
     restricted token's list whatever the handler then does (e.g. one using its own
     store query): path ids and body ``domain``/``ids`` fields."""
-    from concurrent.futures import ThreadPoolExecutor
 
     from aiohttp import web
     from aiohttp.test_utils import make_mocked_request
@@ -444,8 +443,7 @@ async def test_restriction_guard_runs_before_any_handler(
         _, token, _ = await store.tokens.create(a.account_id, "guarded", ["write"],
                                                ["elsewhere.test"])
         app = web.Application()
-        app[CTX] = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg),
-                              hashers=ThreadPoolExecutor(max_workers=1))
+        app[CTX] = ServiceContext(cfg=cfg, store=store, box=secretbox.from_config(cfg))
         hdrs = {"Authorization": f"Bearer {token}"}
         for value in (a.user_id, a.domain_id, a.job_id):
             req = make_mocked_request("DELETE", f"/v1/anything/{value}", headers=hdrs,

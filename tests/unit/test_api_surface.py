@@ -8,6 +8,7 @@ import re
 from dataclasses import replace
 from typing import Any, cast
 
+from mapview import maps
 from test_render import domain, mailbox
 
 from mailforge.api import app as app_mod
@@ -116,14 +117,14 @@ def test_account_suspension_renders_nologin_for_every_mailbox() -> None:
     st = DomainState(domain(), (mailbox("a"), mailbox("b")))
     assert all(u.login_allowed for u in render(st).users)
     suspended = replace(st, account_suspended=True)
-    files = render(suspended)
+    files = maps(suspended)
     assert [u.login_allowed for u in files.users] == [False, False]
     # The password stops verifying too (SMTP AUTH through Dovecot SASL ignores nologin),
     # while the store keeps the real hash for unsuspend.
     assert {u.password for u in files.users} == {SUSPENDED_HASH}
     assert all(u.password != SUSPENDED_HASH for u in render(st).users)
     # Delivery is unchanged: the mailboxes stay in the Postfix maps.
-    assert files.mailboxes == render(st).mailboxes
+    assert files.mailboxes == maps(st).mailboxes
 
 
 def test_every_operation_and_field_is_described_with_an_example() -> None:

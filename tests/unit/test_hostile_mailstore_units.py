@@ -6,6 +6,7 @@ tables surviving a second ``ensure_tables``, and the rendered Postfix/signer set
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import struct
 from dataclasses import replace
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mailforge.backends.postfix_dovecot.backend import PostfixDovecotBackend
-from mailforge.backends.postfix_dovecot.layout import Layout
+from mailforge.backends.postfix_dovecot.layout import Layout, ensure_wal_files
 from mailforge.backends.postfix_dovecot.render import render
 from mailforge.config import DkimConfig, MailboxesConfig, PostfixDovecotConfig
 from mailforge.dkim.keys import generate
@@ -143,8 +144,12 @@ async def _converse(port: int, login: str, headers: list[tuple[bytes, bytes]]
 
 
 def test_guard_speaks_milter_and_reports_accepted_messages(tmp_path: Path) -> None:
-    senders = tmp_path / "sender_logins"
-    senders.write_text("alice@x.test alice@x.test\n")
+    layout = Layout(tmp_path / "state")
+    layout.initialize()
+    senders = layout.postfix_db
+    with contextlib.closing(sqlite3.connect(f"file:{senders}", uri=True)) as db, db:
+        db.execute("INSERT INTO mailboxes VALUES ('alice@x.test', 'x.test', 0, 'usr_a')")
+    ensure_wal_files(senders)
     accepted: list[tuple[str, str, str | None]] = []
 
     async def on_accepted(login: str, addr: str, msgid: str | None) -> None:
@@ -162,17 +167,30 @@ def test_guard_speaks_milter_and_reports_accepted_messages(tmp_path: Path) -> No
             two = await _converse(port, "alice@x.test", [(b"From", b"alice@x.test"),
                                                          (b"from", b"ceo@y.test")])
             assert two[-1] == (b"y", BAD_FROM.encode() + b"\0")
-            # The map is re-read when the backend replaces it.
-            senders.write_text("alice@x.test alice@x.test\nceo@y.test alice@x.test\n")
+            # Each lookup sees what the backend committed since.
+            with contextlib.closing(sqlite3.connect(senders)) as db, db:
+                db.execute("INSERT INTO domains VALUES ('y.test')")
+                db.execute("INSERT INTO alias_targets VALUES "
+                           "('ceo@y.test', 'alice@x.test', 'y.test')")
+                db.execute("INSERT INTO mailboxes VALUES ('alice@y.test', 'y.test', 0, 'u')")
+                db.execute("INSERT INTO alias_targets VALUES "
+                           "('boss@y.test', 'alice@y.test', 'y.test')")
+            ensure_wal_files(senders)
             later = await _converse(port, "alice@x.test", [(b"From", b"ceo@y.test")])
-            assert later[-1][0] == b"c"
-            senders.unlink()
-            gone = await _converse(port, "alice@x.test", [(b"From", b"alice@x.test")])
+            # An alias owns nothing outside its domain: only y.test's own mailbox.
+            assert later[-1] == (b"y", NOT_OWNED.encode() + b"\0")
+            boss = await _converse(port, "alice@y.test", [(b"From", b"boss@y.test")])
+            assert boss[-1][0] == b"c"
+        # An unreadable table defers (451), never accepts.
+        missing = await fromguard.start(tmp_path / "missing.sqlite", "127.0.0.1", 0)
+        async with missing:
+            gone = await _converse(missing.sockets[0].getsockname()[1], "alice@x.test",
+                                   [(b"From", b"alice@x.test")])
             assert gone[-1][0] == b"y" and gone[-1][1].startswith(b"451 4.")
 
     asyncio.run(run())
     assert accepted == [("alice@x.test", "alice@x.test", "<m1@x.test>"),
-                        ("alice@x.test", "ceo@y.test", None)]
+                        ("alice@y.test", "boss@y.test", None)]
 
 
 # ------------------------------------------------------------------ id-keyed homes
@@ -222,11 +240,10 @@ def _rows(b: PostfixDovecotBackend) -> dict[str, tuple[str | None, str | None]]:
 
 
 def _converge(b: PostfixDovecotBackend, st: DomainState) -> None:
-    """The apply steps that touch homes and rows (no postmap, no Postfix reload)."""
-    files = render(st)
+    """The apply steps that touch homes and rows."""
     b._restore_homes([st])
     moved = b._migrate_legacy_homes([st])
-    b._sync_auth([(st, files)])
+    b._write_tables([render(st)])
     b._merge_legacy_leftovers(moved)
     b._retire_homes([st])
     b._destroy_deleted_domains([st])

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from mapview import maps
 
 from mailforge import names
 from mailforge.backends.postfix_dovecot.backend import PostfixDovecotBackend
-from mailforge.backends.postfix_dovecot.render import Routing, render
+from mailforge.backends.postfix_dovecot.render import Routing
 from mailforge.config import MailboxesConfig, PostfixDovecotConfig
 from mailforge.models import Alias, Domain, DomainState, Mailbox
 
@@ -39,7 +40,7 @@ def _alias(address: str, *targets: str) -> Alias:
 
 
 def test_suspended_mailbox_may_not_log_in_but_stays_deliverable() -> None:
-    files = render(DomainState(_domain(), (_mb("ann", suspended=True), _mb("ben"))))
+    files = maps(DomainState(_domain(), (_mb("ann", suspended=True), _mb("ben"))))
     allowed = {u.local_part: u.login_allowed for u in files.users}
     assert allowed == {"ann": False, "ben": True}
     assert "ann@ex.test OK" in files.mailboxes.splitlines()
@@ -49,7 +50,7 @@ def test_mailbox_may_send_as_itself_and_its_aliases_only() -> None:
     st = DomainState(_domain(), (_mb("ann"), _mb("ben")),
                      (_alias("team@ex.test", "ann@ex.test", "ben@ex.test", "x@other.test"),
                       _alias("sales@ex.test", "ann@ex.test")))
-    senders = dict(line.split(" ", 1) for line in render(st).senders.splitlines())
+    senders = dict(line.split(" ", 1) for line in maps(st).senders.splitlines())
     assert senders == {"ann@ex.test": "ann@ex.test", "ben@ex.test": "ben@ex.test",
                        "team@ex.test": "ann@ex.test,ben@ex.test",
                        "sales@ex.test": "ann@ex.test"}
@@ -57,26 +58,26 @@ def test_mailbox_may_send_as_itself_and_its_aliases_only() -> None:
 
 def test_role_addresses_go_to_oldest_mailbox_or_configured_target() -> None:
     st = DomainState(_domain(), (_mb("zed", 1), _mb("amy", 5)))
-    aliases = render(st).aliases.splitlines()
+    aliases = maps(st).aliases.splitlines()
     assert "postmaster@ex.test zed@ex.test" in aliases
     assert "abuse@ex.test zed@ex.test" in aliases
-    routed = render(st, routing=Routing(("postmaster",), "ops@operator.test"))
+    routed = maps(st, routing=Routing(("postmaster",), "ops@operator.test"))
     assert routed.aliases.splitlines() == ["postmaster@ex.test ops@operator.test"]
     # A mailbox of that name wins; a domain without mailboxes has no target yet.
-    own = render(DomainState(_domain(), (_mb("postmaster"),))).aliases.splitlines()
+    own = maps(DomainState(_domain(), (_mb("postmaster"),))).aliases.splitlines()
     assert own == ["abuse@ex.test postmaster@ex.test"]
-    assert render(DomainState(_domain())).aliases == ""
+    assert maps(DomainState(_domain())).aliases == ""
 
 
 def test_catch_all_never_swallows_real_mailboxes() -> None:
     st = DomainState(_domain(), (_mb("ann"),), (_alias("@ex.test", "ann@ex.test"),))
-    aliases = render(st).aliases.splitlines()
+    aliases = maps(st).aliases.splitlines()
     assert "@ex.test ann@ex.test" in aliases and "ann@ex.test ann@ex.test" in aliases
 
 
 def test_alias_domain_maps_every_mailbox_name() -> None:
     st = DomainState(_domain(), (_mb("ann"),), alias_domains=("alias.test",))
-    files = render(st)
+    files = maps(st)
     assert "ann@alias.test ann@ex.test" in files.aliases.splitlines()
     assert "ann@alias.test ann@ex.test" in files.senders.splitlines()
 

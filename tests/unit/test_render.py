@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from mapview import maps
 
 from mailforge.backends.postfix_dovecot.render import SUSPENDED_HASH, AuthUser, render
 from mailforge.errors import PermanentError
@@ -40,7 +41,7 @@ def alias(address: str, *targets: str) -> Alias:
 
 
 def test_mailboxes_render_to_every_map() -> None:
-    files = render(DomainState(domain(), (mailbox("alice"), mailbox("bob"))))
+    files = maps(DomainState(domain(), (mailbox("alice"), mailbox("bob"))))
     assert files.domains == "example.test OK\n"
     assert files.mailboxes == "alice@example.test OK\nbob@example.test OK\n"
     assert files.senders.splitlines() == ["alice@example.test alice@example.test",
@@ -49,21 +50,21 @@ def test_mailboxes_render_to_every_map() -> None:
 
 
 def test_suspended_mailbox_cannot_log_in_but_still_receives() -> None:
-    files = render(DomainState(domain(), (mailbox("alice", suspended=True),)))
+    files = maps(DomainState(domain(), (mailbox("alice", suspended=True),)))
     # nologin stops IMAP; the replaced hash stops SMTP AUTH (Dovecot SASL ignores nologin).
     assert files.users == (AuthUser("alice", SUSPENDED_HASH, 512, False, "usr_alice"),)
     assert "alice@example.test OK" in files.mailboxes
 
 
 def test_deleted_mailbox_and_absent_domain_render_nothing() -> None:
-    files = render(DomainState(domain(), (mailbox("gone", deleted=True),)))
+    files = maps(DomainState(domain(), (mailbox("gone", deleted=True),)))
     assert files.users == () and files.mailboxes == ""
-    assert render(DomainState(domain(backend_enabled=False), (mailbox("a"),))).domains == ""
-    assert render(DomainState(domain(deleted=True), (mailbox("a"),))).mailboxes == ""
+    assert maps(DomainState(domain(backend_enabled=False), (mailbox("a"),))).domains == ""
+    assert maps(DomainState(domain(deleted=True), (mailbox("a"),))).mailboxes == ""
 
 
 def test_catch_all_gets_identity_entries_so_mailboxes_win() -> None:
-    files = render(DomainState(domain(), (mailbox("alice"),),
+    files = maps(DomainState(domain(), (mailbox("alice"),),
                                (alias("@example.test", "bob@elsewhere.test"),)))
     lines = files.aliases.splitlines()
     assert "@example.test bob@elsewhere.test" in lines

@@ -1,25 +1,31 @@
-"""Postfix + Dovecot on the same host, converged through files.
+"""Postfix + Dovecot on the same host, converged through two local SQLite databases.
 
-Map mechanism (see README, "How mail keeps flowing"): for each domain mailforge
-writes one fragment per Postfix map; the Postfix maps are the concatenation of the
-fragments, compiled by ``postmap`` into a temporary table and renamed into place.
-Postfix's short-lived processes notice a replaced table and restart themselves; its
-long-lived address resolver (trivial-rewrite) and cleanup do not reliably, so when the
-domain or alias tables change (rare: a domain or alias added or removed) Postfix is
-reloaded, gracefully, once per batch; new mailboxes need no reload. Dovecot's
-passdb/userdb is a local SQLite database changed in transactions and queried on every
-login. Nothing is restarted, and all of it stays valid while mailforge or PostgreSQL
-are down, so mail keeps flowing to existing mailboxes.
+Map mechanism (README, "How mail keeps flowing"): Postfix's domain, mailbox, alias and
+sender-login tables are ``sqlite:`` lookups (``layout.POSTFIX_TABLE_QUERIES``) in
+``postfix/maps.sqlite``; Dovecot's passdb/userdb is ``dovecot/auth.sqlite``. Both are
+queried on every lookup, so a change is effective at once: no ``postmap``, no file
+rebuilt; Postfix is reloaded only when the list of served domains changes (its
+long-lived processes keep an address's class once resolved). A change of one mailbox or
+alias changes its own rows in one transaction per database, whatever the size of the
+server. Nothing here
+talks to PostgreSQL, so mail keeps flowing while mailforge or the database is down.
 
-Idempotent and crash-safe: every apply re-derives the files and rows from the desired
-state and compares them with what is on disk; only what differs is written, and the
-Postfix maps are rebuilt only when their content differs. A crash between two writes
-is repaired by the next apply.
+States may be complete (the domain's rows are made equal to them) or deltas (only the
+listed objects change; ``DomainState.complete``).
+
+Crash safety: each database changes in transactions (a reader sees the old or the new
+rows), ordered so that every moment between them is safe: Dovecot's new and changed rows
+first (a mailbox Postfix accepts mail for can always be delivered), then Postfix's rows,
+then Dovecot's removals (Postfix stops accepting mail for a mailbox before Dovecot
+forgets it). A crash between them leaves the objects unconverged in the store, and the
+next apply of the same state writes what is still missing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import grp
 import os
 import re
@@ -30,27 +36,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ... import atomic
 from ...config import Config, MailboxesConfig, PostfixDovecotConfig
 from ...errors import PermanentError, TemporaryError
 from ...log import get
 from ...models import DomainState
 from ..base import ApplyResult
-from .layout import Layout
-from .render import AuthUser, DomainFiles, Routing, render
+from . import tables
+from .layout import Layout, keep_wal_files
+from .render import DomainRows, Routing, render
 
 log = get(__name__)
-
-# Maps read by Postfix's long-lived processes: a change needs `postfix reload`.
-_RELOAD_MAPS = frozenset({"virtual_domains", "virtual_aliases"})
 
 # A domain name used as a directory under mail_root (validated long before; checked
 # again here because it is about to be removed recursively).
 _SAFE_DIR = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
-
-# Fragment kind -> Postfix map it is concatenated into.
-_FRAGMENT_MAPS = {"domains": "virtual_domains", "mailboxes": "virtual_mailboxes",
-                  "aliases": "virtual_aliases", "senders": "sender_logins"}
 
 
 def _mkdir_owned_like(path: Path, ref: Path) -> None:
@@ -71,6 +70,18 @@ def _mkdir_owned_like(path: Path, ref: Path) -> None:
         os.chown(d, st.st_uid, st.st_gid)
 
 
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Any:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class PostfixDovecotBackend:
     name = "postfix_dovecot"
 
@@ -82,16 +93,23 @@ class PostfixDovecotBackend:
         self.mail_root = Path(cfg.mail_root)
         # Deleted mailboxes' homes wait here: <retention>/<domain>/<mailbox id>.
         self.retention_dir = Path(mailboxes.retention_dir or self.mail_root / ".retention")
-        self.layout = Layout(Path(cfg.state_dir), cfg.map_type)
-        self.fragments = self.layout.state_dir / "fragments"
+        self.layout = Layout(Path(cfg.state_dir))
         self._auth_gid: int | None = None
         # Could auth.sqlite still hold rows without a home (written before homes were
         # stored)? Rows written now always have one, so once none is left this stays
         # False and the legacy migration costs nothing more.
         self._legacy_rows = True
-        # One apply at a time per process: the global maps are shared.
+        # One apply at a time per process.
         self._lock = asyncio.Lock()
-        self.map_rebuilds = 0
+        # mailforge's connection to Postfix's database, open while the process lives:
+        # SQLite deletes the -wal/-shm files Postfix's read-only readers need when the
+        # last connection closes (layout.ensure_wal_files).
+        self._maps: sqlite3.Connection | None = None
+        # Is Postfix's database not known to hold every domain (new, or of an older
+        # format, e.g. right after an upgrade from the cdb tables)? Then the engine
+        # applies complete states of every domain and calls full_resync_done().
+        self.needs_full_resync = False
+        self.rows_written = 0
         self.reloads = 0
 
     @classmethod
@@ -102,9 +120,22 @@ class PostfixDovecotBackend:
         await asyncio.to_thread(self._prepare)
 
     def _prepare(self) -> None:
-        self.layout.initialize(self.cfg.postmap, self.cfg.postfix_config_dir)
-        for kind in _FRAGMENT_MAPS:
-            (self.fragments / kind).mkdir(parents=True, exist_ok=True)
+        if self.cfg.map_type != "sqlite":
+            log.warning("backend.postfix_dovecot.map_type is no longer used: Postfix reads "
+                        "the sqlite tables (README: Upgrading from the cdb tables)",
+                        map_type=self.cfg.map_type)
+        if self.layout.postfix_db.exists():
+            self._maps_db()  # open first: no later close is then the last one
+        current = self.layout.initialize(self.routing.role_addresses,
+                                         self.routing.role_target)
+        if not current and not self._serves_anything():
+            # A new server: nothing to fill the tables from.
+            self._mark_current()
+            current = True
+        self.needs_full_resync = not current
+        if not current:
+            log.warning("postfix tables need a complete pass of every domain "
+                        "(new, or upgraded from an older format)")
         try:
             self._auth_gid = grp.getgrnam(self.cfg.auth_group).gr_gid
         except KeyError:
@@ -114,16 +145,51 @@ class PostfixDovecotBackend:
             for p in (self.layout.dovecot_dir, self.layout.auth_db,
                       self.layout.dovecot_sql_conf):
                 os.chown(p, 0, self._auth_gid)
+        self._maps_db()
+
+    def close(self) -> None:
+        """Close the Postfix database, leaving the files its readers need."""
+        if self._maps is not None:
+            with keep_wal_files(self.layout.postfix_db):
+                self._maps.close()
+            self._maps = None
+
+    def _serves_anything(self) -> bool:
+        with contextlib.closing(sqlite3.connect(self.layout.auth_db)) as db:
+            return db.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None
+
+    async def full_resync_done(self) -> None:
+        """The engine has applied a complete state of every domain of this host since
+        prepare(): Postfix's database holds them all in the current format."""
+        await asyncio.to_thread(self._mark_current)
+
+    def _mark_current(self) -> None:
+        db = self._maps_db()
+        with _transaction(db):
+            self.layout.mark_postfix_db_current(db)
+        if self.needs_full_resync:
+            log.info("postfix tables hold every domain")
+        self.needs_full_resync = False
+
+    def _maps_db(self) -> sqlite3.Connection:
+        if self._maps is None:
+            if not self.layout.postfix_db.exists():
+                raise TemporaryError("the mail backend is not prepared")
+            self._maps = sqlite3.connect(self.layout.postfix_db, timeout=10,
+                                         isolation_level=None, check_same_thread=False)
+            atexit.register(self.close)
+        return self._maps
 
     async def health(self) -> dict[str, Any]:
-        src = self.layout.map_compiled("virtual_mailboxes")
         return {"backend": self.name,
-                "maps_present": src.exists() and self.layout.auth_db.exists(),
-                "map_rebuilds": self.map_rebuilds, "postfix_reloads": self.reloads}
+                "maps_present": (self.layout.postfix_db.exists()
+                                 and self.layout.auth_db.exists()),
+                "tables_current": not self.needs_full_resync,
+                "rows_written": self.rows_written, "postfix_reloads": self.reloads}
 
     async def apply(self, states: Sequence[DomainState]) -> ApplyResult:
         errors: dict[str, Any] = {}
-        rendered: list[tuple[DomainState, DomainFiles]] = []
+        rendered: list[tuple[DomainState, DomainRows]] = []
         for st in states:
             try:
                 rendered.append((st, render(st, self.cfg.default_quota_mb, self.routing)))
@@ -135,11 +201,14 @@ class PostfixDovecotBackend:
                 # Restored mail goes back before Dovecot may create a fresh home.
                 await asyncio.to_thread(self._restore_homes, applied)
                 # Homes of a database written before homes were stored move to the id path
-                # before their rows name it.
-                legacy = await asyncio.to_thread(self._migrate_legacy_homes, applied)
-                await asyncio.to_thread(self._write_domains, rendered)
+                # before their rows name it. It needs the whole domain: complete states only.
+                legacy = await asyncio.to_thread(self._migrate_legacy_homes,
+                                                 [st for st in applied if st.complete])
+                domains_changed = await asyncio.to_thread(self._write_tables,
+                                                          [r for _, r in rendered])
+                if domains_changed:
+                    await self._reload_postfix()
                 await asyncio.to_thread(self._merge_legacy_leftovers, legacy)
-                await self._rebuild_maps()
                 # Deleted homes move only once neither Postfix nor Dovecot serve them.
                 await asyncio.to_thread(self._retire_homes, applied)
                 # A deleted domain's mail, live and retained, is destroyed here, before
@@ -147,7 +216,7 @@ class PostfixDovecotBackend:
                 await asyncio.to_thread(self._destroy_deleted_domains, applied)
             except (OSError, sqlite3.Error, TemporaryError) as exc:
                 err = (exc if isinstance(exc, TemporaryError) else
-                       TemporaryError(f"writing mail server maps failed: {exc}"))
+                       TemporaryError(f"writing mail server tables failed: {exc}"))
                 for st, _ in rendered:
                     errors[st.domain.id] = err
         return ApplyResult(domain_errors=errors)
@@ -310,112 +379,50 @@ class PostfixDovecotBackend:
                     elif path.exists():
                         path.unlink()
 
-    # ---------------------------------------------------------------- file handling
+    # ---------------------------------------------------------------- the tables
 
-    def _write_domains(self, rendered: Sequence[tuple[DomainState, DomainFiles]]) -> None:
-        self._sync_auth(rendered)
-        for st, files in rendered:
-            name = st.domain.name
-            for kind in _FRAGMENT_MAPS:
-                frag = self.fragments / kind / name
-                content: str = getattr(files, kind)
-                if content:
-                    atomic.write_if_changed(frag, content.encode())
-                else:
-                    atomic.remove(frag)
+    def _home_of(self, domain: str, mailbox_id: str) -> str:
+        return str(self.home(domain, mailbox_id))
 
-    def _sync_auth(self, rendered: Sequence[tuple[DomainState, DomainFiles]]) -> None:
-        """Make Dovecot's rows for these domains equal the desired ones, in one transaction,
-        touching only rows that differ (a domain of 100,000 mailboxes costs one read)."""
-        db = sqlite3.connect(self.layout.auth_db, timeout=10, isolation_level=None)
+    def _write_tables(self, batch: Sequence[DomainRows]) -> bool:
+        """Dovecot's additions, Postfix's rows, Dovecot's removals: three transactions in
+        the order that keeps every moment between them deliverable (module docstring).
+        Returns whether the list of served domains changed."""
+        started = time.monotonic()
+        auth = sqlite3.connect(self.layout.auth_db, timeout=10, isolation_level=None)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            for st, files in rendered:
-                domain = st.domain.name
-                current = {r[0]: (AuthUser(r[0], r[1], r[2], bool(r[3]), r[4] or ""), r[5])
-                           for r in db.execute(
-                               "SELECT local_part, password, quota_mb, login_allowed,"
-                               " mailbox_id, home FROM users WHERE domain = ?", (domain,))}
-                desired = {u.local_part: (u, str(self.home(domain, u.mailbox_id)))
-                           for u in files.users}
-                gone = [(domain, lp) for lp in current.keys() - desired.keys()]
-                changed = [(domain, u.local_part, u.password, u.quota_mb, int(u.login_allowed),
-                            u.mailbox_id, home)
-                           for lp, (u, home) in desired.items()
-                           if current.get(lp) != (u, home)]
-                if gone:
-                    db.executemany("DELETE FROM users WHERE domain = ? AND local_part = ?",
-                                   gone)
-                if changed:
-                    db.executemany("INSERT OR REPLACE INTO users (domain, local_part, password,"
-                                   " quota_mb, login_allowed, mailbox_id, home)"
-                                   " VALUES (?, ?, ?, ?, ?, ?, ?)", changed)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+            with _transaction(auth):
+                n = tables.upsert_auth(auth, batch, self._home_of)
+            maps = self._maps_db()
+            with _transaction(maps):
+                written, domains_changed = tables.sync_postfix_counted(maps, batch)
+                n += written
+            with _transaction(auth):
+                n += tables.delete_auth(auth, batch)
         finally:
-            db.close()
-
-    def _concat(self, kind: str) -> bytes:
-        d = self.fragments / kind
-        parts = []
-        for name in sorted(os.listdir(d)):
-            if name.startswith("."):
-                continue
-            parts.append((d / name).read_bytes())
-        return b"".join(parts)
-
-    async def _rebuild_maps(self) -> None:
-        rebuilt: set[str] = set()
-        for kind, map_name in _FRAGMENT_MAPS.items():
-            content = await asyncio.to_thread(self._concat, kind)
-            source = self.layout.map_source(map_name)
-            try:
-                current = await asyncio.to_thread(source.read_bytes)
-            except FileNotFoundError:
-                current = None
-            if current == content and self.layout.map_compiled(map_name).exists():
-                continue
-            await self._postmap_replace(map_name, content)
-            rebuilt.add(map_name)
-        if rebuilt & _RELOAD_MAPS:
-            await self._reload_postfix()
+            auth.close()
+        self.rows_written += n
+        if n:
+            log.info("mail server tables written", domains=len(batch), rows=n,
+                     ms=round((time.monotonic() - started) * 1000, 1))
+        return domains_changed
 
     async def _reload_postfix(self) -> None:
+        """`postfix reload`, gracefully, when the list of served domains changed. Every
+        lookup reads the tables afresh, but Postfix's long-lived processes keep an
+        address's class (local, virtual, relay) once resolved: in a real-stack test, mail
+        submitted to a domain just proven was still relayed out, as before it was served,
+        until a reload. New mailboxes and aliases need none (their lookups are live)."""
         proc = await asyncio.create_subprocess_exec(
             self.cfg.postfix, "-c", self.cfg.postfix_config_dir, "reload",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
         text = (out + err).decode(errors="replace").strip()
         if proc.returncode != 0:
-            # Not running is fine: it reads the new tables when it starts.
+            # Not running is fine: it reads the tables when it starts.
             if "not running" in text:
                 log.warning("postfix not running; reload skipped")
                 return
             raise TemporaryError(f"postfix reload failed: {text[:300]}")
         self.reloads += 1
-        log.info("postfix reloaded (domain or alias tables changed)")
-
-    async def _postmap_replace(self, map_name: str, content: bytes) -> None:
-        started = time.monotonic()
-        layout = self.layout
-        tmp_source = layout.postfix_dir / f".{map_name}.new"
-        tmp_compiled = Path(str(tmp_source) + layout.map_compiled(map_name).suffix)
-        await asyncio.to_thread(atomic.write_bytes, tmp_source, content)
-        cmd = [self.cfg.postmap, "-c", self.cfg.postfix_config_dir,
-               f"{layout.map_type}:{tmp_source}"]
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise TemporaryError(f"postmap failed for {map_name}: "
-                                 f"{err.decode(errors='replace').strip()[:300]}")
-        # Compiled table first: it is what Postfix reads; the source follows so the next
-        # comparison sees the new content.
-        os.replace(tmp_compiled, layout.map_compiled(map_name))
-        os.replace(tmp_source, layout.map_source(map_name))
-        self.map_rebuilds += 1
-        log.info("postfix map rebuilt", map=map_name, bytes=len(content),
-                 ms=round((time.monotonic() - started) * 1000, 1))
+        log.info("postfix reloaded (the list of served domains changed)")

@@ -1,19 +1,21 @@
-"""Pure rendering of one domain's desired state into what Postfix and Dovecot read:
-Postfix map lines and Dovecot auth rows.
+"""Pure rendering of one domain's desired state into the rows Postfix and Dovecot read:
+rows of Postfix's tables (``layout.POSTFIX_SCHEMA``) and Dovecot's auth rows.
 
-No I/O here, so the formats are unit-tested directly. Every value was validated on
-the way in (``mailforge.validation``); the checks below are a second line of defence
-against map-line injection, because whitespace or a newline in a Postfix map key would
-change what the server believes.
+No I/O here, so it is unit-tested directly. Every value was validated on the way in
+(``mailforge.validation``); the checks below are a second line of defence: the values
+are bound as SQL parameters, and Postfix quotes the key it puts in a query, but a key
+with whitespace, a comma or a newline would still change what the server believes (a
+comma splits a Postfix lookup result into several targets).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from ...errors import PermanentError
-from ...models import DomainState
+from ...models import DomainState, Mailbox
 
 # fullmatch everywhere: "$" would also match before a final newline.
 _SAFE_KEY = re.compile(r"[a-z0-9._@-]+")
@@ -36,20 +38,55 @@ class AuthUser:
 
 
 @dataclass(frozen=True)
-class DomainFiles:
-    """Everything the backend writes for one domain; empty means "absent"."""
+class MailboxRow:
+    """One row of Postfix's ``mailboxes`` table."""
 
-    users: tuple[AuthUser, ...]
-    domains: str
-    mailboxes: str
-    aliases: str
-    senders: str
+    address: str
+    # Creation time in microseconds since the epoch, then the id: the domain's oldest
+    # mailbox is the default target of its role addresses.
+    created_us: int
+    mailbox_id: str
+
+
+@dataclass(frozen=True)
+class AliasRow:
+    """One alias: its rows in Postfix's ``alias_targets`` table."""
+
+    source: str
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DomainRows:
+    """Everything the backend writes for one domain. For a complete state the domain's
+    rows become exactly these; for a delta only the listed objects change: the live ones
+    are upserted, the ``removed_*`` ones (listed tombstones) deleted."""
+
+    domain: str
+    present: bool
+    complete: bool
+    users: tuple[AuthUser, ...] = ()
+    removed_users: tuple[str, ...] = ()
+    mailboxes: tuple[MailboxRow, ...] = ()
+    removed_mailboxes: tuple[str, ...] = ()
+    aliases: tuple[AliasRow, ...] = ()
+    removed_aliases: tuple[str, ...] = ()
+    # Whole in every state (DomainState.complete).
+    alias_domains: tuple[str, ...] = ()
 
 
 def _key(value: str) -> str:
     if not _SAFE_KEY.fullmatch(value):
         raise PermanentError(f"refusing to write unsafe map key {value!r}")
     return value
+
+
+def _own(address: str, domain: str) -> str:
+    """An alias source of *domain* (``local@domain`` or the catch-all ``@domain``): a
+    state can never write rows for another domain's addresses."""
+    if _key(address).rpartition("@")[2] != domain or "@" not in address:
+        raise PermanentError(f"refusing to write alias {address!r} outside {domain}")
+    return address
 
 
 # Written instead of the hash of a suspended mailbox; no password crypts to it (its
@@ -69,17 +106,35 @@ class Routing:
 DEFAULT_ROUTING = Routing()
 
 
+def _created_us(m: Mailbox) -> int:
+    ts = m.created_at
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (ts - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def render(state: DomainState, default_quota_mb: int = 1024,
-           routing: Routing = DEFAULT_ROUTING) -> DomainFiles:
+           routing: Routing = DEFAULT_ROUTING) -> DomainRows:
+    """The rows of one domain's state. Role addresses, catch-all identities, alias
+    domains and the sender logins of aliases are not rendered: the Postfix queries derive
+    them (layout.POSTFIX_TABLE_QUERIES), so one changed mailbox is one changed row. *routing*
+    is checked here (it is written to the roles table at start-up)."""
+    if routing.role_target:
+        _key(routing.role_target)
     if not state.present:
-        return DomainFiles((), "", "", "", "")
+        # Absent (deleted, disabled or unproven): every row of the domain goes (the name
+        # is only ever a bound parameter of those deletes).
+        return DomainRows(state.domain.name, present=False, complete=True)
     domain = _key(state.domain.name)
     users: list[AuthUser] = []
-    mailboxes: list[str] = []
-    senders: dict[str, list[str]] = {}
-    identities: list[str] = []
-    live = [m for m in state.mailboxes if not m.deleted]
-    for m in live:
+    mailboxes: list[MailboxRow] = []
+    live_locals: set[str] = set()
+    for m in state.mailboxes:
+        if m.deleted:
+            continue
         local = _key(m.local_part)
         address = f"{local}@{domain}"
         if not _SAFE_HASH.fullmatch(m.password_hash):
@@ -94,48 +149,27 @@ def render(state: DomainState, default_quota_mb: int = 1024,
             raise PermanentError(f"refusing to use unsafe mailbox id {m.id!r} as a home")
         users.append(AuthUser(local, SUSPENDED_HASH if suspended else m.password_hash,
                               int(m.quota_mb or default_quota_mb), not suspended, m.id))
-        mailboxes.append(f"{address} OK")
-        senders.setdefault(address, []).append(address)
-        identities.append(address)
-        for alias_domain in state.alias_domains:
-            # Same name at an alias domain: delivered here, and the mailbox may send as it.
-            senders.setdefault(f"{local}@{_key(alias_domain)}", []).append(address)
-    aliases: list[str] = []
-    has_catch_all = False
-    taken = set(identities)
+        mailboxes.append(MailboxRow(address, _created_us(m), m.id))
+        live_locals.add(local)
+    # A tombstone listed beside a live mailbox of the same name (deleted, then created
+    # again) removes nothing: the live one wins.
+    removed_locals = sorted({_key(m.local_part) for m in state.mailboxes if m.deleted}
+                            - live_locals)
+    aliases: list[AliasRow] = []
     for a in state.aliases:
         if a.deleted:
             continue
-        source = _key(a.address)
-        has_catch_all |= source.startswith("@")
-        targets = [_key(t) for t in a.targets]
-        aliases.append(f"{source} {','.join(targets)}")
-        taken.add(source)
-        if not source.startswith("@"):
-            # A mailbox may send as the aliases that deliver to it (and only those).
-            owners = senders.setdefault(source, [])
-            owners.extend(t for t in targets if t in identities and t not in owners)
-    if has_catch_all:
-        # A catch-all in virtual_alias_maps would swallow mail for real mailboxes too;
-        # identity entries make the mailbox win, as Postfix's documentation advises.
-        aliases.extend(f"{addr} {addr}" for addr in identities)
-    else:
-        target = routing.role_target
-        if not target and live:
-            target = f"{min(live, key=lambda m: (m.created_at, m.id)).local_part}@{domain}"
-        if target:
-            # RFC 2142 role addresses must reach someone even when no mailbox has them.
-            aliases.extend(f"{role}@{domain} {_key(target)}"
-                           for role in routing.role_addresses
-                           if f"{role}@{domain}" not in taken)
-    for alias_domain in state.alias_domains:
-        other = _key(alias_domain)
-        aliases.extend(f"{addr.split('@')[0]}@{other} {addr}" for addr in identities)
-    return DomainFiles(
-        users=tuple(users),
-        domains=f"{domain} OK\n",
-        mailboxes="".join(line + "\n" for line in mailboxes),
-        aliases="".join(line + "\n" for line in sorted(aliases)),
-        senders="".join(f"{addr} {','.join(owners)}\n" for addr, owners in senders.items()
-                        if owners),
-    )
+        targets = tuple(dict.fromkeys(_key(t) for t in a.targets))
+        if not targets:
+            raise PermanentError(f"refusing to write alias {a.address!r} without targets")
+        aliases.append(AliasRow(_own(a.address, domain), targets))
+    live_sources = {a.source for a in aliases}
+    removed_aliases = sorted({_own(a.address, domain) for a in state.aliases if a.deleted}
+                             - live_sources)
+    return DomainRows(
+        domain=domain, present=True, complete=state.complete,
+        users=tuple(users), removed_users=tuple(removed_locals),
+        mailboxes=tuple(mailboxes),
+        removed_mailboxes=tuple(f"{lp}@{domain}" for lp in removed_locals),
+        aliases=tuple(aliases), removed_aliases=tuple(removed_aliases),
+        alias_domains=tuple(sorted({_key(d) for d in state.alias_domains})))

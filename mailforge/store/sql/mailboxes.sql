@@ -73,9 +73,12 @@ WHERE m.account_id = $1 AND m.id = $2
 FOR UPDATE OF m;
 
 -- name: update_mailbox
--- $8: whether the backend must see the change (a new generation and a job).
+-- $8: whether the backend must see the change (a new generation and a job). $4: a new
+-- password sealed for the worker to hash (NULL: unchanged); the old hash serves until
+-- the worker has made the new one (pending_passwords.py).
 UPDATE mailboxes
-SET name = $3, password_hash = $4, quota_mb = $5, daily_send_limit = $6, signature = $7,
+SET name = $3, pending_password = coalesce($4, pending_password), quota_mb = $5,
+    daily_send_limit = $6, signature = $7,
     suspended = $9,
     generation = generation + CASE WHEN $8 THEN 1 ELSE 0 END,
     status = CASE WHEN $8 AND status = 'failed' THEN 'pending' ELSE status END,
@@ -135,9 +138,6 @@ UPDATE jobs SET sealed_secrets = $2,
                 secrets_expire_at = now() + make_interval(secs => $3::float8)
 WHERE id = $1;
 
--- name: count_mailboxes
-SELECT count(*) FROM mailboxes WHERE account_id = $1 AND NOT deleted;
-
 -- name: taken_addresses
 -- Addresses are unique on the whole host, so this looks across accounts; callers pass
 -- only addresses at the caller's own domains (a name belongs to one account).
@@ -148,11 +148,50 @@ UNION
 SELECT address FROM aliases WHERE address = ANY($1::text[]);
 
 -- name: insert_mailboxes
+-- One statement for the whole batch. No hash yet (''): the password is sealed in
+-- pending_password and hashed by the worker before the backend sees the mailbox.
 INSERT INTO mailboxes (id, account_id, domain_id, local_part, address, name, password_hash,
-                       quota_mb)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::int[])
+                       pending_password, quota_mb)
+SELECT u.id, $2, $3, u.local_part, u.address, u.name, '', u.sealed, u.quota
+FROM unnest($1::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::int[])
+     AS u(id, local_part, address, name, sealed, quota)
 RETURNING id, address, local_part, generation, created_at;
+
+-- name: share_account
+-- Key share: creations of one account do not wait for each other, but an alias
+-- creation (which locks the row: store/aliases.py) waits for them and they for it, so
+-- an address is never given to both.
+SELECT id FROM accounts WHERE id = $1 FOR KEY SHARE;
+
+-- name: pending_passwords
+-- Sealed new passwords waiting in the given domains (the engine's claimed batch).
+SELECT id, pending_password FROM mailboxes
+WHERE domain_id = ANY($1::text[]) AND pending_password IS NOT NULL;
+
+-- name: settle_pending_passwords
+-- The hashes made by the worker; each written only where the sealed value is still the
+-- one hashed (a newer one stored meanwhile stays for the next pass), and wiped with it.
+UPDATE mailboxes m
+SET password_hash = u.hash, pending_password = NULL
+FROM unnest($1::text[], $2::bytea[], $3::text[]) AS u(id, sealed, hash)
+WHERE m.id = u.id AND m.pending_password = u.sealed
+RETURNING m.id;
+
+-- name: fail_pending_passwords
+-- Sealed values that cannot be opened: wiped; a mailbox that never had a hash gets $3,
+-- which no password verifies against. A live mailbox is recorded failed with $4 at its
+-- current generation (its job items settle); a deleted one needs no password.
+UPDATE mailboxes m
+SET pending_password = NULL,
+    password_hash = CASE WHEN m.password_hash = '' THEN $3 ELSE m.password_hash END,
+    observed_generation = CASE WHEN m.deleted THEN m.observed_generation
+                               ELSE m.generation END,
+    status = CASE WHEN m.deleted THEN m.status ELSE 'failed' END,
+    last_error = CASE WHEN m.deleted THEN m.last_error ELSE $4 END,
+    updated_at = now()
+FROM unnest($1::text[], $2::bytea[]) AS u(id, sealed)
+WHERE m.id = u.id AND m.pending_password = u.sealed
+RETURNING m.id, m.deleted;
 
 -- name: get_mailbox
 SELECT m.*, d.name AS domain_name FROM mailboxes m JOIN domains d ON d.id = m.domain_id
