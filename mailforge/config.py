@@ -327,11 +327,26 @@ class MailConfig:
     # rising linearly to its daily limit after warmup_days days.
     warmup_start: int = 5
     warmup_days: int = 14
-    # Inbound observation: mailboxes the policy service saw as recipients are scanned
-    # every scan_interval seconds for new messages (DSNs, ARF reports, webhooks); every
-    # full_scan_interval seconds all active mailboxes are (0 disables the full sweep).
+    # Inbound observation (docs/mail.md): Dovecot posts each finished delivery to this
+    # loopback listener and the scanner scans that one mailbox (new mail -> webhooks,
+    # DSNs and ARF reports -> reputation). The Dovecot side is a file mailforge writes
+    # (events_conf_file; empty: <backend state_dir>/dovecot/events.conf) with the URL
+    # and a credential derived from the master key. events_port 0: no listener.
+    events_listen: str = "127.0.0.1"
+    events_port: int = 10041
+    events_conf_file: str = ""
+    # Run when that file changed, so that Dovecot reads it (empty: reload it by hand).
+    dovecot_reload_command: tuple[str, ...] = ("doveadm", "reload")
+    # Mailboxes marked as watched (the policy service's mailforge_observe, for Postfix
+    # configurations that still call it) are polled every scan_interval seconds.
     scan_interval: float = 1.0
-    full_scan_interval: float = 600.0
+    # The safety net for events that never came (the daemon was down, Dovecot's stats
+    # process restarted): every active mailbox is scanned once at start and then every
+    # full_scan_interval seconds (0: only at start), at most sweep_rate mailboxes a
+    # second. A scan is a whole IMAP session, ~25 ms of CPU (mostly Dovecot's), so 10/s
+    # is ~1/4 of a core while a sweep runs: 100,000 mailboxes in ~2.8 hours a day.
+    full_scan_interval: float = 86400.0
+    sweep_rate: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -568,6 +583,22 @@ def _validate(cfg: Config) -> None:
     if cfg.reputation.block_min_events < 1 or cfg.reputation.evidence_days < 1:
         raise ConfigError(cfg.source, "reputation", "block_min_events and evidence_days "
                           "must be 1 or more")
+    m = cfg.mail
+    if m.events_port and not 0 < m.events_port < 65536:
+        raise ConfigError(cfg.source, "mail.events_port",
+                          f"must be a TCP port (1-65535) or 0 (off), got {m.events_port}")
+    try:
+        loopback = ipaddress.ip_address(m.events_listen).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        # Delivery events say which mailbox to scan: only the local Dovecot may post them.
+        raise ConfigError(cfg.source, "mail.events_listen",
+                          f"must be a loopback address (127.0.0.1 or ::1), "
+                          f"got {m.events_listen!r}")
+    if not m.sweep_rate > 0 or not m.scan_interval > 0 or m.full_scan_interval < 0:
+        raise ConfigError(cfg.source, "mail", "sweep_rate and scan_interval must be greater "
+                          "than 0, full_scan_interval 0 or more")
     if not Path(cfg.backend.postfix_dovecot.state_dir).is_absolute():
         raise ConfigError(cfg.source, "backend.postfix_dovecot.state_dir",
                           "must be an absolute path")

@@ -139,7 +139,11 @@ class ImapPool:
         return Conn(client, address)
 
     @contextlib.asynccontextmanager
-    async def session(self, address: str) -> AsyncIterator[Conn]:
+    async def session(self, address: str, keep: bool = True) -> AsyncIterator[Conn]:
+        """A logged-in connection for *address*: an idle one of the pool or a new one.
+        *keep* False logs it out after use instead of keeping it idle (the sweep: a
+        mailbox it visits is not read again soon, and thousands of idle sessions would
+        each hold a Dovecot imap process)."""
         sem = self._slots.setdefault(address, asyncio.Semaphore(self.cap))
         async with sem:
             idle = self._idle.get(address)
@@ -151,11 +155,13 @@ class ImapPool:
                 yield conn
                 ok = True
             finally:
-                if ok:
+                if ok and keep:
                     conn.last_used = time.monotonic()
                     self._idle[address].append(conn)
                 else:
                     await self._logout(conn)
+                if not self._idle.get(address):
+                    self._idle.pop(address, None)
 
     # ------------------------------------------------------------ operations
 

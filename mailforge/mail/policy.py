@@ -6,9 +6,11 @@ quota) and at END-OF-MESSAGE (count the message, atomically, in PostgreSQL: a me
 past the limit is deferred with a 4xx). API sends are submitted through the same
 service, so this is the single place where sends are counted, for the API and for mail
 clients alike, and the count survives restarts. While mailforge is down Postfix's
-``default_action=DUNNO`` lets mail through uncounted (fail open, by choice). The port
-25 smtpd asks at RCPT time too (``mailforge_observe``): its answer is always DUNNO,
-the request only tells the inbound scanner which mailboxes are about to receive mail.
+``default_action=DUNNO`` lets mail through uncounted (fail open, by choice). A port 25
+smtpd configured with ``mailforge_observe`` asks at RCPT time too: its answer is always
+DUNNO, the request only marks the recipient as watched for the scanner's polling. The
+shipped configuration no longer does (Dovecot's delivery events tell the scanner,
+``mail/events.py``); it is kept for configurations that still name it.
 
 Protocol: ``name=value`` lines ended by an empty line; the answer is ``action=...``
 and an empty line; Postfix may reuse a connection for many requests.

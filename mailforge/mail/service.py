@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -34,7 +34,8 @@ from ..log import get
 from ..secretbox import SecretBox
 from ..store.db import Database
 from ..store.mail import InboundScans, Sender, Sending, Watched
-from . import compose, limits, master, reports
+from . import compose, events, limits, master, reports
+from .events import EventListener
 from .imap import ImapError, ImapPool
 from .msgid import MessageIds, MessageRef, canonical_folder
 from .policy import PolicyService
@@ -45,6 +46,16 @@ log = get(__name__)
 # Backoff of a mailbox whose scans fail: 5 s, doubling, at most 15 minutes.
 SCAN_BACKOFF_BASE = 5.0
 SCAN_BACKOFF_MAX = 900.0
+# Mailbox scans at once (each holds one IMAP session).
+SCAN_CONCURRENCY = 8
+# Deliveries to one mailbox within this many seconds share one scan.
+EVENT_DEBOUNCE = 0.05
+# Mailboxes scanned per event batch (one query), and most waiting for their scan: past
+# it events are dropped and the sweep finds their mail (a flood is bounded in memory).
+EVENT_BATCH = 200
+MAX_PENDING = 20_000
+# Mailboxes per page of the sweep's keyset walk.
+SWEEP_PAGE = 200
 # A report larger than this is read only this far (the original is at its end anyway
 # in the few cases where it is attached whole; its headers come first).
 MAX_REPORT_BYTES = 1_000_000
@@ -86,6 +97,16 @@ def _msgid_list(value: str | None) -> list[str]:
     return re.findall(r"<[^<>\s]+>", value or "")
 
 
+async def _first(*events_: asyncio.Event) -> None:
+    """Return when any of *events_* is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events_]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
 class MailService:
     def __init__(self, pool: asyncpg.Pool, cfg: Config, box: SecretBox,
                  mail_host: str = "default") -> None:
@@ -109,6 +130,14 @@ class MailService:
         self._tasks: list[asyncio.Task[None]] = []
         # mailbox id -> (consecutive failed scans, loop time before which it is skipped)
         self._scan_failures: dict[str, tuple[int, float]] = {}
+        # Delivery events waiting for their scan: address -> loop time it is due (one
+        # entry per mailbox however many deliveries: coalesced), at most MAX_PENDING.
+        self._due: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._scanning: set[str] = set()  # mailbox ids being scanned now
+        self.events_dropped = 0
+        self._dropped_logged = 0.0
+        self.events = EventListener(cfg, box, self.notify_delivery)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -119,13 +148,18 @@ class MailService:
                         "API are unavailable")
         self.imap.start()
         await self.policy.start()
+        await self._dovecot_events_conf()
+        await self.events.start()
         self._tasks = [asyncio.create_task(self.dispatcher.run(stop), name="webhooks"),
-                       asyncio.create_task(self._scan_loop(stop), name="inbound-scan")]
+                       asyncio.create_task(self._scan_loop(stop), name="inbound-scan"),
+                       asyncio.create_task(self._event_loop(stop), name="inbound-events"),
+                       asyncio.create_task(self._sweep_loop(stop), name="inbound-sweep")]
 
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.events.stop()
         await self.policy.stop()
         await self.imap.close()
         self.submitter.close()
@@ -343,10 +377,200 @@ class MailService:
 
     # ------------------------------------------------------------ inbound scanning
     #
+    # Three ways a mailbox gets scanned, all through _scan_isolated:
+    # - a delivery event from Dovecot (mail/events.py): that one mailbox, soon after;
+    # - the sweep, the safety net for events that never came: every active mailbox once
+    #   at start and then every full_scan_interval, at most sweep_rate a second;
+    # - polling of watched mailboxes (older Postfix configs calling mailforge_observe).
     # One mailbox never stops the others: a mailbox whose scan fails (a name the IMAP
     # server refuses, a login refused, a broken message) is logged and skipped, and
     # waits out a backoff of its own while the scanner goes on with the rest; one
-    # message that cannot be processed is logged and passed over.
+    # message that cannot be processed is logged and passed over. No query covers more
+    # than a page of mailboxes, so no single row can fail a statement for the host.
+
+    async def _dovecot_events_conf(self) -> None:
+        """Write Dovecot's side of the delivery events; reload Dovecot if it changed."""
+        try:
+            changed = await asyncio.to_thread(events.write_dovecot_conf, self.cfg, self.box)
+        except OSError as exc:
+            log.error("cannot write the Dovecot events file; only the sweep observes "
+                      "inbound mail", path=str(events.conf_path(self.cfg)), error=str(exc))
+            return
+        cmd = self.cfg.mail.dovecot_reload_command
+        if not changed or not cmd:
+            return
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            _out, err = await asyncio.wait_for(proc.communicate(), 30)
+            ok = proc.returncode == 0
+        except (OSError, TimeoutError) as exc:
+            ok, err = False, str(exc).encode()
+        if ok:
+            log.info("Dovecot reloaded for the delivery events file")
+        else:
+            log.warning("Dovecot did not reload; delivery events start at its next "
+                        "reload (the sweep covers until then)",
+                        error=err.decode("utf-8", "replace")[:300])
+
+    def notify_delivery(self, address: str) -> None:
+        """Dovecot delivered to *address*: scan that mailbox shortly (deliveries within
+        EVENT_DEBOUNCE share one scan; at most MAX_PENDING mailboxes wait, the sweep
+        finds what is dropped past that)."""
+        if address in self._due:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if len(self._due) >= MAX_PENDING:
+            self.events_dropped += 1
+            if now - self._dropped_logged > 60:
+                self._dropped_logged = now
+                log.warning("too many delivery events waiting; dropped (the sweep finds "
+                            "their mail)", dropped=self.events_dropped, pending=len(self._due))
+            return
+        self._due[address] = now + EVENT_DEBOUNCE
+        self._wake.set()
+
+    async def _event_loop(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            now = loop.time()
+            ready = [a for a, t in self._due.items() if t <= now][:EVENT_BATCH]
+            if not ready:
+                wait = min(self._due.values(), default=now + 60.0) - now
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_first(stop, self._wake), max(0.01, wait))
+                continue
+            for a in ready:
+                del self._due[a]
+            try:
+                await self.scan_addresses(ready)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # PostgreSQL away: the lookup failed before any scan; these mailboxes
+                # are tried again in a second (as long as room is left for them).
+                log.warning("scan of delivered mailboxes failed; retrying",
+                            error=str(exc), mailboxes=len(ready))
+                retry_at = loop.time() + 1.0
+                for a in ready:
+                    if len(self._due) < MAX_PENDING:
+                        self._due.setdefault(a, retry_at)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+            except Exception:  # the scanner must outlive any one bug
+                log.exception("scan of delivered mailboxes failed")
+
+    async def scan_addresses(self, addresses: Sequence[str]) -> int:
+        """Scan the mailboxes of this host among *addresses* (delivery events); a
+        mailbox being scanned right now gets its event back, to be scanned after."""
+        if not self.cfg.mail.master_password:
+            return 0
+        loop = asyncio.get_running_loop()
+        skip = set(self._backing_off(loop.time()))
+        rows = []
+        for r in await self.scans.by_address(addresses):
+            if r.mailbox_id in self._scanning:
+                self._due.setdefault(r.address, loop.time() + EVENT_DEBOUNCE)
+                self._wake.set()
+            elif r.mailbox_id not in skip:
+                rows.append(r)
+        sem = asyncio.Semaphore(SCAN_CONCURRENCY)
+
+        async def one(r: Watched) -> None:
+            async with sem:
+                await self._scan_isolated(r)
+
+        await asyncio.gather(*(one(r) for r in rows))
+        return len(rows)
+
+    async def _sweep_loop(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        # The first sweep runs at start: events posted while the daemon was down are
+        # lost, and this is where their mail is found.
+        while not stop.is_set():
+            started = loop.time()
+            try:
+                await self.sweep(stop)
+            except Exception:  # the scanner must outlive any one bug
+                log.exception("inbound sweep failed")
+            interval = self.cfg.mail.full_scan_interval
+            if interval <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(),
+                                       max(1.0, started + interval - loop.time()))
+
+    async def sweep(self, stop: asyncio.Event) -> int:
+        """Scan every active mailbox of this host once, at most ``mail.sweep_rate`` a
+        second, a keyset page at a time; a page that cannot be read is retried with a
+        backoff, a mailbox that fails is skipped. Returns the mailboxes scanned."""
+        if not self.cfg.mail.master_password:
+            return 0
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        pace = 1.0 / self.cfg.mail.sweep_rate
+        scanned = 0
+        # Scans start at the rate and overlap (a scan waits on the IMAP server), at most
+        # SCAN_CONCURRENCY at once.
+        slots = asyncio.Semaphore(SCAN_CONCURRENCY)
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(r: Watched) -> None:
+            try:
+                await self._scan_isolated(r, keep=False)
+            finally:
+                slots.release()
+
+        try:
+            scanned = await self._sweep_pages(stop, pace, slots, running, one)
+        finally:
+            await asyncio.gather(*running, return_exceptions=True)
+        try:
+            await self.scans.expire_evidence()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("expiring sent-message evidence failed", error=str(exc))
+        log.info("inbound sweep done", mailboxes=scanned,
+                 seconds=round(loop.time() - t0, 1))
+        return scanned
+
+    async def _sweep_pages(self, stop: asyncio.Event, pace: float,
+                           slots: asyncio.Semaphore, running: set[asyncio.Task[None]],
+                           one: Callable[[Watched], Coroutine[Any, Any, None]]) -> int:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        after, scanned, failures = "", 0, 0
+        while not stop.is_set():
+            try:
+                page = await self.scans.sweep_page(after, SWEEP_PAGE)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                failures += 1
+                delay = min(SCAN_BACKOFF_MAX, SCAN_BACKOFF_BASE * 2.0 ** (failures - 1))
+                log.warning("inbound sweep cannot read mailboxes; retrying",
+                            error=str(exc), retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                continue
+            failures = 0
+            if not page:
+                break
+            after = page[-1].mailbox_id
+            skip = set(self._backing_off(loop.time()))
+            for r in page:
+                if r.mailbox_id in skip or r.mailbox_id in self._scanning:
+                    continue
+                wait = next_at - loop.time()
+                if wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), wait)
+                if stop.is_set():
+                    return scanned
+                next_at = max(next_at, loop.time() - 1.0) + pace
+                await slots.acquire()
+                task = asyncio.create_task(one(r))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                scanned += 1
+        return scanned
 
     def _backing_off(self, now: float) -> Sequence[str]:
         # A mailbox not tried again long after its backoff (no longer watched, deleted)
@@ -362,18 +586,33 @@ class MailService:
         self._scan_failures[mailbox_id] = (n, now + delay)
         return delay
 
-    async def _scan_loop(self, stop: asyncio.Event) -> None:
+    async def _scan_isolated(self, r: Watched, keep: bool = True) -> None:
+        """Scan *r*; any failure is logged and puts the mailbox on its backoff. *keep*
+        False closes its IMAP session afterwards (the sweep)."""
         loop = asyncio.get_running_loop()
-        # The first sweep waits a full interval: at start-up the watched recipients come
-        # first, and a sweep of every mailbox is only the safety net for mail that never
-        # passed smtpd (Postfix's own bounces).
-        last_sweep = loop.time()
+        mailbox_id = r.mailbox_id
+        if mailbox_id in self._scanning:
+            return
+        self._scanning.add(mailbox_id)
+        try:
+            await self._scan_mailbox(r, keep)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # isolate one mailbox
+            delay = self._scan_failed(mailbox_id, loop.time())
+            log.warning("scan of a mailbox failed; skipped", mailbox_id=mailbox_id,
+                        error=f"{type(exc).__name__}: {exc}"[:300],
+                        failures=self._scan_failures[mailbox_id][0],
+                        retry_in=round(delay, 1))
+        else:
+            self._scan_failures.pop(mailbox_id, None)
+        finally:
+            self._scanning.discard(mailbox_id)
+
+    async def _scan_loop(self, stop: asyncio.Event) -> None:
+        """Polling of watched mailboxes (``mailforge_observe``), every scan_interval."""
         while not stop.is_set():
             try:
-                full = self.cfg.mail.full_scan_interval
-                if full > 0 and loop.time() - last_sweep >= full:
-                    last_sweep = loop.time()
-                    await self.scans.sweep()
                 await self.scan_once()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("inbound scan failed", error=str(exc))
@@ -387,30 +626,18 @@ class MailService:
             return 0
         loop = asyncio.get_running_loop()
         rows = await self.scans.watched(limit, self._backing_off(loop.time()))
-        sem = asyncio.Semaphore(8)
+        sem = asyncio.Semaphore(SCAN_CONCURRENCY)
 
         async def one(r: Watched) -> None:
-            mailbox_id = r.mailbox_id
             async with sem:
-                try:
-                    await self._scan_mailbox(r)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # isolate one mailbox
-                    delay = self._scan_failed(mailbox_id, loop.time())
-                    log.warning("scan of a mailbox failed; skipped", mailbox_id=mailbox_id,
-                                error=f"{type(exc).__name__}: {exc}"[:300],
-                                failures=self._scan_failures[mailbox_id][0],
-                                retry_in=round(delay, 1))
-                else:
-                    self._scan_failures.pop(mailbox_id, None)
+                await self._scan_isolated(r)
 
         await asyncio.gather(*(one(r) for r in rows))
         return len(rows)
 
-    async def _scan_mailbox(self, r: Watched) -> None:
+    async def _scan_mailbox(self, r: Watched, keep: bool = True) -> None:
         address, mailbox_id = r.address, r.mailbox_id
-        async with self.imap.session(address) as c:
+        async with self.imap.session(address, keep) as c:
             validity = await self.imap.select(c, "INBOX")
             last = r.last_uid
             uids = await self.imap.uid_search(c, "ALL") if last <= 0 else \

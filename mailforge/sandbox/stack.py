@@ -43,10 +43,12 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from .. import config, secretbox
 from ..backends.postfix_dovecot.layout import Layout
 from ..config import DkimConfig
 from ..dkim.signer import ensure_tables as ensure_dkim_tables
 from ..dkim.signer import render_conf as render_dkimpy_conf
+from ..mail import events
 from .ports import pick_ports
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -57,7 +59,8 @@ POSTFIX_MAIN_CF = Path("/etc/postfix/main.cf")
 SERVICES = ("postgres", "pdns", "sink", "opendkim", "from_guard", "dovecot", "postfix",
             "daemon")
 PORT_NAMES = ("postgres", "smtp", "submission", "imap", "lmtp", "dovecot_auth",
-              "opendkim", "dns", "pdns_api", "sink", "api", "policy", "from_guard")
+              "opendkim", "dns", "pdns_api", "sink", "api", "policy", "from_guard",
+              "events")
 MYHOSTNAME = "mail.sandbox.test"
 AUTH_GROUP = "dovecot"
 MAIL_USER = "vmail"
@@ -97,12 +100,13 @@ def render_postfix_submission(service: str, chroot: str, tls_level: str, sasl_pa
 
 def render_dovecot_mailforge(layout: Layout, mail_root: str, mail_user: str,
                              first_valid_uid: int, auth_listener: str,
-                             lmtp_listener: str) -> str:
+                             lmtp_listener: str, login_processes: int = 4) -> str:
     return render("dovecot-mailforge.conf", first_valid_uid=first_valid_uid,
                   sql_conf=layout.dovecot_sql_conf, mail_user=mail_user,
                   master_passdb=layout.state_dir / "dovecot" / "master-users",
                   mail_root=mail_root, auth_listener=auth_listener,
-                  lmtp_listener=lmtp_listener)
+                  lmtp_listener=lmtp_listener, login_processes=login_processes,
+                  events_conf=layout.state_dir / "dovecot" / "events.conf")
 
 
 # Production values for deploy/: the defaults of mailforge/config.py and the Debian paths.
@@ -395,7 +399,7 @@ class Sandbox:
                          f"    port = {ports['lmtp']}\n  }}")
         mf = render_dovecot_mailforge(layout, str(self.mail_root), MAIL_USER,
                                       pwd.getpwnam(MAIL_USER).pw_uid, auth_listener,
-                                      lmtp_listener)
+                                      lmtp_listener, login_processes=os.cpu_count() or 1)
         dconf = render("dovecot-instance.conf",
                        instance_name=f"mailforge-sandbox-{ports['imap']}",
                        base_dir=d / "dovecot/run", state_dir=d / "dovecot/state",
@@ -442,6 +446,10 @@ class Sandbox:
             with os.fdopen(fd, "w") as fh:
                 fh.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
         self._write_if_changed(d / "mailforge.yaml", self._daemon_yaml(key_file))
+        # Dovecot's side of the delivery events, as the daemon writes it (the same file:
+        # the daemon's start finds it current and reloads nothing), before Dovecot starts.
+        daemon_cfg = config.load(d / "mailforge.yaml")
+        events.write_dovecot_conf(daemon_cfg, secretbox.from_config(daemon_cfg))
         self._register_postfix_config_dir()
 
     def _dkim_cfg(self) -> DkimConfig:
@@ -474,7 +482,12 @@ class Sandbox:
                      "submission_host": i["submission"]["host"],
                      "submission_port": i["submission"]["port"],
                      "imap_host": i["imap"]["host"], "imap_port": i["imap"]["port"],
-                     "policy_port": i["ports"]["policy"]},
+                     "policy_port": i["ports"]["policy"],
+                     "events_port": i["ports"]["events"],
+                     "dovecot_reload_command": ["doveadm", "-c", str(self.dovecot_config),
+                                                "reload"],
+                     # Tests restart the daemon often: each start sweeps every mailbox.
+                     "sweep_rate": 10.0},
             "dns": {"default_provider": "powerdns", "mx_hostname": MYHOSTNAME,
                     "mx_ipv4": ["127.0.0.1"], "recheck_seconds": 0.3,
                     "query_timeout": 1.0, "ns_resolver": f"127.0.0.1:{i['ports']['dns']}",

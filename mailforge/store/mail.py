@@ -154,11 +154,23 @@ class InboundScans(Repository):
         async with self.pool.acquire() as conn:
             await conn.fetch(Q.mail_watch_recipient, recipient, seconds)
 
-    async def sweep(self) -> None:
-        """Enrol every active mailbox of this host for a scan (the full sweep), and drop
-        the sent-message evidence past its time."""
+    async def by_address(self, addresses: Sequence[str]) -> list[Watched]:
+        """The active mailboxes of this mail host among *addresses* (Dovecot reported
+        deliveries to them), with where their last scan stopped."""
         async with self.pool.acquire() as conn:
-            await conn.execute(Q.mail_sweep_enroll, self.db.mail_host)
+            rows = await conn.fetch(Q.mail_scan_by_address, self.db.mail_host,
+                                    list(addresses))
+        return [Watched.from_row(r) for r in rows]
+
+    async def sweep_page(self, after: str, limit: int) -> list[Watched]:
+        """The next *limit* active mailboxes of this host after id *after* (the sweep)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.mail_sweep_page, self.db.mail_host, after, limit)
+        return [Watched.from_row(r) for r in rows]
+
+    async def expire_evidence(self) -> None:
+        """Drop the sent-message evidence past its time (once per sweep)."""
+        async with self.pool.acquire() as conn:
             await conn.execute(Q.mail_sent_expire)
 
     async def watched(self, limit: int, skip: Sequence[str]) -> list[Watched]:

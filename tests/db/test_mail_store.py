@@ -146,6 +146,7 @@ async def test_the_scanner_watches_mailboxes_of_its_own_host(store: Store) -> No
                            me)
         address = (await dbseed.row(conn, "mailboxes", box))["address"]
         far_address = (await dbseed.row(conn, "mailboxes", far))["address"]
+        idle_address = (await dbseed.row(conn, "mailboxes", idle))["address"]
     await store.inbound_scans.watch(address, 60)
     await store.inbound_scans.watch(far_address, 60)
     await store.inbound_scans.watch("nobody@nowhere.test", 60)
@@ -156,7 +157,19 @@ async def test_the_scanner_watches_mailboxes_of_its_own_host(store: Store) -> No
     await store.inbound_scans.record(box, 7, 42)
     (w,) = await store.inbound_scans.watched(10, [])
     assert (w.uidvalidity, w.last_uid) == (7, 42)
-    # The full sweep enrols every active mailbox of this host, with a baseline to take.
-    await store.inbound_scans.sweep()
-    swept = {x.mailbox_id: x.last_uid for x in await store.inbound_scans.watched(10, [])}
+    # The sweep walks the active mailboxes of this host in id order, a page at a time;
+    # one never scanned takes a baseline first (-1).
+    first = await store.inbound_scans.sweep_page("", 1)
+    rest = await store.inbound_scans.sweep_page(first[0].mailbox_id, 10)
+    swept = {x.mailbox_id: x.last_uid for x in first + rest}
     assert swept == {box: 42, idle: -1}
+    assert await store.inbound_scans.sweep_page(max(swept), 10) == []
+    # Delivery events name addresses: only this host's mailboxes are found; one never
+    # scanned starts at 0 (all its mail is news); a first scan records its row.
+    found = await store.inbound_scans.by_address(
+        [address, far_address, "nobody@nowhere.test", idle_address])
+    assert {x.mailbox_id: x.last_uid for x in found} == {box: 42, idle: 0}
+    await store.inbound_scans.record(idle, 9, 3)
+    (again,) = await store.inbound_scans.by_address([idle_address])
+    assert (again.uidvalidity, again.last_uid) == (9, 3)
+    await store.inbound_scans.expire_evidence()

@@ -40,6 +40,12 @@ def test_example_config_in_repo_is_valid() -> None:
         ("api: [1, 2]\n", "api", "mapping"),
         ("- just\n- a list\n", "(top level)", "mapping"),
         ("api:\n  port: [\n", "line", "YAML"),
+        # Delivery events say which mailbox to scan: only a loopback listener.
+        ("mail:\n  events_listen: 0.0.0.0\n", "mail.events_listen", "loopback"),
+        ("mail:\n  events_listen: 192.0.2.1\n", "mail.events_listen", "loopback"),
+        ("mail:\n  events_listen: localhost.example\n", "mail.events_listen", "loopback"),
+        ("mail:\n  events_port: 70000\n", "mail.events_port", "TCP port"),
+        ("mail:\n  sweep_rate: 0\n", "mail", "sweep_rate"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, key: str,

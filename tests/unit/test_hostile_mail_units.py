@@ -410,7 +410,7 @@ class _Imap:
         self.sessions: list[str] = []
 
     @contextlib.asynccontextmanager
-    async def session(self, address: str) -> AsyncIterator[str]:
+    async def session(self, address: str, keep: bool = True) -> AsyncIterator[str]:
         self.sessions.append(address)
         if "\n" in address:
             raise ImapError("IMAP login refused: the mailbox name is not a plain address")

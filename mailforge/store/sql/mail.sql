@@ -82,15 +82,31 @@ ON CONFLICT (mailbox_id) DO UPDATE
 SET watch_until = greatest(mail_scan_state.watch_until, EXCLUDED.watch_until)
 RETURNING mailbox_id;
 
--- name: mail_sweep_enroll
--- Full sweep: every active mailbox gets a scan row (last_uid -1: take a baseline first,
--- so that old mail is not reported as new).
-INSERT INTO mail_scan_state (mailbox_id, last_uid, watch_until)
-SELECT m.id, -1, now() + interval '30 seconds'
-FROM mailboxes m JOIN domains d ON d.id = m.domain_id
-WHERE m.status = 'active' AND NOT m.deleted AND d.mail_host = $1
-ON CONFLICT (mailbox_id) DO UPDATE
-SET watch_until = greatest(mail_scan_state.watch_until, EXCLUDED.watch_until);
+-- name: mail_scan_by_address
+-- Mailboxes of this mail host ($1) Dovecot reported deliveries to ($2: addresses), with
+-- where their last scan stopped. A mailbox never scanned starts at UID 0: all of its
+-- mail arrived after mailforge created it, so all of it is news.
+SELECT m.id AS mailbox_id, coalesce(s.uidvalidity, 0) AS uidvalidity,
+       coalesce(s.last_uid, 0) AS last_uid, m.address, m.account_id, m.domain_id
+FROM mailboxes m
+JOIN domains d ON d.id = m.domain_id
+LEFT JOIN mail_scan_state s ON s.mailbox_id = m.id
+WHERE m.address = ANY ($2::text[]) AND m.status = 'active' AND NOT m.deleted
+  AND d.mail_host = $1;
+
+-- name: mail_sweep_page
+-- The safety-net sweep walks the active mailboxes of this host ($1) in id order, a
+-- page ($3) after the id $2 at a time (keyset: each page is an index range, whatever
+-- the size of the table). A mailbox never scanned takes a baseline first (last_uid
+-- -1): what is in it already is not reported as new.
+SELECT m.id AS mailbox_id, coalesce(s.uidvalidity, 0) AS uidvalidity,
+       coalesce(s.last_uid, -1) AS last_uid, m.address, m.account_id, m.domain_id
+FROM mailboxes m
+JOIN domains d ON d.id = m.domain_id
+LEFT JOIN mail_scan_state s ON s.mailbox_id = m.id
+WHERE m.id > $2 AND m.status = 'active' AND NOT m.deleted AND d.mail_host = $1
+ORDER BY m.id
+LIMIT $3;
 
 -- name: mail_watched
 SELECT s.mailbox_id, s.uidvalidity, s.last_uid, m.address, m.account_id, m.domain_id
@@ -105,8 +121,12 @@ ORDER BY s.watch_until DESC
 LIMIT $2;
 
 -- name: mail_scan_record
-UPDATE mail_scan_state SET uidvalidity = $2, last_uid = $3, scanned_at = now()
-WHERE mailbox_id = $1;
+-- Where a scan stopped; a mailbox scanned for the first time gets its row here.
+INSERT INTO mail_scan_state (mailbox_id, uidvalidity, last_uid, scanned_at)
+VALUES ($1, $2, $3, now())
+ON CONFLICT (mailbox_id) DO UPDATE
+SET uidvalidity = EXCLUDED.uidvalidity, last_uid = EXCLUDED.last_uid,
+    scanned_at = EXCLUDED.scanned_at;
 
 
 -- name: mail_sent_expire
