@@ -28,7 +28,7 @@ import asyncpg
 import structlog
 
 from . import claimant
-from .backends.base import ApplyResult, MailBackend
+from .backends.base import ApplyResult, DeltaBackend, MailBackend, ResyncingBackend
 from .config import WorkerConfig
 from .errors import PermanentError, ReconcileError, TemporaryError
 from .log import get
@@ -44,10 +44,17 @@ JobsFinished = Callable[[Sequence[str]], Awaitable[None]]
 
 class DomainStep(Protocol):
     """A domain-level convergence step run after the mail backend applied a domain
-    (DKIM keys, DNS records, verification...). It sees the whole desired state, must be
-    idempotent, and raises ``TemporaryError``/``PermanentError``. A domain is converged
-    (its ``observed_generation`` recorded) only when the backend and every step succeed;
-    its mailboxes are recorded as soon as the backend holds them."""
+    (DKIM keys, DNS records, verification...). It must be idempotent, and raises
+    ``TemporaryError``/``PermanentError``. A domain is converged (its
+    ``observed_generation`` recorded) only when the backend and every step succeed; its
+    mailboxes are recorded as soon as the backend holds them.
+
+    Steps run only while the domain itself is unconverged (``observed_generation <
+    generation``): a pass that only brings mailboxes or aliases skips them (the state
+    it sees may then be a delta, so a step must read the domain, not its mailboxes).
+    Work a step needs later (a DKIM rotation or retirement falling due) is asked for by
+    bumping the domain's generation (``dns.step.revisit_loop``); a step that waits
+    (records to verify) raises ``TemporaryError`` and so keeps the domain unconverged."""
 
     name: str
 
@@ -80,6 +87,7 @@ class Engine:
         released = await self.store.reconcile.release_dead_leases(self._node, claimant.pid_alive)
         if released:
             log.info("released leases of dead workers", count=released)
+        await self.queue_resync()
         tasks = [asyncio.create_task(self._listen(stop), name="engine-listen")]
         tasks += [asyncio.create_task(self._worker(n, stop), name=f"engine-worker-{n}")
                   for n in range(self.cfg.concurrency)]
@@ -94,6 +102,18 @@ class Engine:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def queue_resync(self) -> None:
+        """A backend that lost or rebuilt its tables (``full_resync_pending``) gets every
+        domain of the host complete: marked in the store first, then acknowledged, so a
+        crash between the two only marks them again."""
+        if not isinstance(self.backend, ResyncingBackend):
+            return
+        if not self.backend.full_resync_pending():
+            return
+        n = await self.store.reconcile.request_resync()
+        log.info("backend resync queued", domains=n)
+        self.backend.full_resync_queued()
 
     def wake(self) -> None:
         self._wake.set()
@@ -150,8 +170,9 @@ class Engine:
             await self.retention.maybe_run()
         except Exception:  # never let housekeeping stop converging
             log.exception("purging deleted mailboxes failed")
-        states = await self.store.reconcile.claim_domains(owner, self.cfg.batch_domains,
-                                                          self.cfg.lease_seconds)
+        states = await self.store.reconcile.claim_domains(
+            owner, self.cfg.batch_domains, self.cfg.lease_seconds,
+            self.backend.needs_complete if isinstance(self.backend, DeltaBackend) else None)
         if not states:
             return 0
         with structlog.contextvars.bound_contextvars(pass_id=f"pass_{uuid.uuid4().hex[:12]}"):
@@ -169,22 +190,28 @@ class Engine:
 
     async def _converge(self, states: list[DomainState], owner: str) -> int:
         started = time.monotonic()
+        # An empty delta (only a domain step is due, e.g. a DNS re-check) has nothing
+        # for the backend.
+        to_apply = [s for s in states if s.complete or s.mailboxes or s.aliases]
         try:
-            result = await self.backend.apply(states)
+            result = await self.backend.apply(to_apply) if to_apply else ApplyResult()
         except ReconcileError as exc:
-            result = ApplyResult(domain_errors={s.domain.id: exc for s in states})
+            result = ApplyResult(domain_errors={s.domain.id: exc for s in to_apply})
         except Exception as exc:  # a bug or an unexpected fault: retry, never crash the loop
             log.exception("backend apply raised")
             fault = TemporaryError(f"backend error: {type(exc).__name__}")
-            result = ApplyResult(domain_errors={s.domain.id: fault for s in states})
+            result = ApplyResult(domain_errors={s.domain.id: fault for s in to_apply})
+        # Domain steps only for domains whose own intent changed (see DomainStep).
         step_errors = await asyncio.gather(
-            *(self._run_steps(st) for st in states if st.domain.id not in result.domain_errors))
+            *(self._run_steps(st) for st in states if st.domain.id not in result.domain_errors
+              and st.domain.observed_generation < st.domain.generation))
         errors = dict(result.domain_errors)
         errors.update((st_id, e) for st_id, e in step_errors if e is not None)
         finished: list[str] = []
         for st in states:
             finished += await self._record(st, owner, result, errors.get(st.domain.id))
         log.info("reconciled", domains=len(states),
+                 deltas=sum(1 for s in states if not s.complete),
                  mailboxes=sum(1 for s in states for m in s.mailboxes
                                if m.observed_generation < m.generation),
                  errors=len(result.domain_errors),

@@ -252,7 +252,14 @@ class Domains(Repository):
         async with self.db.tx() as conn:
             _, job = await self._change(conn, Q.request_domain_setup, account_id, domain_id,
                                         "domain_setup")
+            await self._bump_alias_target(conn, domain_id)
         return job
+
+    async def _bump_alias_target(self, conn: Conn, domain_id: str) -> None:
+        """The domain *domain_id* is an alias of (if any) routes it: a new generation."""
+        host = await conn.fetchval(Q.bump_alias_target, domain_id)
+        if host is not None:
+            await conn.execute(Q.notify_work, host)
 
     async def request_rotation(self, account_id: str, domain_id: str) -> Job:
         """Record that new DKIM keys are wanted (the DNS step makes them); only for a
@@ -266,6 +273,7 @@ class Domains(Repository):
         async with self.db.tx() as conn:
             _, job = await self._change(conn, Q.request_domain_delete, account_id,
                                         domain_id, "domain_delete")
+            await self._bump_alias_target(conn, domain_id)
         return job
 
     async def record_ownership(self, domain_id: str) -> bool:

@@ -20,37 +20,65 @@ from .queries import Q
 if TYPE_CHECKING:
     from .db import Conn
 
+# The backend's answer to "must these domains (names) be handed complete?".
+NeedsComplete = Callable[[Sequence[str]], bool]
+
 
 class Reconcile(Repository):
     """The engine's repository: claim, record, retry, fail, release."""
 
-    async def claim_domains(self, owner: str, limit: int,
-                            lease_seconds: float) -> list[DomainState]:
+    async def claim_domains(self, owner: str, limit: int, lease_seconds: float,
+                            needs_complete: NeedsComplete | None = None
+                            ) -> list[DomainState]:
         """Lease up to *limit* domains of this host that have unconverged objects to
-        *owner* for *lease_seconds*, and load the whole desired state of each. Their
-        pending jobs become ``processing``."""
+        *owner* for *lease_seconds*, and load the desired state of each. Their pending
+        jobs become ``processing``.
+
+        A domain the backend already holds at its current generation
+        (``applied_generation``) and that is served is loaded as a delta
+        (``DomainState.complete`` False): only its lagging mailboxes and aliases, found
+        through the partial indexes, so the cost follows the change, not the domain's
+        size. Every domain-wide change (setup, delete, proof of the name, alias domains,
+        account suspension, DKIM/DNS intent) bumps the domain's generation and so brings
+        a complete state. *needs_complete*: the backend's ``needs_complete`` (None: a
+        backend that takes only complete states); asked with the names of the domains
+        that would be deltas, True loads them complete too."""
         async with self.db.tx() as conn:
             rows = await conn.fetch(Q.claim_domains, self.db.mail_host, limit, owner,
                                     lease_seconds)
         if not rows:
             return []
+        domains = [from_record(Domain, r) for r in rows]
+        delta = {d.id for d, r in zip(domains, rows, strict=True)
+                 if r["applied_generation"] >= d.generation
+                 and DomainState(d).present}
+        if delta and (needs_complete is None
+                      or needs_complete([d.name for d in domains if d.id in delta])):
+            delta = set()
         states: list[DomainState] = []
         object_ids: list[str] = []
         async with self.pool.acquire() as conn:
-            for r in rows:
-                d = from_record(Domain, r)
-                mbs = tuple(from_record(Mailbox, m)
-                            for m in await conn.fetch(Q.domain_mailboxes, d.id))
-                als = tuple(from_record(Alias, a)
-                            for a in await conn.fetch(Q.domain_aliases, d.id))
+            for d, r in zip(domains, rows, strict=True):
+                whole = d.id not in delta
+                mbs = tuple(from_record(Mailbox, m) for m in await conn.fetch(
+                    Q.domain_mailboxes if whole else Q.domain_mailboxes_lagging, d.id))
+                als = tuple(from_record(Alias, a) for a in await conn.fetch(
+                    Q.domain_aliases if whole else Q.domain_aliases_lagging, d.id))
                 alias_domains = tuple(row["name"] for row in
                                       await conn.fetch(Q.alias_domain_names, d.id))
                 states.append(DomainState(d, mbs, als, alias_domains,
-                                          account_suspended=r["account_status"] != "active"))
+                                          account_suspended=r["account_status"] != "active",
+                                          complete=whole))
                 object_ids.append(d.id)
                 object_ids.extend(m.id for m in mbs if m.observed_generation < m.generation)
             await conn.execute(Q.mark_jobs_processing, object_ids)
         return states
+
+    async def request_resync(self) -> int:
+        """Every domain of this host is handed to the backend complete on its next pass
+        (the backend asked: ``MailBackend.full_resync_pending``); returns how many."""
+        async with self.pool.acquire() as conn:
+            return int((await conn.execute(Q.request_resync, self.db.mail_host)).split()[-1])
 
     async def release(self, domain_ids: Sequence[str], owner: str) -> None:
         """Hand back domains *owner* leased without recording anything (a pass cut
@@ -84,6 +112,8 @@ class Reconcile(Repository):
                                       if m.observed_generation < m.generation),
                    *(a.id for a in state.aliases if a.observed_generation < a.generation)]
         async with self.db.tx() as conn:
+            # The backend holds the domain at this generation: deltas from now on.
+            await conn.execute(Q.record_domain_applied, d.id, d.generation)
             if mb_ok:
                 await conn.execute(Q.observe_mailboxes, [m.id for m in mb_ok],
                                    [m.generation for m in mb_ok])

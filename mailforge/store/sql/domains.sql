@@ -60,6 +60,16 @@ WHERE account_id = $1 AND id = $2 AND NOT deleted
   AND ($3::text[] IS NULL OR name = ANY($3::text[]))
 RETURNING *;
 
+-- name: bump_alias_target
+-- The domain that alias domain $1 points at routes it (DomainState.alias_domains): the
+-- alias being set up or deleted changes that domain-wide, so it gets a new generation
+-- too (which brings the engine's complete state of it, not a delta).
+UPDATE domains t
+SET generation = t.generation + 1, next_attempt_at = now(), attempts = 0, updated_at = now()
+FROM domains a
+WHERE a.id = $1 AND t.id = a.alias_of AND NOT t.deleted
+RETURNING t.mail_host;
+
 -- name: request_dkim_rotation
 -- Records the intent only (the DNS step makes the keys): a domain of account $1 within
 -- restriction $3 that is set up and not being deleted; anything else changes nothing.

@@ -6,12 +6,15 @@
 -- Take up to $2 domains of host $1 that have unconverged objects, under a lease of $4
 -- seconds for worker $3. SKIP LOCKED lets concurrent workers take different domains;
 -- the lease (not a held transaction) covers the time spent talking to the backend.
+-- A domain whose backend state is older than its generation (applied_generation, also
+-- reset to ask for a resync) is unconverged too.
 WITH candidates AS (
     SELECT d.id FROM domains d
     WHERE d.mail_host = $1
       AND d.next_attempt_at <= now()
       AND (d.lease_until IS NULL OR d.lease_until < now())
       AND (d.observed_generation < d.generation
+           OR d.applied_generation < d.generation
            OR EXISTS (SELECT 1 FROM mailboxes m
                       WHERE m.domain_id = d.id AND m.observed_generation < m.generation)
            OR EXISTS (SELECT 1 FROM aliases a
@@ -33,6 +36,30 @@ ORDER BY local_part;
 
 -- name: domain_aliases
 SELECT * FROM aliases WHERE domain_id = $1 ORDER BY address;
+
+-- name: domain_mailboxes_lagging
+-- A delta: only the mailboxes the backend does not hold yet, found through the partial
+-- index mailboxes_unconverged_idx (never a scan of the domain's mailboxes).
+SELECT * FROM mailboxes WHERE domain_id = $1 AND observed_generation < generation
+ORDER BY local_part;
+
+-- name: domain_aliases_lagging
+-- A delta's aliases, through aliases_unconverged_idx.
+SELECT * FROM aliases WHERE domain_id = $1 AND observed_generation < generation
+ORDER BY address;
+
+-- name: record_domain_applied
+-- The backend now holds the domain's state at generation $2 whole: later passes may
+-- hand it deltas until the domain's generation moves on.
+UPDATE domains SET applied_generation = $2
+WHERE id = $1 AND applied_generation < $2 AND generation >= $2;
+
+-- name: request_resync
+-- The backend asked for every domain of host $1 whole (e.g. its tables were rebuilt):
+-- each is claimed again and handed complete (when due: a domain in backoff or failed
+-- for good keeps its schedule).
+UPDATE domains SET applied_generation = 0
+WHERE mail_host = $1 AND applied_generation > 0;
 
 -- name: mark_jobs_processing
 UPDATE jobs SET status = 'processing', updated_at = now()
