@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,6 +67,8 @@ class DnsService:
         self.cfg = cfg
         self.box = box
         self._signer_lock = asyncio.Lock()
+        # RSA keys made ahead of need (started by prime(), in the engine's process).
+        self.key_pool = dk.KeyPool(cfg.dkim.rsa_bits)
         self._sync_requested = 0
         self._sync_done = 0
 
@@ -92,7 +95,7 @@ class DnsService:
         for alg in algorithms:
             sel = dk.selector_for(alg, now, taken)
             taken.add(sel)
-            nk = await asyncio.to_thread(dk.generate, alg, sel, self.cfg.dkim.rsa_bits)
+            nk = await self.key_pool.take(alg, sel)
             rows.append((alg, sel, nk.public_key,
                          self.box.seal(nk.private_key, self._seal_ctx(domain_id, sel))))
         await self.ds.add_keys(domain_id, rows, rotation_requested_at)
@@ -140,6 +143,20 @@ class DnsService:
         return changed
 
 
+class Phases:
+    """Wall-clock time of each phase of one step, logged once at its end (debug):
+    ``scripts/bench-domains`` reads them for the setup breakdown (issue 11)."""
+
+    def __init__(self) -> None:
+        self._t = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.ms[phase] = round(self.ms.get(phase, 0.0) + (now - self._t) * 1000, 1)
+        self._t = now
+
+
 class DnsStep:
     """The DomainStep (see ``mailforge.engine``) for DKIM, DNS publishing and verification."""
 
@@ -154,6 +171,14 @@ class DnsStep:
         d = state.domain
         if not d.backend_enabled and not d.deleted:
             return  # connected only: nothing to publish before setup
+        ph = Phases()
+        try:
+            await self._converge(state, ph)
+        finally:
+            log.debug("dns step timings", **{f"{k}_ms": v for k, v in ph.ms.items()})
+
+    async def _converge(self, state: DomainState, ph: Phases) -> None:
+        d = state.domain
         provider = await self.svc.provider_for(d.id, d.dns_provider)
         zone = d.name
         if d.deleted:
@@ -182,16 +207,20 @@ class DnsStep:
         else:
             due = tuple(a for a in dk.ALGORITHMS
                         if dk.needs_new_key(views(keys), a, now, rotate))
+        ph.mark("keys_read")
         if due:
             await self.svc.new_keys(d.id, due, asked)
             keys = await self.ds.keys(d.id)
         elif asked is not None:
             await self.ds.rotation_done(d.id, asked)
+        ph.mark("keygen")
 
         # 2. Publish.
         nameservers = await provider.ensure_zone(zone)
+        ph.mark("ensure_zone")
         expected = desired_records(zone, key_infos(keys), self.cfg)
         p = await self.svc.compute_plan(d.id, zone, provider)
+        ph.mark("plan")
         if provider.publishes:
             if p.refused:
                 raise PermanentError(f"dns: {p.refused}")
@@ -200,12 +229,15 @@ class DnsStep:
             await provider.apply(zone, p.rrsets)
             await self.ds.set_owned(d.id, p.owned_after)
             await self.ds.clear_force(d.id)
+        ph.mark("dns_write")
 
         # 3. Prove the name, then verify the records.
         if d.ownership_verified_at is None and (nameservers or provider.publishes):
             await self._prove(d.id, zone, nameservers)
+        ph.mark("delegation")
         servers = await provider.authoritative_servers(zone)
         checks = await verify(expected, servers, self.cfg.dns.query_timeout)
+        ph.mark("verify")
         ok_selectors = {c.expected.purpose.split(":", 1)[1] for c in checks
                         if c.status == "ok" and c.expected.purpose.startswith("dkim:")}
 
@@ -215,7 +247,9 @@ class DnsStep:
         if promo:
             await self.ds.set_states((m.key_id, m.to) for m in promo)
             keys = await self.ds.keys(d.id)
+        ph.mark("promote")
         await self.svc.sync_signer()
+        ph.mark("signer")
         acts = dk.activations(views(keys))
         if acts:
             await self.ds.set_states((m.key_id, m.to) for m in acts)
@@ -232,6 +266,7 @@ class DnsStep:
             "verified": not missing, "nameservers": [fqdn(n) for n in nameservers]}
         revisit = dk.next_due(views(keys), rotate, retire, revoked)
         await self.ds.set_report(d.id, report, revisit)
+        ph.mark("report")
         if p.conflicts:
             log.warning("dns conflicts left to the operator", conflicts=list(p.conflicts))
         if missing:

@@ -53,8 +53,15 @@ SELECT count(*) FROM domains
 WHERE account_id = $1 AND ($2::text[] IS NULL OR name = ANY($2::text[]));
 
 -- name: request_domain_setup
+-- Asking again for a domain already set up (and not failed for good) is no change of
+-- intent: no new generation (a pass in flight, e.g. the one check-ns queued, covers
+-- it and the job completes with it), only an immediate retry.
 UPDATE domains
-SET backend_enabled = true, status = 'provisioning', generation = generation + 1,
+SET backend_enabled = true,
+    status = CASE WHEN backend_enabled AND status <> 'failed' THEN status
+                  ELSE 'provisioning' END,
+    generation = generation + CASE WHEN backend_enabled AND status <> 'failed' THEN 0
+                                   ELSE 1 END,
     attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()
 WHERE account_id = $1 AND id = $2 AND NOT deleted
   AND ($3::text[] IS NULL OR name = ANY($3::text[]))
