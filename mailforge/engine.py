@@ -22,7 +22,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 import structlog
@@ -59,6 +59,15 @@ class DomainStep(Protocol):
     name: str
 
     async def converge(self, state: DomainState) -> None: ...
+
+
+@runtime_checkable
+class SettlingStep(Protocol):
+    """Optional for a DomainStep: work it left running in the background (the DKIM
+    signer's restart after a setup) that must finish before a pass records mailboxes
+    as served; ``settle`` waits for it (at once when there is none)."""
+
+    async def settle(self) -> None: ...
 
 
 class Engine:
@@ -211,6 +220,13 @@ class Engine:
               and st.domain.observed_generation < st.domain.generation))
         errors = dict(result.domain_errors)
         errors.update((st_id, e) for st_id, e in step_errors if e is not None)
+        if any(not m.deleted and m.observed_generation < m.generation
+               for st in to_apply for m in st.mailboxes):
+            # Mailboxes about to be recorded as served: steps with work still running
+            # in the background (the signer's restart) finish it first.
+            for step in self.steps:
+                if isinstance(step, SettlingStep):
+                    await step.settle()
         stepped = time.monotonic()
         finished: list[str] = []
         for st in states:

@@ -71,6 +71,10 @@ class DnsService:
         self.key_pool = dk.KeyPool(cfg.dkim.rsa_bits)
         self._sync_requested = 0
         self._sync_done = 0
+        # The signer's restart in progress (or last finished), and whether a failed one
+        # must be redone although the tables did not change since.
+        self._reload: asyncio.Task[None] | None = None
+        self._signer_stale = False
 
     def _seal_ctx(self, domain_id: str, selector: str) -> str:
         return f"dkim:{domain_id}:{selector}"
@@ -114,21 +118,42 @@ class DnsService:
                     force=bool(opts and opts.force),
                     max_change_ratio=self.cfg.dns.max_change_ratio, deleting=deleting)
 
-    async def sync_signer(self) -> bool:
+    async def sync_signer(self, wait: bool = True) -> bool:
         """Write the signer's tables from every active key; reload when they changed.
 
         Coalesced: many domains of a pass ask at once; a sync that starts after a
         request read the keys that request committed, so it covers it (one reload for
-        the batch, not one per domain)."""
+        the batch, not one per domain).
+
+        *wait*: return only once the signer serves the new tables (its restart takes
+        a few hundred ms). A caller for a domain nothing can send as yet (no mailbox)
+        need not wait: the restart finishes in the background, and a pass that then
+        serves a mailbox waits for it (``settled``) before recording the mailbox, so
+        no mailbox can send before its domain's keys sign. A restart that fails is
+        logged and redone by the next sync."""
         self._sync_requested += 1
         mine = self._sync_requested
         async with self._signer_lock:
             if self._sync_done >= mine:
-                return False
-            covering = self._sync_requested
-            changed = await self._sync_signer()
-            self._sync_done = covering
-            return changed
+                changed = False
+            else:
+                covering = self._sync_requested
+                changed = await self._sync_signer()
+                self._sync_done = covering
+        if wait:
+            await self.settled(raise_errors=True)
+        return changed
+
+    async def settled(self, raise_errors: bool = False) -> None:
+        """Wait for a signer restart still in progress, if any."""
+        task = self._reload
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)
+        except TemporaryError:
+            if raise_errors:
+                raise
 
     async def _sync_signer(self) -> bool:
         rows = await self.ds.signing_keys()
@@ -137,10 +162,24 @@ class DnsService:
                                                 self._seal_ctx(r.domain_id, r.selector)))
                 for r in rows]
         changed = await asyncio.to_thread(signer.write_tables, keys, self.cfg.dkim)
-        if changed:
-            await signer.reload(self.cfg.dkim)
-            log.info("dkim signer reloaded", keys=len(keys))
+        if changed or self._signer_stale:
+            # A restart in progress finishes first (its marker is what the next one's
+            # wait compares), then this one is asked for.
+            await self.settled()
+            self._signer_stale = False
+            before = await signer.request_reload(self.cfg.dkim)
+            self._reload = asyncio.create_task(self._confirm(before, len(keys)),
+                                               name="dkim-signer-reload")
         return changed
+
+    async def _confirm(self, before: str, count: int) -> None:
+        try:
+            await signer.await_reload(self.cfg.dkim, before)
+        except TemporaryError as exc:
+            self._signer_stale = True  # the next sync restarts it again
+            log.error("dkim signer reload failed", error=str(exc))
+            raise
+        log.info("dkim signer reloaded", keys=count)
 
 
 class Phases:
@@ -248,7 +287,11 @@ class DnsStep:
             await self.ds.set_states((m.key_id, m.to) for m in promo)
             keys = await self.ds.keys(d.id)
         ph.mark("promote")
-        await self.svc.sync_signer()
+        # Nothing can send as a domain without mailboxes: its setup need not wait for
+        # the signer's restart (a later pass serving a mailbox does: DnsStep.settle).
+        # A delta lists only some mailboxes: wait.
+        await self.svc.sync_signer(
+            wait=not state.complete or any(not m.deleted for m in state.mailboxes))
         ph.mark("signer")
         acts = dk.activations(views(keys))
         if acts:
@@ -280,6 +323,11 @@ class DnsStep:
             # servers of the public delegation: its records verified there, DKIM keys
             # included (which no one else knows), prove the name.
             await self._proven(d.id, zone, "its records verified at its delegated servers")
+
+    async def settle(self) -> None:
+        """Before a pass records mailboxes as served: a signer restart still in progress
+        finishes first, so a mailbox never sends before its domain's keys sign."""
+        await self.svc.settled()
 
     async def _prove(self, domain_id: str, zone: str, nameservers: list[str]) -> None:
         """Raise unless the public delegation of *zone* names *nameservers*; record it."""
