@@ -73,7 +73,7 @@ class DnsService:
         self._sync_done = 0
         # The signer's restart in progress (or last finished), and whether a failed one
         # must be redone although the tables did not change since.
-        self._reload: asyncio.Task[None] | None = None
+        self._reload: asyncio.Task[TemporaryError | None] | None = None
         self._signer_stale = False
 
     def _seal_ctx(self, domain_id: str, selector: str) -> str:
@@ -149,11 +149,9 @@ class DnsService:
         task = self._reload
         if task is None:
             return
-        try:
-            await asyncio.shield(task)
-        except TemporaryError:
-            if raise_errors:
-                raise
+        failed = await asyncio.shield(task)
+        if failed is not None and raise_errors:
+            raise failed
 
     async def _sync_signer(self) -> bool:
         rows = await self.ds.signing_keys()
@@ -172,14 +170,17 @@ class DnsService:
                                                name="dkim-signer-reload")
         return changed
 
-    async def _confirm(self, before: str, count: int) -> None:
+    async def _confirm(self, before: str, count: int) -> TemporaryError | None:
+        """Wait for the restart asked for; its failure is returned (for ``settled``),
+        never raised into a task no one awaits."""
         try:
             await signer.await_reload(self.cfg.dkim, before)
         except TemporaryError as exc:
             self._signer_stale = True  # the next sync restarts it again
             log.error("dkim signer reload failed", error=str(exc))
-            raise
+            return exc
         log.info("dkim signer reloaded", keys=count)
+        return None
 
 
 class Phases:

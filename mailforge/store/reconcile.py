@@ -10,8 +10,9 @@ are settled from the objects' observed state in the same transaction as the reco
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..models import Alias, Domain, DomainState, Mailbox, from_record
 from .db import Repository
@@ -20,8 +21,44 @@ from .queries import Q
 if TYPE_CHECKING:
     from .db import Conn
 
+M = TypeVar("M", Mailbox, Alias)
+
 # The backend's answer to "must these domains (names) be handed complete?".
 NeedsComplete = Callable[[Sequence[str]], bool]
+
+
+# Rows of a domain read per round trip while loading it: a complete state of a domain
+# of 100,000 mailboxes is streamed, never held twice (rows and models) in memory.
+_CHUNK = 2000
+
+
+async def _load(conn: Conn, cls: type[M], domain: Domain, query: str) -> list[M]:
+    """The objects *query* finds for *domain*, streamed through a cursor and built
+    positionally (a model per row costs ~1 us instead of ~20 us by keyword). Values
+    every row repeats are shared rather than held once per row: the domain's and
+    account's ids, and the status strings."""
+    out: list[M] = []
+    names = list(cls.__dataclass_fields__)
+    at = {f: i for i, f in enumerate(names)}
+    dom, acc = at.get("domain_id"), at.get("account_id")
+    status, targets = at.get("status"), at.get("targets")
+    async with conn.transaction(readonly=True):  # a cursor lives in a transaction
+        idx: list[int] | None = None
+        async for rec in conn.cursor(query, domain.id, prefetch=_CHUNK):
+            if idx is None:
+                keys = list(rec.keys())
+                idx = [keys.index(f) for f in names]  # SELECT * carries every field
+            vals = [rec[i] for i in idx]
+            if dom is not None and vals[dom] == domain.id:
+                vals[dom] = domain.id
+            if acc is not None and vals[acc] == domain.account_id:
+                vals[acc] = domain.account_id
+            if status is not None:
+                vals[status] = sys.intern(vals[status])
+            if targets is not None:
+                vals[targets] = tuple(vals[targets])
+            out.append(cls(*vals))
+    return out
 
 
 class Reconcile(Repository):
@@ -60,10 +97,10 @@ class Reconcile(Repository):
         async with self.pool.acquire() as conn:
             for d, r in zip(domains, rows, strict=True):
                 whole = d.id not in delta
-                mbs = tuple(from_record(Mailbox, m) for m in await conn.fetch(
-                    Q.domain_mailboxes if whole else Q.domain_mailboxes_lagging, d.id))
-                als = tuple(from_record(Alias, a) for a in await conn.fetch(
-                    Q.domain_aliases if whole else Q.domain_aliases_lagging, d.id))
+                mbs = tuple(await _load(conn, Mailbox, d, Q.domain_mailboxes if whole
+                                        else Q.domain_mailboxes_lagging))
+                als = tuple(await _load(conn, Alias, d, Q.domain_aliases if whole
+                                        else Q.domain_aliases_lagging))
                 alias_domains = tuple(row["name"] for row in
                                       await conn.fetch(Q.alias_domain_names, d.id))
                 states.append(DomainState(d, mbs, als, alias_domains,
