@@ -39,7 +39,8 @@ class MailBackend(Protocol):
         """Make the backend ready (directories, empty maps); safe to call on every start."""
 
     async def apply(self, states: Sequence[DomainState]) -> ApplyResult:
-        """Converge the server to *states* (each the whole desired state of one domain)."""
+        """Converge the server to *states* (each the desired state of one domain:
+        complete, or a delta only for a backend that implements ``DeltaBackend``)."""
 
     async def health(self) -> dict[str, Any]:
         """Cheap liveness facts for the health endpoint."""

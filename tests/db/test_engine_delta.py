@@ -332,3 +332,9 @@ async def test_delta_loading_uses_the_partial_indexes(store: Store, db: Any) -> 
                              (Q.domain_aliases_lagging, "aliases_unconverged_idx")):
             plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + query, did))
             assert index in plan, plan
+        # The claim (every poll) reads the lagging sets from the partial indexes too,
+        # never the mailboxes of each domain (it once seq-scanned them per domain).
+        plan = "\n".join(r[0] for r in await conn.fetch(
+            "EXPLAIN " + Q.claim_domains, "test-host", 50, "x", 30.0))
+        assert "mailboxes_unconverged_idx" in plan and "aliases_unconverged_idx" in plan, plan
+        assert "Seq Scan on mailboxes" not in plan, plan

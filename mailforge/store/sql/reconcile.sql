@@ -15,10 +15,14 @@ WITH candidates AS (
       AND (d.lease_until IS NULL OR d.lease_until < now())
       AND (d.observed_generation < d.generation
            OR d.applied_generation < d.generation
-           OR EXISTS (SELECT 1 FROM mailboxes m
-                      WHERE m.domain_id = d.id AND m.observed_generation < m.generation)
-           OR EXISTS (SELECT 1 FROM aliases a
-                      WHERE a.domain_id = d.id AND a.observed_generation < a.generation))
+           -- Each set read once from its partial index (a hashed subplan). Not a
+           -- correlated EXISTS: the planner guesses a third of the rows lag
+           -- (col < col), so it seq-scanned the mailboxes once per domain: 5 s a poll
+           -- with 100,000 mailboxes, against ~1 ms this way.
+           OR d.id IN (SELECT m.domain_id FROM mailboxes m
+                       WHERE m.observed_generation < m.generation)
+           OR d.id IN (SELECT a.domain_id FROM aliases a
+                       WHERE a.observed_generation < a.generation))
     ORDER BY d.next_attempt_at, d.id
     LIMIT $2
     FOR UPDATE OF d SKIP LOCKED
