@@ -182,7 +182,7 @@ class Engine:
         claim_started = time.monotonic()
         states = await self.store.reconcile.claim_domains(
             owner, self.cfg.batch_domains, self.cfg.lease_seconds,
-            self.backend.needs_complete if isinstance(self.backend, DeltaBackend) else None)
+            self._needs_complete if isinstance(self.backend, DeltaBackend) else None)
         if not states:
             return 0
         claim_ms = round((time.monotonic() - claim_started) * 1000, 1)
@@ -195,6 +195,16 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._release(states, owner))
                 raise
+
+    def _needs_complete(self, domain_names: Sequence[str]) -> bool:
+        """The backend's answer; a backend that fails to answer gets complete states
+        (always correct, only slower) rather than stopping the worker."""
+        assert isinstance(self.backend, DeltaBackend)
+        try:
+            return self.backend.needs_complete(domain_names)
+        except Exception:
+            log.exception("backend needs_complete raised; loading complete states")
+            return True
 
     async def _release(self, states: list[DomainState], owner: str) -> None:
         await self.store.reconcile.release([st.domain.id for st in states], owner)

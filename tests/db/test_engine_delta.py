@@ -120,6 +120,21 @@ async def test_the_backend_may_ask_for_complete_states(store: Store, db: Any) ->
     assert st.complete and len(st.mailboxes) == 4
 
 
+async def test_a_backend_failing_to_answer_gets_complete_states(store: Store,
+                                                                db: Any) -> None:
+    class Broken(DeltaFakeBackend):
+        def needs_complete(self, domain_names: Sequence[str]) -> bool:
+            raise RuntimeError("a bug in the backend")
+
+    backend = Broken()
+    engine, acct, did, name, _ = await converged(store, db.dsn, backend)
+    async with store.tx() as conn:
+        await dbseed.mailbox(conn, acct, did, "dave")
+    assert await engine.run_once() == 1
+    st = last(backend, name)
+    assert st.complete and len(st.mailboxes) == 4
+
+
 async def test_a_full_resync_hands_every_domain_complete_once(store: Store, db: Any) -> None:
     backend = DeltaFakeBackend()
     engine, _acct, _did, name, _ = await converged(store, db.dsn, backend)
