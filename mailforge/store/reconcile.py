@@ -10,9 +10,10 @@ are settled from the objects' observed state in the same transaction as the reco
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..models import Alias, Domain, DomainState, Mailbox, from_record
 from .db import Repository
@@ -43,21 +44,25 @@ async def _load(conn: Conn, cls: type[M], domain: Domain, query: str) -> list[M]
     dom, acc = at.get("domain_id"), at.get("account_id")
     status, targets = at.get("status"), at.get("targets")
     async with conn.transaction(readonly=True):  # a cursor lives in a transaction
-        idx: list[int] | None = None
-        async for rec in conn.cursor(query, domain.id, prefetch=_CHUNK):
-            if idx is None:
-                keys = list(rec.keys())
-                idx = [keys.index(f) for f in names]  # SELECT * carries every field
-            vals = [rec[i] for i in idx]
-            if dom is not None and vals[dom] == domain.id:
-                vals[dom] = domain.id
-            if acc is not None and vals[acc] == domain.account_id:
-                vals[acc] = domain.account_id
-            if status is not None:
-                vals[status] = sys.intern(vals[status])
-            if targets is not None:
-                vals[targets] = tuple(vals[targets])
-            out.append(cls(*vals))
+        cur = await conn.cursor(query, domain.id)
+        pick: operator.itemgetter[Any] | None = None
+        while rows := await cur.fetch(_CHUNK):
+            if pick is None:
+                keys = list(rows[0].keys())
+                # SELECT * carries every field; picked in the model's field order.
+                pick = operator.itemgetter(*(keys.index(f) for f in names))
+            for rec in rows:
+                vals = list(pick(rec))
+                if dom is not None and vals[dom] == domain.id:
+                    vals[dom] = domain.id
+                if acc is not None and vals[acc] == domain.account_id:
+                    vals[acc] = domain.account_id
+                if status is not None:
+                    vals[status] = sys.intern(vals[status])
+                if targets is not None:
+                    vals[targets] = tuple(vals[targets])
+                out.append(cls(*vals))
+            del rows
     return out
 
 
