@@ -76,3 +76,23 @@ async def test_setup_of_a_failed_domain_is_new_intent(store: Store) -> None:
     await store.domains.setup(acct, did)
     d = await _row(store, did)
     assert (d["generation"], d["status"]) == (2, "provisioning")
+
+
+async def test_a_setup_during_the_connected_only_pass_is_not_made_active(
+        store: Store, db: Any) -> None:
+    """The pass of the connected domain records its generation after the setup moved
+    the intent on: the domain stays 'provisioning' (never 'active' before it is
+    served), and the next pass sets it up."""
+    acct, did = await _domain(store, backend_enabled=False, verified=False)
+    backend = FakeBackend()
+    jobs: list[str] = []
+
+    async def set_up_meanwhile(_states: Any) -> None:
+        backend.during_apply = None
+        jobs.append((await store.domains.setup(acct, did)).id)
+
+    backend.during_apply = set_up_meanwhile
+    engine = make_engine(store, db.dsn, backend)
+    await engine.run_once()
+    d = await _row(store, did)
+    assert (d["observed_generation"], d["generation"], d["status"]) == (1, 2, "provisioning")

@@ -104,9 +104,13 @@ USING unnest($1::text[], $2::bigint[]) AS u(id, gen)
 WHERE a.id = u.id AND a.deleted AND a.generation = u.gen;
 
 -- name: observe_domain
+-- The status follows the generation converged: a domain whose intent moved on while
+-- the pass ran (set up meanwhile) keeps its status ('provisioning') rather than take
+-- one computed from the newer row (it was made 'active' before being served).
 UPDATE domains
 SET observed_generation = $2,
-    status = CASE WHEN deleted THEN 'deleting'
+    status = CASE WHEN generation > $2 THEN status
+                  WHEN deleted THEN 'deleting'
                   WHEN backend_enabled THEN 'active'
                   ELSE 'pending' END,
     last_error = NULL, attempts = 0, lease_owner = NULL, lease_until = NULL,
