@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mailforge.engine import Engine
-from mailforge.errors import TemporaryError
+from mailforge.errors import PermanentError, TemporaryError
 from mailforge.models import DomainState
 from mailforge.store.queries import Q
 from mailforge.store.store import Store
@@ -96,6 +96,22 @@ async def test_changed_and_deleted_mailboxes_travel_in_deltas(store: Store, db: 
         f"alice@{name}": ("{PLAIN}new", True), f"carol@{name}": ("{PLAIN}unused", True)}
     async with store.pool.acquire() as conn:
         assert (await dbseed.row(conn, "jobs", job))["status"] == "completed"
+
+
+async def test_a_permanent_failure_of_a_delta_fails_only_its_lagging_mailboxes(
+        store: Store, db: Any) -> None:
+    backend = DeltaFakeBackend()
+    engine, acct, did, name, mids = await converged(store, db.dsn, backend)
+    async with store.tx() as conn:
+        new = await dbseed.mailbox(conn, acct, did, "dave")
+    job = await dbseed.job(store, acct, [("mailbox", new)])
+    backend.fail_next(name, PermanentError("backend refused"))
+    await engine.run_once()
+    assert not last(backend, name).complete
+    async with store.pool.acquire() as conn:
+        assert (await dbseed.row(conn, "mailboxes", new))["status"] == "failed"
+        assert {(await dbseed.row(conn, "mailboxes", m))["status"] for m in mids} == {"active"}
+        assert (await dbseed.row(conn, "jobs", job))["status"] == "failed"
 
 
 async def test_a_backend_without_deltas_always_gets_complete_states(store: Store,
