@@ -154,8 +154,6 @@ class Reconcile(Repository):
                                       if m.observed_generation < m.generation),
                    *(a.id for a in state.aliases if a.observed_generation < a.generation)]
         async with self.db.tx() as conn:
-            # The backend holds the domain at this generation: deltas from now on.
-            await conn.execute(Q.record_domain_applied, d.id, d.generation)
             if mb_ok:
                 await conn.execute(Q.observe_mailboxes, [m.id for m in mb_ok],
                                    [m.generation for m in mb_ok])
@@ -173,12 +171,14 @@ class Reconcile(Repository):
             if al_gone:
                 await conn.execute(Q.purge_deleted_aliases, [a.id for a in al_gone],
                                    [a.generation for a in al_gone])
+            # The domain row last, written once (both record that the backend holds
+            # the domain at this generation: deltas from now on).
             if domain_done:
                 if d.deleted:
                     await conn.execute(Q.purge_deleted_domain, d.id, d.generation)
                 await conn.execute(Q.observe_domain, d.id, d.generation)
             else:
-                await conn.execute(Q.release_domains, [d.id], owner)
+                await conn.execute(Q.release_applied_domain, d.id, owner, d.generation)
             return await self._settle_jobs(conn, touched)
 
     async def _settle_jobs(self, conn: Conn, object_ids: list[str]) -> list[str]:

@@ -52,11 +52,16 @@ ORDER BY local_part;
 SELECT * FROM aliases WHERE domain_id = $1 AND observed_generation < generation
 ORDER BY address;
 
--- name: record_domain_applied
--- The backend now holds the domain's state at generation $2 whole: later passes may
--- hand it deltas until the domain's generation moves on.
-UPDATE domains SET applied_generation = $2
-WHERE id = $1 AND applied_generation < $2 AND generation >= $2;
+-- name: release_applied_domain
+-- The backend holds domain $1 at generation $3 (later passes may hand it deltas until
+-- the generation moves on), a domain step has not converged: worker $2's lease is
+-- handed back. One write of the domain row per record, the last of its transaction,
+-- as every writer of a mailbox and its domain does (two writes deadlocked against a
+-- mailbox creation waiting on the row).
+UPDATE domains
+SET applied_generation = greatest(applied_generation, $3),
+    lease_owner = NULL, lease_until = NULL
+WHERE id = $1 AND lease_owner = $2;
 
 -- name: request_resync
 -- The backend asked for every domain of host $1 whole (e.g. its tables were rebuilt):
@@ -108,7 +113,7 @@ WHERE a.id = u.id AND a.deleted AND a.generation = u.gen;
 -- the pass ran (set up meanwhile) keeps its status ('provisioning') rather than take
 -- one computed from the newer row (it was made 'active' before being served).
 UPDATE domains
-SET observed_generation = $2,
+SET observed_generation = $2, applied_generation = greatest(applied_generation, $2),
     status = CASE WHEN generation > $2 THEN status
                   WHEN deleted THEN 'deleting'
                   WHEN backend_enabled THEN 'active'
