@@ -165,6 +165,7 @@ async def run(cfg: Config) -> None:
         backend = load_backend(cfg)
         await backend.prepare()
         dns_svc = DnsService(store, cfg, box)
+        dns_svc.key_pool.prime()  # RSA keys ready before the first setup asks
         mail = MailService(pool, cfg, box, cfg.host.name)
         engine = Engine(store, backend, cfg.worker, cfg.database.dsn,
                         on_jobs_finished=mail.dispatcher.on_jobs_finished,

@@ -22,13 +22,13 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 import structlog
 
 from . import claimant
-from .backends.base import ApplyResult, MailBackend
+from .backends.base import ApplyResult, DeltaBackend, MailBackend, ResyncingBackend
 from .config import WorkerConfig
 from .errors import PermanentError, ReconcileError, TemporaryError
 from .log import get
@@ -44,14 +44,30 @@ JobsFinished = Callable[[Sequence[str]], Awaitable[None]]
 
 class DomainStep(Protocol):
     """A domain-level convergence step run after the mail backend applied a domain
-    (DKIM keys, DNS records, verification...). It sees the whole desired state, must be
-    idempotent, and raises ``TemporaryError``/``PermanentError``. A domain is converged
-    (its ``observed_generation`` recorded) only when the backend and every step succeed;
-    its mailboxes are recorded as soon as the backend holds them."""
+    (DKIM keys, DNS records, verification...). It must be idempotent, and raises
+    ``TemporaryError``/``PermanentError``. A domain is converged (its
+    ``observed_generation`` recorded) only when the backend and every step succeed; its
+    mailboxes are recorded as soon as the backend holds them.
+
+    Steps run only while the domain itself is unconverged (``observed_generation <
+    generation``): a pass that only brings mailboxes or aliases skips them (the state
+    it sees may then be a delta, so a step must read the domain, not its mailboxes).
+    Work a step needs later (a DKIM rotation or retirement falling due) is asked for by
+    bumping the domain's generation (``dns.step.revisit_loop``); a step that waits
+    (records to verify) raises ``TemporaryError`` and so keeps the domain unconverged."""
 
     name: str
 
     async def converge(self, state: DomainState) -> None: ...
+
+
+@runtime_checkable
+class SettlingStep(Protocol):
+    """Optional for a DomainStep: work it left running in the background (the DKIM
+    signer's restart after a setup) that must finish before a pass records mailboxes
+    as served; ``settle`` waits for it (at once when there is none)."""
+
+    async def settle(self) -> None: ...
 
 
 class Engine:
@@ -70,6 +86,8 @@ class Engine:
         self._node = claimant.NODE
         self._id = f"{self._node}:{os.getpid()}"
         self.passes = 0
+        # A full resync was queued and the backend not yet told it is done.
+        self._resync_waiting = False
         self.last_pass_at: float | None = None
         # Deleted mailboxes past their retention: purged now and then, between passes.
         self.retention = RetentionPurger(store, backend)
@@ -80,6 +98,7 @@ class Engine:
         released = await self.store.reconcile.release_dead_leases(self._node, claimant.pid_alive)
         if released:
             log.info("released leases of dead workers", count=released)
+        await self.queue_resync()
         tasks = [asyncio.create_task(self._listen(stop), name="engine-listen")]
         tasks += [asyncio.create_task(self._worker(n, stop), name=f"engine-worker-{n}")
                   for n in range(self.cfg.concurrency)]
@@ -94,6 +113,30 @@ class Engine:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def queue_resync(self) -> None:
+        """A backend that lost or rebuilt its tables (``full_resync_pending``) gets every
+        domain of the host complete: marked in the store first, then acknowledged, so a
+        crash between the two only marks them again."""
+        if not isinstance(self.backend, ResyncingBackend):
+            return
+        if not self.backend.full_resync_pending():
+            return
+        n = await self.store.reconcile.request_resync()
+        log.info("backend resync queued", domains=n)
+        self.backend.full_resync_queued()
+        self._resync_waiting = True
+        await self.check_resync_done()
+
+    async def check_resync_done(self) -> None:
+        """Tell a resyncing backend when no domain of the host waits for its complete
+        pass any more (checked when a worker finds nothing to claim)."""
+        if not self._resync_waiting or not isinstance(self.backend, ResyncingBackend):
+            return
+        if await self.store.reconcile.resync_remaining():
+            return
+        self._resync_waiting = False
+        await self.backend.full_resync_done()
 
     def wake(self) -> None:
         self._wake.set()
@@ -134,6 +177,8 @@ class Engine:
                 did = 0
             if did:
                 continue  # more may be waiting: claim again before sleeping
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await self.check_resync_done()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.cfg.poll_interval)
             self._wake.clear()
@@ -150,19 +195,32 @@ class Engine:
             await self.retention.maybe_run()
         except Exception:  # never let housekeeping stop converging
             log.exception("purging deleted mailboxes failed")
-        states = await self.store.reconcile.claim_domains(owner, self.cfg.batch_domains,
-                                                          self.cfg.lease_seconds)
+        claim_started = time.monotonic()
+        states = await self.store.reconcile.claim_domains(
+            owner, self.cfg.batch_domains, self.cfg.lease_seconds,
+            self._needs_complete if isinstance(self.backend, DeltaBackend) else None)
         if not states:
             return 0
+        claim_ms = round((time.monotonic() - claim_started) * 1000, 1)
         with structlog.contextvars.bound_contextvars(pass_id=f"pass_{uuid.uuid4().hex[:12]}"):
             try:
-                return await self._converge(states, owner)
+                return await self._converge(states, owner, claim_ms)
             except asyncio.CancelledError:
                 # Shutting down mid-pass (domain steps can take a while): hand the
                 # domains back now rather than leaving them leased until expiry.
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._release(states, owner))
                 raise
+
+    def _needs_complete(self, domain_names: Sequence[str]) -> bool:
+        """The backend's answer; a backend that fails to answer gets complete states
+        (always correct, only slower) rather than stopping the worker."""
+        assert isinstance(self.backend, DeltaBackend)
+        try:
+            return self.backend.needs_complete(domain_names)
+        except Exception:
+            log.exception("backend needs_complete raised; loading complete states")
+            return True
 
     async def _release(self, states: list[DomainState], owner: str) -> None:
         await self.store.reconcile.release([st.domain.id for st in states], owner)
@@ -171,30 +229,51 @@ class Engine:
     # it (pending_passwords.py); None: nothing to settle (tests, tools).
     before_apply: Callable[[list[DomainState]], Awaitable[list[DomainState]]] | None = None
 
-    async def _converge(self, states: list[DomainState], owner: str) -> int:
+    async def _converge(self, states: list[DomainState], owner: str,
+                        claim_ms: float = 0.0) -> int:
         started = time.monotonic()
         if self.before_apply is not None:
             states = await self.before_apply(states)
+        # An empty delta (only a domain step is due, e.g. a DNS re-check) has nothing
+        # for the backend.
+        to_apply = [s for s in states if s.complete or s.mailboxes or s.aliases]
         try:
-            result = await self.backend.apply(states)
+            result = await self.backend.apply(to_apply) if to_apply else ApplyResult()
         except ReconcileError as exc:
-            result = ApplyResult(domain_errors={s.domain.id: exc for s in states})
+            result = ApplyResult(domain_errors={s.domain.id: exc for s in to_apply})
         except Exception as exc:  # a bug or an unexpected fault: retry, never crash the loop
             log.exception("backend apply raised")
             fault = TemporaryError(f"backend error: {type(exc).__name__}")
-            result = ApplyResult(domain_errors={s.domain.id: fault for s in states})
+            result = ApplyResult(domain_errors={s.domain.id: fault for s in to_apply})
+        # Domain steps only for domains whose own intent changed (see DomainStep).
+        applied = time.monotonic()
         step_errors = await asyncio.gather(
-            *(self._run_steps(st) for st in states if st.domain.id not in result.domain_errors))
+            *(self._run_steps(st) for st in states if st.domain.id not in result.domain_errors
+              and st.domain.observed_generation < st.domain.generation))
         errors = dict(result.domain_errors)
         errors.update((st_id, e) for st_id, e in step_errors if e is not None)
+        if any(not m.deleted and m.observed_generation < m.generation
+               for st in to_apply for m in st.mailboxes):
+            # Mailboxes about to be recorded as served: steps with work still running
+            # in the background (the signer's restart) finish it first.
+            for step in self.steps:
+                if isinstance(step, SettlingStep):
+                    await step.settle()
+        stepped = time.monotonic()
         finished: list[str] = []
         for st in states:
             finished += await self._record(st, owner, result, errors.get(st.domain.id))
         log.info("reconciled", domains=len(states),
+                 deltas=sum(1 for s in states if not s.complete),
                  mailboxes=sum(1 for s in states for m in s.mailboxes
                                if m.observed_generation < m.generation),
                  errors=len(result.domain_errors),
-                 ms=round((time.monotonic() - started) * 1000, 1))
+                 ms=round((time.monotonic() - started) * 1000, 1),
+                 # Where the pass went (scripts/bench-domains reads these).
+                 claim_ms=claim_ms,
+                 apply_ms=round((applied - started) * 1000, 1),
+                 steps_ms=round((stepped - applied) * 1000, 1),
+                 record_ms=round((time.monotonic() - stepped) * 1000, 1))
         if finished and self.on_jobs_finished is not None:
             await self.on_jobs_finished(finished)
         return len(states)

@@ -81,7 +81,8 @@ class Domain:
     ownership_verified_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+# Slots: a complete state of a large domain holds one per mailbox (issue 11: memory).
+@dataclass(frozen=True, slots=True)
 class Mailbox:
     id: str
     account_id: str
@@ -106,7 +107,7 @@ class Mailbox:
     purge_after: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Alias:
     id: str
     account_id: str

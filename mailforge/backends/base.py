@@ -1,7 +1,10 @@
 """The mail backend interface: what the reconcile engine needs of a mail server.
 
-A backend converges whole domains: it is handed the complete desired state of each
-domain it must touch (``DomainState``) and makes the server match it, idempotently.
+A backend converges domains: it is handed the desired state of each domain it must
+touch (``DomainState``) and makes the server match it, idempotently. A plain backend
+always gets complete states; one that also implements ``DeltaBackend`` gets deltas
+(only the lagging mailboxes and aliases, ``DomainState.complete`` False) when nothing
+domain-wide changed, so a pass costs what changed, not the size of the domain.
 Handing it a batch lets a backend apply many changes with one reload (Postfix maps
 rebuilt once for 500 new mailboxes, not 500 times). The Postfix + Dovecot backend
 renders files; a mailcow backend will diff against mailcow's API. Failures are
@@ -36,10 +39,39 @@ class MailBackend(Protocol):
         """Make the backend ready (directories, empty maps); safe to call on every start."""
 
     async def apply(self, states: Sequence[DomainState]) -> ApplyResult:
-        """Converge the server to *states* (each the whole desired state of one domain)."""
+        """Converge the server to *states* (each the desired state of one domain:
+        complete, or a delta only for a backend that implements ``DeltaBackend``)."""
 
     async def health(self) -> dict[str, Any]:
         """Cheap liveness facts for the health endpoint."""
+
+
+@runtime_checkable
+class DeltaBackend(Protocol):
+    """Optional: a backend with this method accepts deltas (see ``DomainState.complete``)."""
+
+    def needs_complete(self, domain_names: Sequence[str]) -> bool:
+        """Must the domains *domain_names* (ASCII names), about to be handed as deltas,
+        be handed complete instead (e.g. the backend does not hold them)? Called on the
+        event loop once per pass: answer from memory, quickly."""
+
+
+@runtime_checkable
+class ResyncingBackend(Protocol):
+    """Optional: a backend that may need every domain of the host handed to it complete
+    once (its tables were rebuilt, e.g. after an upgrade from another table format).
+    The engine asks at start: when ``full_resync_pending()`` is true it marks every
+    domain of the host for a complete pass (in the store, committed), then calls
+    ``full_resync_queued()``, after which the backend stops reporting it (a crash
+    between the two marks them again: harmless). Once no domain of the host waits for
+    its complete pass any more, the engine calls ``full_resync_done()``: the backend
+    now holds every domain (the Postfix backend records its tables as current)."""
+
+    def full_resync_pending(self) -> bool: ...
+
+    def full_resync_queued(self) -> None: ...
+
+    async def full_resync_done(self) -> None: ...
 
 
 def load_backend(cfg: Config) -> MailBackend:

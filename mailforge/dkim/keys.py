@@ -8,7 +8,9 @@ verified, so mail is never signed by a key that is not visible in DNS.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -56,6 +58,40 @@ def generate(algorithm: str, selector: str, rsa_bits: int = 2048) -> NewKey:
         return NewKey("ed25519", selector, base64.b64encode(pub_raw).decode(),
                       base64.b64encode(seed) + b"\n")
     raise ValueError(f"unknown DKIM algorithm {algorithm!r}")
+
+
+class KeyPool:
+    """RSA keys made ahead of need: generating an RSA-2048 key takes 50-200 ms of CPU
+    here, on the critical path of a domain's setup. The engine's process keeps a few
+    ready (in memory only, never written unsealed; lost harmlessly at exit) and makes
+    the next one in a thread after each is taken. Ed25519 keys cost microseconds and
+    are made when asked. A key from the pool is as fresh as one made at once: its
+    selector (which dates it) is given when it is taken."""
+
+    def __init__(self, rsa_bits: int = 2048, size: int = 2) -> None:
+        self.rsa_bits = rsa_bits
+        self.size = size
+        self._ready: list[NewKey] = []
+        self._filling: asyncio.Task[None] | None = None
+
+    def prime(self) -> None:
+        """Start making keys (call on the running event loop of the engine's process)."""
+        if self.size and (self._filling is None or self._filling.done()):
+            self._filling = asyncio.create_task(self._fill(), name="dkim-key-pool")
+
+    async def _fill(self) -> None:
+        while len(self._ready) < self.size:
+            self._ready.append(await asyncio.to_thread(generate, "rsa", "", self.rsa_bits))
+
+    async def take(self, algorithm: str, selector: str) -> NewKey:
+        if algorithm == "rsa" and self._ready:
+            key = dataclasses.replace(self._ready.pop(0), selector=selector)
+            self.prime()
+            return key
+        key = await asyncio.to_thread(generate, algorithm, selector, self.rsa_bits)
+        if algorithm == "rsa":
+            self.prime()
+        return key
 
 
 @dataclass(frozen=True)

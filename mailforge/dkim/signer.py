@@ -183,8 +183,14 @@ def _accepts(address: str) -> bool:
 
 async def reload(cfg: DkimConfig, timeout: float = 15.0) -> None:  # noqa: ASYNC109
     """Ask the signer to load the new tables and wait until it serves again."""
+    await await_reload(cfg, await request_reload(cfg), timeout)
+
+
+async def request_reload(cfg: DkimConfig) -> str:
+    """Ask the signer to load the new tables (its restart takes a few hundred ms);
+    returns the marker ``await_reload`` compares to see the restart happened."""
     if not cfg.reload_command:
-        return
+        return ""
     before = _pid_marker(cfg.signer_pid_file)
     proc = await asyncio.create_subprocess_exec(*cfg.reload_command,
                                                 stdout=asyncio.subprocess.DEVNULL,
@@ -193,6 +199,14 @@ async def reload(cfg: DkimConfig, timeout: float = 15.0) -> None:  # noqa: ASYNC
     if proc.returncode:
         raise TemporaryError(f"dkim signer reload failed (exit {proc.returncode}): "
                              f"{err.decode(errors='replace').strip()[:200]}")
+    return before
+
+
+async def await_reload(cfg: DkimConfig, before: str,
+                       timeout: float = 15.0) -> None:  # noqa: ASYNC109
+    """Wait until the signer asked by ``request_reload`` restarted and serves again."""
+    if not cfg.reload_command:
+        return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         restarted = not cfg.signer_pid_file or _pid_marker(cfg.signer_pid_file) not in (
@@ -200,7 +214,5 @@ async def reload(cfg: DkimConfig, timeout: float = 15.0) -> None:  # noqa: ASYNC
         if restarted and (not cfg.signer_address
                           or await asyncio.to_thread(_accepts, cfg.signer_address)):
             return
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
     raise TemporaryError("dkim signer did not come back after reload")
-
-

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,8 +67,14 @@ class DnsService:
         self.cfg = cfg
         self.box = box
         self._signer_lock = asyncio.Lock()
+        # RSA keys made ahead of need (started by prime(), in the engine's process).
+        self.key_pool = dk.KeyPool(cfg.dkim.rsa_bits)
         self._sync_requested = 0
         self._sync_done = 0
+        # The signer's restart in progress (or last finished), and whether a failed one
+        # must be redone although the tables did not change since.
+        self._reload: asyncio.Task[TemporaryError | None] | None = None
+        self._signer_stale = False
 
     def _seal_ctx(self, domain_id: str, selector: str) -> str:
         return f"dkim:{domain_id}:{selector}"
@@ -92,7 +99,7 @@ class DnsService:
         for alg in algorithms:
             sel = dk.selector_for(alg, now, taken)
             taken.add(sel)
-            nk = await asyncio.to_thread(dk.generate, alg, sel, self.cfg.dkim.rsa_bits)
+            nk = await self.key_pool.take(alg, sel)
             rows.append((alg, sel, nk.public_key,
                          self.box.seal(nk.private_key, self._seal_ctx(domain_id, sel))))
         await self.ds.add_keys(domain_id, rows, rotation_requested_at)
@@ -111,21 +118,40 @@ class DnsService:
                     force=bool(opts and opts.force),
                     max_change_ratio=self.cfg.dns.max_change_ratio, deleting=deleting)
 
-    async def sync_signer(self) -> bool:
+    async def sync_signer(self, wait: bool = True) -> bool:
         """Write the signer's tables from every active key; reload when they changed.
 
         Coalesced: many domains of a pass ask at once; a sync that starts after a
         request read the keys that request committed, so it covers it (one reload for
-        the batch, not one per domain)."""
+        the batch, not one per domain).
+
+        *wait*: return only once the signer serves the new tables (its restart takes
+        a few hundred ms). A caller for a domain nothing can send as yet (no mailbox)
+        need not wait: the restart finishes in the background, and a pass that then
+        serves a mailbox waits for it (``settled``) before recording the mailbox, so
+        no mailbox can send before its domain's keys sign. A restart that fails is
+        logged and redone by the next sync."""
         self._sync_requested += 1
         mine = self._sync_requested
         async with self._signer_lock:
             if self._sync_done >= mine:
-                return False
-            covering = self._sync_requested
-            changed = await self._sync_signer()
-            self._sync_done = covering
-            return changed
+                changed = False
+            else:
+                covering = self._sync_requested
+                changed = await self._sync_signer()
+                self._sync_done = covering
+        if wait:
+            await self.settled(raise_errors=True)
+        return changed
+
+    async def settled(self, raise_errors: bool = False) -> None:
+        """Wait for a signer restart still in progress, if any."""
+        task = self._reload
+        if task is None:
+            return
+        failed = await asyncio.shield(task)
+        if failed is not None and raise_errors:
+            raise failed
 
     async def _sync_signer(self) -> bool:
         rows = await self.ds.signing_keys()
@@ -134,10 +160,41 @@ class DnsService:
                                                 self._seal_ctx(r.domain_id, r.selector)))
                 for r in rows]
         changed = await asyncio.to_thread(signer.write_tables, keys, self.cfg.dkim)
-        if changed:
-            await signer.reload(self.cfg.dkim)
-            log.info("dkim signer reloaded", keys=len(keys))
+        if changed or self._signer_stale:
+            # A restart in progress finishes first (its marker is what the next one's
+            # wait compares), then this one is asked for.
+            await self.settled()
+            self._signer_stale = False
+            before = await signer.request_reload(self.cfg.dkim)
+            self._reload = asyncio.create_task(self._confirm(before, len(keys)),
+                                               name="dkim-signer-reload")
         return changed
+
+    async def _confirm(self, before: str, count: int) -> TemporaryError | None:
+        """Wait for the restart asked for; its failure is returned (for ``settled``),
+        never raised into a task no one awaits."""
+        try:
+            await signer.await_reload(self.cfg.dkim, before)
+        except TemporaryError as exc:
+            self._signer_stale = True  # the next sync restarts it again
+            log.error("dkim signer reload failed", error=str(exc))
+            return exc
+        log.info("dkim signer reloaded", keys=count)
+        return None
+
+
+class Phases:
+    """Wall-clock time of each phase of one step, logged once at its end (debug):
+    ``scripts/bench-domains`` reads them for the setup breakdown (issue 11)."""
+
+    def __init__(self) -> None:
+        self._t = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.ms[phase] = round(self.ms.get(phase, 0.0) + (now - self._t) * 1000, 1)
+        self._t = now
 
 
 class DnsStep:
@@ -154,6 +211,14 @@ class DnsStep:
         d = state.domain
         if not d.backend_enabled and not d.deleted:
             return  # connected only: nothing to publish before setup
+        ph = Phases()
+        try:
+            await self._converge(state, ph)
+        finally:
+            log.debug("dns step timings", **{f"{k}_ms": v for k, v in ph.ms.items()})
+
+    async def _converge(self, state: DomainState, ph: Phases) -> None:
+        d = state.domain
         provider = await self.svc.provider_for(d.id, d.dns_provider)
         zone = d.name
         if d.deleted:
@@ -182,16 +247,20 @@ class DnsStep:
         else:
             due = tuple(a for a in dk.ALGORITHMS
                         if dk.needs_new_key(views(keys), a, now, rotate))
+        ph.mark("keys_read")
         if due:
             await self.svc.new_keys(d.id, due, asked)
             keys = await self.ds.keys(d.id)
         elif asked is not None:
             await self.ds.rotation_done(d.id, asked)
+        ph.mark("keygen")
 
         # 2. Publish.
         nameservers = await provider.ensure_zone(zone)
+        ph.mark("ensure_zone")
         expected = desired_records(zone, key_infos(keys), self.cfg)
         p = await self.svc.compute_plan(d.id, zone, provider)
+        ph.mark("plan")
         if provider.publishes:
             if p.refused:
                 raise PermanentError(f"dns: {p.refused}")
@@ -200,12 +269,15 @@ class DnsStep:
             await provider.apply(zone, p.rrsets)
             await self.ds.set_owned(d.id, p.owned_after)
             await self.ds.clear_force(d.id)
+        ph.mark("dns_write")
 
         # 3. Prove the name, then verify the records.
         if d.ownership_verified_at is None and (nameservers or provider.publishes):
             await self._prove(d.id, zone, nameservers)
+        ph.mark("delegation")
         servers = await provider.authoritative_servers(zone)
         checks = await verify(expected, servers, self.cfg.dns.query_timeout)
+        ph.mark("verify")
         ok_selectors = {c.expected.purpose.split(":", 1)[1] for c in checks
                         if c.status == "ok" and c.expected.purpose.startswith("dkim:")}
 
@@ -215,7 +287,13 @@ class DnsStep:
         if promo:
             await self.ds.set_states((m.key_id, m.to) for m in promo)
             keys = await self.ds.keys(d.id)
-        await self.svc.sync_signer()
+        ph.mark("promote")
+        # Nothing can send as a domain without mailboxes: its setup need not wait for
+        # the signer's restart (a later pass serving a mailbox does: DnsStep.settle).
+        # A delta lists only some mailboxes: wait.
+        await self.svc.sync_signer(
+            wait=not state.complete or any(not m.deleted for m in state.mailboxes))
+        ph.mark("signer")
         acts = dk.activations(views(keys))
         if acts:
             await self.ds.set_states((m.key_id, m.to) for m in acts)
@@ -232,6 +310,7 @@ class DnsStep:
             "verified": not missing, "nameservers": [fqdn(n) for n in nameservers]}
         revisit = dk.next_due(views(keys), rotate, retire, revoked)
         await self.ds.set_report(d.id, report, revisit)
+        ph.mark("report")
         if p.conflicts:
             log.warning("dns conflicts left to the operator", conflicts=list(p.conflicts))
         if missing:
@@ -245,6 +324,11 @@ class DnsStep:
             # servers of the public delegation: its records verified there, DKIM keys
             # included (which no one else knows), prove the name.
             await self._proven(d.id, zone, "its records verified at its delegated servers")
+
+    async def settle(self) -> None:
+        """Before a pass records mailboxes as served: a signer restart still in progress
+        finishes first, so a mailbox never sends before its domain's keys sign."""
+        await self.svc.settled()
 
     async def _prove(self, domain_id: str, zone: str, nameservers: list[str]) -> None:
         """Raise unless the public delegation of *zone* names *nameservers*; record it."""

@@ -94,10 +94,10 @@ async def _proven(ctx: ServiceContext, principal: Principal, d: Domain) -> str |
     new generation makes the engine serve the domain now rather than at its next
     back-off), and a domain not yet set up is queued for setup. The setup's job id,
     if one was queued."""
-    await ctx.store.domains.record_ownership(d.id)
     if d.backend_enabled:
+        await ctx.store.domains.record_ownership(d.id)
         return None
-    job = await ctx.store.domains.setup(principal.account_id, d.id)
+    job = await ctx.store.domains.prove_and_setup(principal.account_id, d.id)
     return job.id
 
 

@@ -250,9 +250,35 @@ class Domains(Repository):
     async def setup(self, account_id: str, domain_id: str) -> Job:
         """Ask for the domain to be set up (DKIM keys, DNS records, the mail server)."""
         async with self.db.tx() as conn:
-            _, job = await self._change(conn, Q.request_domain_setup, account_id, domain_id,
-                                        "domain_setup")
+            job = await self._setup(conn, account_id, domain_id)
         return job
+
+    async def _setup(self, conn: Conn, account_id: str, domain_id: str) -> Job:
+        _, job = await self._change(conn, Q.request_domain_setup, account_id, domain_id,
+                                    "domain_setup")
+        await self._bump_alias_target(conn, domain_id)
+        # A domain already set up and converged gets no new generation, so no pass will
+        # settle this job: settle it now from the domain's observed state.
+        settled = {r["job_id"] for r in await conn.fetch(Q.settle_job_items, [domain_id])}
+        if job.id in settled:
+            await conn.fetch(Q.refresh_jobs, [job.id])
+        return job
+
+    async def prove_and_setup(self, account_id: str, domain_id: str) -> Job:
+        """check-ns found the delegation of a domain not yet set up: record the proof
+        and queue its setup in one transaction, so the engine (woken once, at commit)
+        serves and sets it up in one pass rather than a pass for each."""
+        async with self.db.tx() as conn:
+            host = await conn.fetchval(Q.record_domain_ownership, domain_id)
+            if host is not None:
+                await conn.execute(Q.notify_work, host)
+            return await self._setup(conn, account_id, domain_id)
+
+    async def _bump_alias_target(self, conn: Conn, domain_id: str) -> None:
+        """The domain *domain_id* is an alias of (if any) routes it: a new generation."""
+        host = await conn.fetchval(Q.bump_alias_target, domain_id)
+        if host is not None:
+            await conn.execute(Q.notify_work, host)
 
     async def request_rotation(self, account_id: str, domain_id: str) -> Job:
         """Record that new DKIM keys are wanted (the DNS step makes them); only for a
@@ -266,6 +292,7 @@ class Domains(Repository):
         async with self.db.tx() as conn:
             _, job = await self._change(conn, Q.request_domain_delete, account_id,
                                         domain_id, "domain_delete")
+            await self._bump_alias_target(conn, domain_id)
         return job
 
     async def record_ownership(self, domain_id: str) -> bool:

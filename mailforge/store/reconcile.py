@@ -10,8 +10,10 @@ are settled from the objects' observed state in the same transaction as the reco
 
 from __future__ import annotations
 
+import operator
+import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..models import Alias, Domain, DomainState, Mailbox, from_record
 from .db import Repository
@@ -20,37 +22,111 @@ from .queries import Q
 if TYPE_CHECKING:
     from .db import Conn
 
+M = TypeVar("M", Mailbox, Alias)
+
+# The backend's answer to "must these domains (names) be handed complete?".
+NeedsComplete = Callable[[Sequence[str]], bool]
+
+
+# Rows of a domain read per round trip while loading it: a complete state of a domain
+# of 100,000 mailboxes is streamed, never held twice (rows and models) in memory.
+_CHUNK = 2000
+
+
+async def _load(conn: Conn, cls: type[M], domain: Domain, query: str) -> list[M]:
+    """The objects *query* finds for *domain*, streamed through a cursor and built
+    positionally (a model per row costs ~1 us instead of ~20 us by keyword). Values
+    every row repeats are shared rather than held once per row: the domain's and
+    account's ids, and the status strings."""
+    out: list[M] = []
+    names = list(cls.__dataclass_fields__)
+    at = {f: i for i, f in enumerate(names)}
+    dom, acc = at.get("domain_id"), at.get("account_id")
+    status, targets = at.get("status"), at.get("targets")
+    async with conn.transaction(readonly=True):  # a cursor lives in a transaction
+        cur = await conn.cursor(query, domain.id)
+        pick: operator.itemgetter[Any] | None = None
+        while rows := await cur.fetch(_CHUNK):
+            if pick is None:
+                keys = list(rows[0].keys())
+                # SELECT * carries every field; picked in the model's field order.
+                pick = operator.itemgetter(*(keys.index(f) for f in names))
+            for rec in rows:
+                vals = list(pick(rec))
+                if dom is not None and vals[dom] == domain.id:
+                    vals[dom] = domain.id
+                if acc is not None and vals[acc] == domain.account_id:
+                    vals[acc] = domain.account_id
+                if status is not None:
+                    vals[status] = sys.intern(vals[status])
+                if targets is not None:
+                    vals[targets] = tuple(vals[targets])
+                out.append(cls(*vals))
+            del rows
+    return out
+
 
 class Reconcile(Repository):
     """The engine's repository: claim, record, retry, fail, release."""
 
-    async def claim_domains(self, owner: str, limit: int,
-                            lease_seconds: float) -> list[DomainState]:
+    async def claim_domains(self, owner: str, limit: int, lease_seconds: float,
+                            needs_complete: NeedsComplete | None = None
+                            ) -> list[DomainState]:
         """Lease up to *limit* domains of this host that have unconverged objects to
-        *owner* for *lease_seconds*, and load the whole desired state of each. Their
-        pending jobs become ``processing``."""
+        *owner* for *lease_seconds*, and load the desired state of each. Their pending
+        jobs become ``processing``.
+
+        A domain the backend already holds at its current generation
+        (``applied_generation``) and that is served is loaded as a delta
+        (``DomainState.complete`` False): only its lagging mailboxes and aliases, found
+        through the partial indexes, so the cost follows the change, not the domain's
+        size. Every domain-wide change (setup, delete, proof of the name, alias domains,
+        account suspension, DKIM/DNS intent) bumps the domain's generation and so brings
+        a complete state. *needs_complete*: the backend's ``needs_complete`` (None: a
+        backend that takes only complete states); asked with the names of the domains
+        that would be deltas, True loads them complete too."""
         async with self.db.tx() as conn:
             rows = await conn.fetch(Q.claim_domains, self.db.mail_host, limit, owner,
                                     lease_seconds)
         if not rows:
             return []
+        domains = [from_record(Domain, r) for r in rows]
+        delta = {d.id for d, r in zip(domains, rows, strict=True)
+                 if r["applied_generation"] >= d.generation
+                 and DomainState(d).present}
+        if delta and (needs_complete is None
+                      or needs_complete([d.name for d in domains if d.id in delta])):
+            delta = set()
         states: list[DomainState] = []
         object_ids: list[str] = []
         async with self.pool.acquire() as conn:
-            for r in rows:
-                d = from_record(Domain, r)
-                mbs = tuple(from_record(Mailbox, m)
-                            for m in await conn.fetch(Q.domain_mailboxes, d.id))
-                als = tuple(from_record(Alias, a)
-                            for a in await conn.fetch(Q.domain_aliases, d.id))
+            for d, r in zip(domains, rows, strict=True):
+                whole = d.id not in delta
+                mbs = tuple(await _load(conn, Mailbox, d, Q.domain_mailboxes if whole
+                                        else Q.domain_mailboxes_lagging))
+                als = tuple(await _load(conn, Alias, d, Q.domain_aliases if whole
+                                        else Q.domain_aliases_lagging))
                 alias_domains = tuple(row["name"] for row in
                                       await conn.fetch(Q.alias_domain_names, d.id))
                 states.append(DomainState(d, mbs, als, alias_domains,
-                                          account_suspended=r["account_status"] != "active"))
+                                          account_suspended=r["account_status"] != "active",
+                                          complete=whole))
                 object_ids.append(d.id)
                 object_ids.extend(m.id for m in mbs if m.observed_generation < m.generation)
             await conn.execute(Q.mark_jobs_processing, object_ids)
         return states
+
+    async def request_resync(self) -> int:
+        """Every domain of this host is handed to the backend complete on its next pass
+        (the backend asked: ``MailBackend.full_resync_pending``); returns how many."""
+        async with self.pool.acquire() as conn:
+            return int((await conn.execute(Q.request_resync, self.db.mail_host)).split()[-1])
+
+    async def resync_remaining(self) -> int:
+        """How many domains of this host still wait for the complete pass that
+        ``request_resync`` asked for."""
+        async with self.pool.acquire() as conn:
+            return int(await conn.fetchval(Q.resync_remaining, self.db.mail_host))
 
     async def release(self, domain_ids: Sequence[str], owner: str) -> None:
         """Hand back domains *owner* leased without recording anything (a pass cut
@@ -101,12 +177,14 @@ class Reconcile(Repository):
             if al_gone:
                 await conn.execute(Q.purge_deleted_aliases, [a.id for a in al_gone],
                                    [a.generation for a in al_gone])
+            # The domain row last, written once (both record that the backend holds
+            # the domain at this generation: deltas from now on).
             if domain_done:
                 if d.deleted:
                     await conn.execute(Q.purge_deleted_domain, d.id, d.generation)
                 await conn.execute(Q.observe_domain, d.id, d.generation)
             else:
-                await conn.execute(Q.release_domains, [d.id], owner)
+                await conn.execute(Q.release_applied_domain, d.id, owner, d.generation)
             return await self._settle_jobs(conn, touched)
 
     async def _settle_jobs(self, conn: Conn, object_ids: list[str]) -> list[str]:

@@ -615,3 +615,9 @@ SELECT
    WHERE e.domain_id = p_domain AND e.kind = 'complaint'
      AND e.occurred_at > now() - make_interval(days => p_days))
 $$;
+
+-- ---- 0014_applied_generation
+-- The domain generation the mail backend last applied whole (complete): while it equals
+-- `generation`, passes hand the backend deltas (only the lagging mailboxes and aliases).
+-- It can run ahead of `observed_generation`, which also waits for the domain steps.
+ALTER TABLE domains ADD COLUMN applied_generation bigint NOT NULL DEFAULT 0;

@@ -45,6 +45,8 @@ class FakeBackend:
     # Awaited inside apply() after the server changed, before apply() returns.
     during_apply: Callable[[Sequence[DomainState]], Awaitable[None]] | None = None
     prepared: bool = False
+    # Every batch handed to apply(), the states themselves.
+    states: list[list[DomainState]] = field(default_factory=list)
 
     def fail_next(self, domain_name: str, *errors: ReconcileError) -> None:
         self.domain_failures.setdefault(domain_name, deque()).extend(errors)
@@ -58,6 +60,7 @@ class FakeBackend:
 
     async def apply(self, states: Sequence[DomainState]) -> ApplyResult:
         self.batches.append([s.domain.name for s in states])
+        self.states.append(list(states))
         if self.raise_on_apply is not None:
             raise self.raise_on_apply
         domain_errors: dict[str, ReconcileError] = {}
@@ -70,8 +73,16 @@ class FakeBackend:
             if not st.present:
                 self.served.pop(st.domain.name, None)
                 continue
-            mbs: dict[str, tuple[str, bool]] = {}
+            old = self.served.get(st.domain.name)
+            if not st.complete and old is None:
+                raise AssertionError(f"a delta for {st.domain.name}, which is not held")
+            # A delta changes only what it lists; a complete state replaces the domain.
+            mbs: dict[str, tuple[str, bool]] = (
+                {} if st.complete or old is None else dict(old.mailboxes))
+            als: dict[str, tuple[str, ...]] = (
+                {} if st.complete or old is None else dict(old.aliases))
             for m in st.mailboxes:
+                mbs.pop(m.address, None)
                 if m.deleted:
                     continue
                 if m.address in self.mailbox_failures:
@@ -79,16 +90,42 @@ class FakeBackend:
                     continue
                 mbs[m.address] = (m.password_hash,
                                   not (m.suspended or st.account_suspended))
+            for a in st.aliases:
+                als.pop(a.address, None)
+                if not a.deleted:
+                    als[a.address] = a.targets
             self.served[st.domain.name] = Served(
-                mailboxes=mbs,
-                aliases={a.address: a.targets for a in st.aliases if not a.deleted},
-                alias_domains=st.alias_domains)
+                mailboxes=mbs, aliases=als, alias_domains=st.alias_domains)
         if self.during_apply is not None:
             await self.during_apply(states)
         return ApplyResult(domain_errors=domain_errors, mailbox_errors=mailbox_errors)
 
     async def health(self) -> dict[str, Any]:
         return {"backend": self.name, "domains": len(self.served)}
+
+
+@dataclass
+class DeltaFakeBackend(FakeBackend):
+    """A ``FakeBackend`` that also takes deltas (``backends.base.DeltaBackend``) and can
+    ask for complete states or a full resync, as scripted."""
+
+    complete_for: set[str] = field(default_factory=set)
+    asked: list[list[str]] = field(default_factory=list)
+    resync: bool = False
+    resync_done: int = 0
+
+    def needs_complete(self, domain_names: Sequence[str]) -> bool:
+        self.asked.append(list(domain_names))
+        return bool(self.complete_for & set(domain_names))
+
+    def full_resync_pending(self) -> bool:
+        return self.resync
+
+    def full_resync_queued(self) -> None:
+        self.resync = False
+
+    async def full_resync_done(self) -> None:
+        self.resync_done += 1
 
 
 @dataclass

@@ -107,8 +107,11 @@ class PostfixDovecotBackend:
         self._maps: sqlite3.Connection | None = None
         # Is Postfix's database not known to hold every domain (new, or of an older
         # format, e.g. right after an upgrade from the cdb tables)? Then the engine
-        # applies complete states of every domain and calls full_resync_done().
+        # queues a complete pass of every domain (full_resync_pending/queued), hands
+        # only complete states meanwhile (needs_complete), and calls full_resync_done()
+        # once none is left.
         self.needs_full_resync = False
+        self._resync_queued = False
         self.rows_written = 0
         self.reloads = 0
 
@@ -157,6 +160,20 @@ class PostfixDovecotBackend:
     def _serves_anything(self) -> bool:
         with contextlib.closing(sqlite3.connect(self.layout.auth_db)) as db:
             return db.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None
+
+    # The engine's side of the resync and delta contract (backends/base.py).
+
+    def needs_complete(self, domain_names: Sequence[str]) -> bool:
+        # Deltas only once the tables are known to hold every domain: until then a
+        # domain's rows may be missing, and only a complete state writes them all.
+        return self.needs_full_resync
+
+    def full_resync_pending(self) -> bool:
+        return self.needs_full_resync and not self._resync_queued
+
+    def full_resync_queued(self) -> None:
+        # In memory only: a restart before full_resync_done() queues it again (harmless).
+        self._resync_queued = True
 
     async def full_resync_done(self) -> None:
         """The engine has applied a complete state of every domain of this host since

@@ -53,12 +53,29 @@ SELECT count(*) FROM domains
 WHERE account_id = $1 AND ($2::text[] IS NULL OR name = ANY($2::text[]));
 
 -- name: request_domain_setup
+-- Asking again for a domain already set up (and not failed for good) is no change of
+-- intent: no new generation (a pass in flight, e.g. the one check-ns queued, covers
+-- it and the job completes with it), only an immediate retry.
 UPDATE domains
-SET backend_enabled = true, status = 'provisioning', generation = generation + 1,
+SET backend_enabled = true,
+    status = CASE WHEN backend_enabled AND status <> 'failed' THEN status
+                  ELSE 'provisioning' END,
+    generation = generation + CASE WHEN backend_enabled AND status <> 'failed' THEN 0
+                                   ELSE 1 END,
     attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()
 WHERE account_id = $1 AND id = $2 AND NOT deleted
   AND ($3::text[] IS NULL OR name = ANY($3::text[]))
 RETURNING *;
+
+-- name: bump_alias_target
+-- The domain that alias domain $1 points at routes it (DomainState.alias_domains): the
+-- alias being set up or deleted changes that domain-wide, so it gets a new generation
+-- too (which brings the engine's complete state of it, not a delta).
+UPDATE domains t
+SET generation = t.generation + 1, next_attempt_at = now(), attempts = 0, updated_at = now()
+FROM domains a
+WHERE a.id = $1 AND t.id = a.alias_of AND NOT t.deleted
+RETURNING t.mail_host;
 
 -- name: request_dkim_rotation
 -- Records the intent only (the DNS step makes the keys): a domain of account $1 within

@@ -108,8 +108,12 @@ WHERE account_id = $1 AND NOT deleted
 RETURNING id, domain_id, generation;
 
 -- name: wake_account_domains
-UPDATE domains SET attempts = 0, next_attempt_at = now()
-WHERE account_id = $1 AND NOT (next_attempt_at <= now())
+-- Suspension is also domain-wide (DomainState.account_suspended: no mailbox of the
+-- account logs in or sends): a new generation brings each domain to the engine whole,
+-- never as a delta that would carry the new status for some mailboxes only.
+UPDATE domains SET generation = generation + 1, attempts = 0, next_attempt_at = now(),
+                   updated_at = now()
+WHERE account_id = $1 AND NOT deleted
 RETURNING mail_host;
 
 -- name: account_mail_hosts
