@@ -234,6 +234,19 @@ class Engine:
         started = time.monotonic()
         if self.before_apply is not None:
             states = await self.before_apply(states)
+            # Hashing can outlast the lease (a tenant's many password changes): only
+            # domains still ours are applied; another worker holds the rest, with newer
+            # state that an older copy written now would undo (a deleted mailbox served
+            # again, a suspension lifted), and nothing would repair it.
+            held = await self.store.reconcile.renew_leases(
+                [s.domain.id for s in states], owner, self.cfg.lease_seconds)
+            if len(held) < len(states):
+                log.warning("lease lost while hashing; those domains are left to their "
+                            "new holder", domains=[s.domain.name for s in states
+                                                   if s.domain.id not in held])
+                states = [s for s in states if s.domain.id in held]
+                if not states:
+                    return 0
         # An empty delta (only a domain step is due, e.g. a DNS re-check) has nothing
         # for the backend.
         to_apply = [s for s in states if s.complete or s.mailboxes or s.aliases]

@@ -199,7 +199,8 @@ class PendingPasswords:
                 # Unreadable: served (delivery works) with no password that verifies,
                 # and already recorded as failed, so the pass must not record it again.
                 return dataclasses.replace(
-                    m, password_hash=m.password_hash or LOCKED_HASH,
+                    m, password_hash=LOCKED_HASH if m.id in failed
+                    else m.password_hash or LOCKED_HASH,
                     observed_generation=m.generation if m.id in failed
                     else m.observed_generation)
             return m

@@ -128,6 +128,13 @@ class Reconcile(Repository):
         async with self.pool.acquire() as conn:
             return int(await conn.fetchval(Q.resync_remaining, self.db.mail_host))
 
+    async def renew_leases(self, domain_ids: Sequence[str], owner: str,
+                           lease_seconds: float) -> set[str]:
+        """Extend *owner*'s leases on *domain_ids*; returns the ids it still holds."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.renew_leases, list(domain_ids), owner, lease_seconds)
+        return {r["id"] for r in rows}
+
     async def release(self, domain_ids: Sequence[str], owner: str) -> None:
         """Hand back domains *owner* leased without recording anything (a pass cut
         short): the next pass may claim them at once instead of after the lease."""

@@ -373,3 +373,32 @@ async def test_delta_loading_uses_the_partial_indexes(store: Store, db: Any) -> 
             "EXPLAIN " + Q.claim_domains, "test-host", 50, "x", 30.0))
         assert "mailboxes_unconverged_idx" in plan and "aliases_unconverged_idx" in plan, plan
         assert "Seq Scan on mailboxes" not in plan, plan
+
+
+async def test_a_pass_that_lost_its_lease_while_hashing_writes_nothing(store: Store,
+                                                                       db: Any) -> None:
+    """Hashing runs before the backend applies and can outlast the lease; another
+    worker then holds the domain with newer state, which the late pass must not undo."""
+    backend = DeltaFakeBackend()
+    engine, _acct, did, name, _ = await converged(store, db.dsn, backend)
+    backend.batches.clear()
+    async with store.tx() as conn:
+        await conn.execute("UPDATE mailboxes SET generation = generation + 1"
+                           " WHERE domain_id = $1 AND local_part = 'alice'", did)
+
+    async def lose_the_lease(states: list[DomainState]) -> list[DomainState]:
+        async with store.tx() as conn:
+            await conn.execute("UPDATE domains SET lease_owner = 'other:1:0',"
+                               " lease_until = now() + interval '1 minute' WHERE id = $1", did)
+        return states
+
+    engine.before_apply = lose_the_lease
+    assert await engine.run_once() == 0
+    assert backend.batches == []  # nothing written for a domain held by another
+    async with store.tx() as conn:
+        d = await dbseed.row(conn, "domains", did)
+        alice = await conn.fetchrow("SELECT * FROM mailboxes WHERE domain_id = $1"
+                                    " AND local_part = 'alice'", did)
+    assert d["lease_owner"] == "other:1:0"  # the new holder keeps its lease
+    assert alice["observed_generation"] < alice["generation"]  # left for the holder
+    assert name

@@ -108,6 +108,22 @@ def test_a_domain_no_longer_served_loses_every_row_even_from_a_delta() -> None:
     assert maps().aliases == "" and text(db) == text(new_db())
 
 
+def test_a_domain_no_longer_served_is_no_alias_domain_of_another_either() -> None:
+    """An alias domain that goes away stops being served at once, by its own pass,
+    whether or not its target's pass runs (it may fail or wait, and the name may be
+    connected again by another tenant)."""
+    db = new_db()
+    target = DomainState(_domain(), (_mb("ann", 1),), alias_domains=("alias.test",))
+    _apply(db, target)
+    assert db.execute("SELECT count(*) FROM alias_domains WHERE alias = 'alias.test'"
+                      ).fetchone() == (1,)
+    gone = DomainState(replace(_domain("alias.test"), id="dom_2", deleted=True))
+    _apply(db, gone)
+    assert db.execute("SELECT count(*) FROM alias_domains WHERE alias = 'alias.test'"
+                      ).fetchone() == (0,)
+    assert lookup(db, "virtual_aliases", "ann@alias.test") == []
+
+
 @pytest.mark.parametrize("address", ["ceo@other.test", "@other.test", "x@ex.test.evil",
                                      "a,b@ex.test", "a b@ex.test", "a\n@ex.test"])
 def test_an_alias_outside_its_domain_or_with_separators_is_refused(address: str) -> None:
@@ -183,6 +199,16 @@ def test_a_new_server_needs_no_full_pass_an_upgraded_one_does(tmp_path: Path) ->
     again._prepare()
     assert not again.needs_full_resync
     again.close()
+    # A host of the cdb mechanism whose domains only forward: no Dovecot row, but a
+    # domain list, so it is resynced too.
+    fwd = tmp_path / "fwd"
+    (fwd / "postfix").mkdir(parents=True)
+    (fwd / "postfix" / "virtual_domains").write_text("only-aliases.test OK\n")
+    up2 = PostfixDovecotBackend(PostfixDovecotConfig(state_dir=str(fwd),
+                                                     mail_root=str(tmp_path / "m")))
+    up2._prepare()
+    assert up2.needs_full_resync
+    up2.close()
 
 
 def test_a_crash_between_the_two_databases_is_safe_and_repaired(

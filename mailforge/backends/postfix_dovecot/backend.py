@@ -158,6 +158,11 @@ class PostfixDovecotBackend:
             self._maps = None
 
     def _serves_anything(self) -> bool:
+        # The old cdb mechanism's domain list counts too: a host whose domains only
+        # forward (aliases, no mailbox) has no Dovecot row but must be resynced.
+        old_domains = self.layout.postfix_dir / "virtual_domains"
+        if old_domains.is_file() and old_domains.stat().st_size > 0:
+            return True
         with contextlib.closing(sqlite3.connect(self.layout.auth_db)) as db:
             return db.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None
 

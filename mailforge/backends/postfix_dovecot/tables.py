@@ -36,6 +36,11 @@ def sync_postfix_counted(db: sqlite3.Connection,
                 changed += n
                 if table in ("alias_domains", "domains"):
                     domain_list += n
+            # Nor is it served as an alias of another domain: its target's pass may
+            # fail or wait, and the name could be connected again by another tenant.
+            n = db.execute("DELETE FROM alias_domains WHERE alias = ?", (d,)).rowcount
+            changed += n
+            domain_list += n
             continue
         n = db.execute("INSERT OR IGNORE INTO domains VALUES (?)", (d,)).rowcount
         # Alias domains are whole in every state.

@@ -178,12 +178,13 @@ WHERE m.id = u.id AND m.pending_password = u.sealed
 RETURNING m.id;
 
 -- name: fail_pending_passwords
--- Sealed values that cannot be opened: wiped; a mailbox that never had a hash gets $3,
--- which no password verifies against. A live mailbox is recorded failed with $4 at its
+-- Sealed values that cannot be opened: wiped; the mailbox gets $3, which no password
+-- verifies against (also one that had a hash: the change may have been meant to revoke
+-- a leaked password, which must not stay valid). A live mailbox is recorded failed with $4 at its
 -- current generation (its job items settle); a deleted one needs no password.
 UPDATE mailboxes m
 SET pending_password = NULL,
-    password_hash = CASE WHEN m.password_hash = '' THEN $3 ELSE m.password_hash END,
+    password_hash = $3,
     observed_generation = CASE WHEN m.deleted THEN m.observed_generation
                                ELSE m.generation END,
     status = CASE WHEN m.deleted THEN m.status ELSE 'failed' END,

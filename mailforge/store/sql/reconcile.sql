@@ -139,6 +139,15 @@ WHERE mail_host = $1 AND lease_owner LIKE $2 || ':%' AND lease_until > now();
 UPDATE domains SET lease_owner = NULL, lease_until = NULL
 WHERE mail_host = $1 AND lease_owner = ANY($2::text[]);
 
+-- name: renew_leases
+-- Worker $2 extends its leases on domains $1 by $3 seconds, just before it writes to the
+-- backend; returns the ids it still holds. A lease that expired and was taken by
+-- another worker (a long hashing step) is not renewed: that worker applies newer state,
+-- and this one must not write its older copy over it.
+UPDATE domains SET lease_until = now() + make_interval(secs => $3)
+WHERE id = ANY($1::text[]) AND lease_owner = $2
+RETURNING id;
+
 -- name: release_domains
 -- The leases worker $2 holds on domains $1, handed back without recording anything.
 UPDATE domains SET lease_owner = NULL, lease_until = NULL
