@@ -147,7 +147,8 @@ class Reconcile(Repository):
 
         *domain_done*: the domain itself converged (backend and every domain step), so
         its generation is recorded and its lease dropped; otherwise only its mailboxes
-        and aliases are recorded and the lease is released.
+        and aliases are recorded and the lease stays, for the retry or failure the
+        engine records next to release (no other worker may claim in between).
 
         A set-up domain whose name is not proven yet is rendered as absent: the backend
         holds none of its mailboxes and aliases, so they stay unobserved (``pending``,

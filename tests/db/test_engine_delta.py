@@ -402,3 +402,23 @@ async def test_a_pass_that_lost_its_lease_while_hashing_writes_nothing(store: St
     assert d["lease_owner"] == "other:1:0"  # the new holder keeps its lease
     assert alice["observed_generation"] < alice["generation"]  # left for the holder
     assert name
+
+
+async def test_a_step_failure_keeps_the_lease_until_the_retry_is_recorded(
+        store: Store, db: Any) -> None:
+    """Between recording what the backend holds and recording the retry, no other
+    worker may claim the domain (the retry would then clear that worker's lease and a
+    third would claim it while the second still ran)."""
+    backend = DeltaFakeBackend()
+    step = FakeStep()
+    engine = engine_with(store, db.dsn, backend, step)
+    _acct, did, name, _ = await a_domain(store)
+    (st,) = await store.reconcile.claim_domains("w:1:0", 10, 60)
+    await store.reconcile.record_applied(st, "w:1:0", False, {})
+    assert await store.reconcile.claim_domains("w:2:0", 10, 60) == []
+    async with store.tx() as conn:
+        assert (await dbseed.row(conn, "domains", did))["lease_owner"] == "w:1:0"
+    await store.reconcile.record_retry(st, "dns: waiting", 1.0, 10.0, 0.0)
+    async with store.tx() as conn:
+        assert (await dbseed.row(conn, "domains", did))["lease_owner"] is None
+    assert name and engine

@@ -54,13 +54,15 @@ ORDER BY address;
 
 -- name: release_applied_domain
 -- The backend holds domain $1 at generation $3 (later passes may hand it deltas until
--- the generation moves on), a domain step has not converged: worker $2's lease is
--- handed back. One write of the domain row per record, the last of its transaction,
--- as every writer of a mailbox and its domain does (two writes deadlocked against a
--- mailbox creation waiting on the row).
+-- the generation moves on), a domain step has not converged. Worker $2 keeps its lease:
+-- the retry or failure it records next releases it; released here, another worker
+-- claimed the domain in between and the retry then cleared that worker's lease too,
+-- so a third claimed it while the second still ran (seen: a new mailbox handed to the
+-- backend without its hash). One write of the domain row per record, the last of its
+-- transaction, as every writer of a mailbox and its domain does (two writes deadlocked
+-- against a mailbox creation waiting on the row).
 UPDATE domains
-SET applied_generation = greatest(applied_generation, $3),
-    lease_owner = NULL, lease_until = NULL
+SET applied_generation = greatest(applied_generation, $3)
 WHERE id = $1 AND lease_owner = $2;
 
 -- name: request_resync
