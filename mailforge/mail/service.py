@@ -474,14 +474,7 @@ class MailService:
                 self._wake.set()
             elif r.mailbox_id not in skip:
                 rows.append(r)
-        sem = asyncio.Semaphore(SCAN_CONCURRENCY)
-
-        async def one(r: Watched) -> None:
-            async with sem:
-                await self._scan_isolated(r)
-
-        await asyncio.gather(*(one(r) for r in rows))
-        return len(rows)
+        return await self._scan_rows(rows)
 
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -621,11 +614,8 @@ class MailService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.cfg.mail.scan_interval)
 
-    async def scan_once(self, limit: int = 200) -> int:
-        if not self.cfg.mail.master_password:
-            return 0
-        loop = asyncio.get_running_loop()
-        rows = await self.scans.watched(limit, self._backing_off(loop.time()))
+    async def _scan_rows(self, rows: Sequence[Watched]) -> int:
+        """Scan *rows*, SCAN_CONCURRENCY at a time, each isolated from the others."""
         sem = asyncio.Semaphore(SCAN_CONCURRENCY)
 
         async def one(r: Watched) -> None:
@@ -634,6 +624,13 @@ class MailService:
 
         await asyncio.gather(*(one(r) for r in rows))
         return len(rows)
+
+    async def scan_once(self, limit: int = 200) -> int:
+        if not self.cfg.mail.master_password:
+            return 0
+        loop = asyncio.get_running_loop()
+        rows = await self.scans.watched(limit, self._backing_off(loop.time()))
+        return await self._scan_rows(rows)
 
     async def _scan_mailbox(self, r: Watched, keep: bool = True) -> None:
         address, mailbox_id = r.address, r.mailbox_id
