@@ -22,6 +22,15 @@ def sync_postfix(db: sqlite3.Connection, batch: Sequence[DomainRows]) -> int:
     return sync_postfix_counted(db, batch)[0]
 
 
+def _gone(db: sqlite3.Connection, complete: bool, listed: set[str], query: str,
+          domain: str, removed: Sequence[str]) -> list[str]:
+    """Keys of a domain's rows to delete: a complete state removes every key it does not
+    list (*query* reads the domain's keys); a delta only its listed tombstones."""
+    if not complete:
+        return list(removed)
+    return [k for (k,) in db.execute(query, (domain,)) if k not in listed]
+
+
 def sync_postfix_counted(db: sqlite3.Connection,
                          batch: Sequence[DomainRows]) -> tuple[int, bool]:
     """sync_postfix, also telling whether the list of domains Postfix serves changed
@@ -57,12 +66,9 @@ def sync_postfix_counted(db: sqlite3.Connection,
         domain_list += n
         # Mailboxes: a complete state removes what it does not list; a delta removes only
         # its listed tombstones.
-        if r.complete:
-            live = {m.address for m in r.mailboxes}
-            gone = [a for (a,) in db.execute(
-                "SELECT address FROM mailboxes WHERE domain = ?", (d,)) if a not in live]
-        else:
-            gone = list(r.removed_mailboxes)
+        gone = _gone(db, r.complete, {m.address for m in r.mailboxes},
+                     "SELECT address FROM mailboxes WHERE domain = ?", d,
+                     r.removed_mailboxes)
         for address in gone:
             changed += db.execute("DELETE FROM mailboxes WHERE address = ? AND domain = ?",
                                   (address, d)).rowcount
@@ -74,13 +80,9 @@ def sync_postfix_counted(db: sqlite3.Connection,
                 " OR mailboxes.created_us <> excluded.created_us OR mailboxes.id <> excluded.id",
                 (m.address, d, m.created_us, m.mailbox_id)).rowcount
         # Aliases, the same way; an alias's rows are its (source, target) pairs.
-        if r.complete:
-            live = {a.source for a in r.aliases}
-            gone = [s for (s,) in db.execute(
-                "SELECT DISTINCT source FROM alias_targets WHERE domain = ?", (d,))
-                if s not in live]
-        else:
-            gone = list(r.removed_aliases)
+        gone = _gone(db, r.complete, {a.source for a in r.aliases},
+                     "SELECT DISTINCT source FROM alias_targets WHERE domain = ?", d,
+                     r.removed_aliases)
         for source in gone:
             changed += db.execute("DELETE FROM alias_targets WHERE source = ? AND domain = ?",
                                   (source, d)).rowcount
