@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime
 import ipaddress
 import json
@@ -549,9 +550,11 @@ async def test_imap_pool_bounded_per_host_idle_of_others_give_way(
         # Two mailboxes idle; the third takes a slot from the oldest idle one.
         await use(*remotes[2])
         assert pool.held()[host] <= 2
-        # The sandbox's IMAP with wrong mode and credentials.
+        # Wrong credentials (another mailbox row: a kept session is reused by the
+        # mailbox it belongs to, never by another).
+        wrong = dataclasses.replace(remotes[0][0], mailbox_id="usr_wrong")
         with pytest.raises(RemoteError) as err:
-            async with pool.session(remotes[0][0], Secrets(smtp_password="wrong-password")):
+            async with pool.session(wrong, Secrets(smtp_password="wrong-password")):
                 pass
         assert err.value.reason == "auth_failed"
     finally:
@@ -575,7 +578,7 @@ def _mint(sandbox: Any, email: str) -> str:
         ext["oauth"]["mint_url"], data=json.dumps({"email": email}).encode(), method="POST",
         headers={"Content-Type": "application/json",
                  "Authorization": f"Bearer {sandbox.info['secrets']['oauth_mint_secret']}"})
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(req, timeout=10) as resp:
         return str(json.loads(resp.read())["refresh_token"])
 
 
