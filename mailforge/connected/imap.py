@@ -87,7 +87,7 @@ async def connect_and_login(net: Network, remote: Remote, secrets: Secrets) -> I
         await imap_login(client, ep, remote, secrets)
     except Exception as exc:
         client.abort()
-        raise classify(exc, ep, secrets.values(), "logging in") from None
+        raise classify(exc, ep, secrets.values(), "logging in", "imap_error") from None
     return client
 
 

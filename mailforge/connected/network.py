@@ -46,8 +46,9 @@ def _try_next(exc: BaseException) -> bool:
 
 
 def classify(exc: BaseException, ep: Endpoint, secrets: Iterable[str] = (),
-             during: str = "connecting") -> RemoteError:
-    """The reason and an actionable detail for a failure talking to *ep*."""
+             during: str = "connecting", fallback: str = "unreachable") -> RemoteError:
+    """The reason and an actionable detail for a failure talking to *ep*
+    (*fallback*: the reason of a failure of no known kind)."""
     secrets = tuple(secrets)
     where = ep.where
     if isinstance(exc, RemoteError):
@@ -99,8 +100,8 @@ def classify(exc: BaseException, ep: Endpoint, secrets: Iterable[str] = (),
                                           f"{scrub(exc.strerror or str(exc), secrets)}")
     if isinstance(exc, aioimaplib.AioImapException):
         return RemoteError("imap_error", f"{where}: {scrub(str(exc), secrets)}")
-    return RemoteError("unreachable" if during == "connecting" else "imap_error",
-                       f"{where}: unexpected failure while {during} ({type(exc).__name__})")
+    return RemoteError(fallback, f"{where}: unexpected failure while {during} "
+                                 f"({type(exc).__name__})")
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -294,7 +295,7 @@ class Network:
                 if not _try_next(exc):
                     break
         if conn is None:
-            raise classify(last or OSError("no address"), ep) from None
+            raise classify(last or OSError("no address"), ep, fallback="imap_error") from None
         try:
             conn.ehlo_or_helo_if_needed()
             if ep.security == "starttls":
@@ -309,7 +310,8 @@ class Network:
                 conn.ehlo_or_helo_if_needed()
         except Exception as exc:
             conn.close()
-            raise classify(exc, ep, during="starting the session") from None
+            raise classify(exc, ep, during="starting the session",
+                           fallback="smtp_rejected") from None
         return conn
 
     # -------------------------------------------------------------- IMAP
@@ -331,4 +333,4 @@ class Network:
                 last = exc
                 if not _try_next(exc):
                     break
-        raise classify(last or OSError("no address"), ep) from None
+        raise classify(last or OSError("no address"), ep, fallback="imap_error") from None

@@ -182,7 +182,12 @@ class HostPool(Generic[C]):
 
     def _pass_on(self, host: str, mailbox: Hashable, conn: C | None,
                  closing: C | None = None) -> None:
-        h = self._hosts[host]
+        h = self._hosts.get(host)
+        if h is None:  # the pool was closed meanwhile
+            for c in (conn, closing):
+                if c is not None:
+                    self._spawn(self._close_quietly(c))
+            return
         if closing is not None:
             self._spawn(self._close_then_free(host, closing))
             return
@@ -205,7 +210,9 @@ class HostPool(Generic[C]):
         h.idle.setdefault(mailbox, []).append(_Idle(conn, time.monotonic()))
 
     def _free(self, host: str) -> None:
-        h = self._hosts[host]
+        h = self._hosts.get(host)
+        if h is None:
+            return
         while h.waiters:
             _, fut = h.waiters.popleft()
             if not fut.done():
@@ -246,6 +253,24 @@ class HostPool(Generic[C]):
                     del h.idle[mb]
                 for it in old:
                     self._spawn(self._close_then_free(host, it.conn))
+
+    def take_idle(self) -> list[C]:
+        """Remove every idle connection and its slot, for a caller that closes them
+        itself at once (a synchronous shutdown)."""
+        out: list[C] = []
+        for host, h in list(self._hosts.items()):
+            for lst in h.idle.values():
+                out += [it.conn for it in lst]
+                h.open -= len(lst)
+            h.idle.clear()
+            if h.open <= 0 and not h.waiters:
+                del self._hosts[host]
+        return out
+
+    def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
 
     def start(self) -> None:
         if self._reaper is None or self._reaper.done():

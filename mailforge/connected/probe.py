@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import imap, smtp
@@ -24,11 +25,25 @@ class ProbeResult:
     seconds: float
 
 
+_threads: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """smtplib blocks: probes get their own threads (created on demand), not the loop's
+    default executor (a handful of threads on a small machine would serialise a bulk
+    connect of 500)."""
+    global _threads
+    if _threads is None:
+        _threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="connected-probe")
+    return _threads
+
+
 async def _smtp(net: Network, remote: Remote, secrets: Secrets) -> None:
     addresses = await net.addresses(remote.smtp)
-    conn = await asyncio.to_thread(smtp.connect_and_login, net, remote.smtp, addresses,
-                                   remote.auth, secrets)
-    await asyncio.to_thread(smtp._quit, conn)
+    loop = asyncio.get_running_loop()
+    conn = await loop.run_in_executor(_pool(), smtp.connect_and_login, net, remote.smtp,
+                                      addresses, remote.auth, secrets)
+    await loop.run_in_executor(_pool(), smtp._quit, conn)
 
 
 async def _imap(net: Network, remote: Remote, secrets: Secrets) -> str | None:
@@ -36,7 +51,8 @@ async def _imap(net: Network, remote: Remote, secrets: Secrets) -> str | None:
     try:
         return await imap.find_sent(client, remote.imap)
     except Exception as exc:
-        raise classify(exc, remote.imap, secrets.values(), "listing folders") from None
+        raise classify(exc, remote.imap, secrets.values(), "listing folders",
+                       "imap_error") from None
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.logout(), 2)
@@ -53,7 +69,8 @@ async def probe(net: Network, remote: Remote, secrets: Secrets) -> ProbeResult:
             if isinstance(res, asyncio.CancelledError):
                 raise res
             err = res if isinstance(res, RemoteError) else \
-                classify(res, ep, secrets.values(), "testing")
+                classify(res, ep, secrets.values(), "testing",
+                         "smtp_rejected" if what == "SMTP" else "imap_error")
             return ProbeResult(False, err.reason, f"{what}: {err.detail}", None, seconds)
     sent = results[1]
     return ProbeResult(True, None, "", sent if isinstance(sent, str) else None, seconds)

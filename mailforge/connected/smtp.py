@@ -89,7 +89,7 @@ def connect_and_login(net: Network, ep: Endpoint, addresses: list[str], auth: Au
         smtp_login(conn, ep, auth, secrets)
     except Exception as exc:
         conn.close()
-        raise classify(exc, ep, secrets.values(), "logging in") from None
+        raise classify(exc, ep, secrets.values(), "logging in", "smtp_rejected") from None
     return conn
 
 
@@ -120,14 +120,10 @@ class RemoteSubmitter:
 
     def close(self) -> None:
         """Close kept connections (without QUIT: no waiting) and the threads."""
-        for h in self._pool._hosts.values():
-            for lst in h.idle.values():
-                for it in lst:
-                    with contextlib.suppress(Exception):
-                        it.conn.close()
-            h.idle.clear()
-        if self._pool._reaper is not None:
-            self._pool._reaper.cancel()
+        self._pool.stop()
+        for conn in self._pool.take_idle():
+            with contextlib.suppress(Exception):
+                conn.close()
         self._threads.shutdown(wait=False)
 
     async def _discard(self, conn: smtplib.SMTP) -> None:
@@ -169,7 +165,7 @@ class RemoteSubmitter:
         except RemoteError:
             raise
         except Exception as exc:
-            raise classify(exc, ep, secrets.values(), "sending") from None
+            raise classify(exc, ep, secrets.values(), "sending", "smtp_rejected") from None
         finally:
             if conn is not None and not keep:
                 with contextlib.suppress(Exception):

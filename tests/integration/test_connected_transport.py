@@ -248,6 +248,8 @@ async def test_submit_over_each_security_mode_reuses_the_logged_in_connection(
         assert not res.ok and res.code == 550 and "no such user" in res.text
         res = await sub.submit(r, SECRETS, USER, ["bob@example.org"], message())
         assert res.ok and sub.opened == 1
+        sub.close()
+        assert sub.held() == {}
     finally:
         sub.close()
 
