@@ -151,9 +151,9 @@ class RemoteSubmitter:
             try:
                 result, keep = await loop.run_in_executor(
                     self._threads, _send, conn, sender, rcpts, msg, secrets)
-            except (smtplib.SMTPServerDisconnected, ConnectionError, ssl.SSLEOFError):
-                if not reused:
-                    raise
+            except (smtplib.SMTPServerDisconnected, ConnectionError, ssl.SSLEOFError) as exc:
+                if not reused or "timed out" in str(exc):
+                    raise  # a slow server may have the message: never send it twice
                 # The kept connection had been closed by the server: one new one.
                 with contextlib.suppress(Exception):
                     conn.close()
