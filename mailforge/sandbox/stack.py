@@ -468,12 +468,12 @@ class Sandbox:
         oauth2_conf = d / "dovecot" / "oauth2.conf.ext"
         sec = self.info["secrets"]
         # Dovecot's auth process reads it; it holds Dovecot's introspection secret.
-        if self._write_if_changed(oauth2_conf, render(
-                "dovecot-oauth2.conf.ext",
-                introspection_url=f"http://{EXTERNAL_HOST}:{ports['oauth']}/introspect",
-                client_id=OAUTH_DOVECOT_CLIENT_ID, client_secret=sec["oauth_dovecot_secret"]),
-                "dovecot", mode=0o640):
-            shutil.chown(oauth2_conf, group=AUTH_GROUP)
+        self._write_if_changed(oauth2_conf, render(
+            "dovecot-oauth2.conf.ext",
+            introspection_url=f"http://{EXTERNAL_HOST}:{ports['oauth']}/introspect",
+            client_id=OAUTH_DOVECOT_CLIENT_ID, client_secret=sec["oauth_dovecot_secret"]),
+            "dovecot", mode=0o640)
+        shutil.chown(oauth2_conf, group=AUTH_GROUP)
         external = render("dovecot-external.conf", external_host=EXTERNAL_HOST,
                           bad_host=BAD_TLS_HOST, bad_cert_file=certs.bad_cert_file,
                           bad_key_file=certs.bad_key_file, oauth2_conf=oauth2_conf)

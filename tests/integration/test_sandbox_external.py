@@ -31,11 +31,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import yaml
+from cryptography import x509
 from support import ready_domain, ready_mailbox
 
 from mailforge import config as config_mod
 from mailforge.mail.master import login_name
-from mailforge.sandbox import Sandbox, oauth
+from mailforge.sandbox import Sandbox, oauth, tls
 from mailforge.sandbox.stack import EXTERNAL_NETWORK
 
 pytestmark = pytest.mark.stack
@@ -425,3 +426,42 @@ async def test_no_token_or_secret_in_the_oauth_server_log(
     for key in ("oauth_client_secret", "oauth_dovecot_secret", "oauth_mint_secret"):
         assert sandbox.info["secrets"][key] not in text
     assert "refresh grant for" in text  # it does log, without the secrets
+
+
+async def test_tokens_survive_a_restart_of_the_oauth_server(
+        sandbox: Sandbox, external: dict[str, Any], ctx: ssl.SSLContext,
+        boxes: tuple[Box, Box], oauth_mint: Callable[..., str]) -> None:
+    alice, _ = boxes
+    rt = oauth_mint(alice.address)
+    token = access_token(sandbox, rt)["access_token"]
+    revoked = oauth_mint(alice.address)
+    oauth.revoke(sandbox.info, refresh_token=revoked)
+    sandbox.stop_service("oauth")
+    sandbox.start_service("oauth")
+    with imap_client(external, "imap_tls", ctx) as im:
+        assert imap_xoauth2(im, alice.address, token) == "OK"
+    assert access_token(sandbox, rt)["access_token"] != token
+    with pytest.raises(urllib.error.HTTPError):
+        access_token(sandbox, revoked)
+    journal = (sandbox.dir / "oauth" / "tokens.jsonl").read_text()
+    assert rt not in journal and token not in journal  # digests only
+
+
+def test_the_test_ca_is_made_once_and_renewed_when_due(tmp_path: Path) -> None:
+    names, ips = ["mail.sandbox.test"], ["127.0.0.2"]
+    first = tls.ensure(tmp_path, names, ips)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert tls.ensure(tmp_path, names, ips) == first
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert oct(first.key_file.stat().st_mode & 0o777) == "0o600"
+    # A new name: a new server certificate from the same CA; the CA file is kept.
+    tls.ensure(tmp_path, names, [*ips, "127.0.0.9"])
+    assert first.ca_file.read_bytes() == before["ca.pem"]
+    assert first.cert_file.read_bytes() != before["server.pem"]
+    # The server certificate chains to the CA, the bad one does not (the handshakes
+    # above show it to OpenSSL; here, the signatures).
+    ca = x509.load_pem_x509_certificate(first.ca_file.read_bytes())
+    server = x509.load_pem_x509_certificate(first.cert_file.read_bytes())
+    bad = x509.load_pem_x509_certificate(first.bad_cert_file.read_bytes())
+    assert server.issuer == ca.subject and bad.issuer != ca.subject
+    server.verify_directly_issued_by(ca)
