@@ -291,6 +291,12 @@ async def test_xoauth2_on_every_tls_listener(sandbox: Sandbox, external: dict[st
         with smtp_client(external, name, ctx) as s:
             assert "XOAUTH2" in s.esmtp_features["auth"].split()
             assert smtp_xoauth2(s, alice.address, token) == 235
+            msg = EmailMessage()
+            msg["From"] = alice.address
+            msg["To"] = "someone@elsewhere.example"
+            msg["Subject"] = f"xoauth2 via {name}"
+            msg.set_content("a bearer token is as good as a password for sending")
+            assert s.send_message(msg) == {}  # accepted for relay: the login is alice
     # OAUTHBEARER (RFC 7628) is served too.
     with imap_client(external, "imap_tls", ctx) as im:
         ob = f"n,a={alice.address},\x01auth=Bearer {token}\x01\x01".encode()
