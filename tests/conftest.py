@@ -175,6 +175,25 @@ async def api(sandbox: Sandbox) -> AsyncIterator[ApiClient]:
         yield ApiClient(session, sandbox.info["api_url"], sandbox.info["admin_token"])
 
 
+@pytest.fixture(scope="session")
+def external(sandbox: Sandbox) -> dict[str, Any]:
+    """sandbox.json's ``external`` block: the sandbox's Postfix + Dovecot as a provider
+    mailforge connects to (TLS listeners, ``ca_file``, ``bad_tls``, ``oauth``)."""
+    return dict(sandbox.info["external"])
+
+
+@pytest.fixture(scope="session")
+def oauth_mint(sandbox: Sandbox) -> Callable[..., str]:
+    """``oauth_mint(address, expires_in=None, rotate=False)``: a refresh token for the
+    address at the sandbox's OAuth2 server (access tokens live *expires_in* seconds)."""
+    from mailforge.sandbox import oauth
+
+    def mint(address: str, expires_in: int | None = None, rotate: bool = False) -> str:
+        return oauth.mint(sandbox.info, address, expires_in=expires_in, rotate=rotate)
+
+    return mint
+
+
 @pytest.fixture
 def unique_domain() -> str:
     """A fresh domain name per test, e.g. ``t3f9a1c2b7d.test``."""

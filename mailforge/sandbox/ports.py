@@ -26,8 +26,9 @@ def port_is_free(port: int, host: str = "127.0.0.1", udp: bool = False) -> bool:
 
 
 def pick_ports(names: Iterable[str], udp: Iterable[str] = (), avoid: Iterable[int] = (),
-               rng: random.Random | None = None) -> dict[str, int]:
-    """One free TCP port (TCP and UDP for names in *udp*) per name, all distinct."""
+               rng: random.Random | None = None, host: str = "127.0.0.1") -> dict[str, int]:
+    """One free TCP port (TCP and UDP for names in *udp*) on *host* per name, all
+    distinct (and distinct from *avoid*)."""
     rng = rng or random.SystemRandom()
     udp_names = set(udp)
     taken = set(avoid)
@@ -37,7 +38,7 @@ def pick_ports(names: Iterable[str], udp: Iterable[str] = (), avoid: Iterable[in
             port = rng.randrange(LOW, HIGH)
             if port in taken:
                 continue
-            if port_is_free(port, udp=name in udp_names):
+            if port_is_free(port, host, udp=name in udp_names):
                 out[name] = port
                 taken.add(port)
                 break

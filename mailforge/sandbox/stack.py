@@ -5,8 +5,17 @@ signer (dkimpy-milter, service name ``opendkim``), Dovecot, Postfix and (optiona
 the mailforge daemon, each as a detached foreground
 process in a new session, with its output in ``DIR/logs/<service>.log``. Ports,
 passwords and keys are chosen once and kept in ``DIR/sandbox.json``; running ``up()``
-again starts only what is not running. ``down()`` stops everything and checks that no
-process of any service is left.
+again starts only what is not running (and reloads a running Postfix or Dovecot, or
+restarts the daemon, whose configuration it changed). ``down()`` stops everything and
+checks that no process of any service is left.
+
+The same Postfix and Dovecot also play an "external provider" (issue 12: mailboxes
+hosted elsewhere that mailforge connects to): TLS listeners (implicit TLS and STARTTLS,
+SMTP submission and IMAP) on their own loopback address, ``EXTERNAL_HOST``, with a
+certificate from the sandbox's private test CA (:mod:`.tls`); a pair with a certificate
+nobody trusts on ``BAD_TLS_HOST``; and XOAUTH2/OAUTHBEARER logins checked against the
+sandbox's OAuth2 server (:mod:`.oauth`, service ``oauth``). ``sandbox.json`` describes
+them under ``external``.
 
 Every service runs in the foreground (``postfix start-fg``, ``dovecot -F``,
 ``dkimpy-milter`` under a restart-on-SIGHUP supervisor, the From header guard
@@ -49,6 +58,7 @@ from ..config import DkimConfig
 from ..dkim.signer import ensure_tables as ensure_dkim_tables
 from ..dkim.signer import render_conf as render_dkimpy_conf
 from ..mail import events
+from . import tls
 from .ports import pick_ports
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -56,11 +66,29 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PDNS_SCHEMA = Path("/usr/share/doc/pdns-backend-sqlite3/schema.sqlite3.sql")
 POSTFIX_MAIN_CF = Path("/etc/postfix/main.cf")
 
-SERVICES = ("postgres", "pdns", "sink", "opendkim", "from_guard", "dovecot", "postfix",
-            "daemon")
+SERVICES = ("postgres", "pdns", "sink", "oauth", "opendkim", "from_guard", "dovecot",
+            "postfix", "daemon")
 PORT_NAMES = ("postgres", "smtp", "submission", "imap", "lmtp", "dovecot_auth",
               "opendkim", "dns", "pdns_api", "sink", "api", "policy", "from_guard",
               "events")
+# The external provider's own loopback addresses. Not 127.0.0.1: the sandbox daemon
+# allows only EXTERNAL_NETWORK for connections to tenant-given hosts (connected
+# mailboxes, webhooks), so a tenant still cannot reach PostgreSQL, the PowerDNS API or
+# anything else on 127.0.0.1 (tests/integration/test_hostile_mail.py checks that).
+EXTERNAL_HOST = "127.0.0.2"
+BAD_TLS_HOST = "127.0.0.3"
+EXTERNAL_NETWORK = "127.0.0.2/31"
+# Port name -> the address it listens on.
+EXTERNAL_PORTS = {"smtp_tls": EXTERNAL_HOST, "smtp_starttls": EXTERNAL_HOST,
+                  "imap_tls": EXTERNAL_HOST, "imap_starttls": EXTERNAL_HOST,
+                  "oauth": EXTERNAL_HOST, "bad_smtp": BAD_TLS_HOST,
+                  "bad_imap": BAD_TLS_HOST}
+# What a started (or reloaded) service must be listening on before it counts as ready.
+READY_PORTS = {"postfix": ("smtp", "submission", "smtp_tls", "smtp_starttls", "bad_smtp"),
+               "dovecot": ("imap", "lmtp", "dovecot_auth", "imap_tls", "imap_starttls",
+                           "bad_imap")}
+OAUTH_CLIENT_ID = "mailforge-sandbox"
+OAUTH_DOVECOT_CLIENT_ID = "dovecot"
 MYHOSTNAME = "mail.sandbox.test"
 AUTH_GROUP = "dovecot"
 MAIL_USER = "vmail"
@@ -242,6 +270,8 @@ class Sandbox:
         self.dir = Path(directory).resolve()
         self.info: dict[str, Any] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        # Services whose configuration _prepare() changed (up() reloads them if running).
+        self._changed: set[str] = set()
         if self.json_path.exists():
             self.info = json.loads(self.json_path.read_text())
 
@@ -274,6 +304,14 @@ class Sandbox:
     @property
     def dovecot_config(self) -> Path:
         return self.dir / "dovecot" / "dovecot.conf"
+
+    @property
+    def oauth_config(self) -> Path:
+        return self.dir / "oauth" / "oauth.json"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.dir / "tls"
 
     @property
     def layout(self) -> Layout:
@@ -312,10 +350,16 @@ class Sandbox:
         missing = [n for n in PORT_NAMES if n not in ports]
         if missing:
             ports.update(pick_ports(missing, udp=("dns",), avoid=ports.values()))
+        for name, host in EXTERNAL_PORTS.items():
+            if name not in ports:
+                ports.update(pick_ports([name], avoid=ports.values(), host=host))
         secrets_: dict[str, str] = dict(info.get("secrets", {}))
         secrets_.setdefault("postgres_password", secrets.token_urlsafe(18))
         secrets_.setdefault("pdns_api_key", secrets.token_urlsafe(24))
         secrets_.setdefault("mail_master_password", secrets.token_urlsafe(24))
+        secrets_.setdefault("oauth_client_secret", secrets.token_urlsafe(24))
+        secrets_.setdefault("oauth_dovecot_secret", secrets.token_urlsafe(24))
+        secrets_.setdefault("oauth_mint_secret", secrets.token_urlsafe(24))
         d = self.dir
         h = "127.0.0.1"
         pw = secrets_["postgres_password"]
@@ -351,7 +395,26 @@ class Sandbox:
                          "pid_file": str(self.run_dir / "dkim-signer.pid")},
             "mx_hostname": MYHOSTNAME,
             "logs": {k: str(v) for k, v in self.log_paths().items()},
+            "external": self._external_info(ports, secrets_),
         })
+
+    def _external_info(self, ports: dict[str, int], secrets_: dict[str, str]) -> dict[str, Any]:
+        """sandbox.json's ``external``: the sandbox as a provider mailforge connects to.
+        Mint a refresh token: ``mailforge.sandbox.oauth.mint(info, address)`` (POST
+        ``mint_url`` with ``Authorization: Bearer <secrets.oauth_mint_secret>``)."""
+        def ep(name: str) -> dict[str, Any]:
+            return {"host": EXTERNAL_PORTS[name], "port": ports[name]}
+
+        oauth = f"http://{EXTERNAL_HOST}:{ports['oauth']}"
+        return {
+            "smtp_tls": ep("smtp_tls"), "smtp_starttls": ep("smtp_starttls"),
+            "imap_tls": ep("imap_tls"), "imap_starttls": ep("imap_starttls"),
+            "bad_tls": {"smtp": ep("bad_smtp"), "imap": ep("bad_imap")},
+            "ca_file": str(self.tls_dir / "ca.pem"),
+            "oauth": {"token_url": f"{oauth}/token", "client_id": OAUTH_CLIENT_ID,
+                      "client_secret": secrets_["oauth_client_secret"],
+                      "mint_url": f"{oauth}/mint"},
+        }
 
     # ----- configuration files
 
@@ -361,7 +424,7 @@ class Sandbox:
         os.chmod(d, 0o711)  # noqa: S103 - traverse only, no listing
         for sub in ("logs", "run", "postfix/etc", "postfix/queue", "postfix/data", "dovecot",
                     "dovecot/run", "dovecot/state", "opendkim", "pdns", "outbox", "state",
-                    "mail"):
+                    "mail", "oauth"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(d / "logs", 0o755)  # noqa: S103 - logs of a throwaway test stack
         _chown(d / "postfix" / "data", "postfix")
@@ -379,13 +442,15 @@ class Sandbox:
         main += "\n" + render_postfix_main_mailforge(
             layout, f"lmtp:inet:127.0.0.1:{ports['lmtp']}", milter,
             f"inet:127.0.0.1:{ports['policy']}", f"inet:127.0.0.1:{ports['from_guard']}")
-        submission = render_postfix_submission(
-            str(ports["submission"]), "n", "none",
-            f"inet:127.0.0.1:{ports['dovecot_auth']}").rstrip("\n")
+        sasl = f"inet:127.0.0.1:{ports['dovecot_auth']}"
+        submission = render_postfix_submission(str(ports["submission"]), "n", "none", sasl)
+        certs = tls.ensure(self.tls_dir, [MYHOSTNAME],
+                           ["127.0.0.1", EXTERNAL_HOST, BAD_TLS_HOST])
+        submission += self._postfix_external(sasl, certs)
         master = render("postfix-master-instance.cf", smtp_port=ports["smtp"],
-                        submission=submission)
-        self._write_if_changed(pf / "main.cf", main)
-        self._write_if_changed(pf / "master.cf", master)
+                        submission=submission.rstrip("\n"))
+        self._write_if_changed(pf / "main.cf", main, "postfix")
+        self._write_if_changed(pf / "master.cf", master, "postfix")
 
         # Postfix's and Dovecot's databases (Postfix needs the tables before it starts).
         layout.initialize()
@@ -400,12 +465,37 @@ class Sandbox:
         mf = render_dovecot_mailforge(layout, str(self.mail_root), MAIL_USER,
                                       pwd.getpwnam(MAIL_USER).pw_uid, auth_listener,
                                       lmtp_listener, login_processes=os.cpu_count() or 1)
+        oauth2_conf = d / "dovecot" / "oauth2.conf.ext"
+        sec = self.info["secrets"]
+        # Dovecot's auth process reads it; it holds Dovecot's introspection secret.
+        self._write_if_changed(oauth2_conf, render(
+            "dovecot-oauth2.conf.ext",
+            introspection_url=f"http://{EXTERNAL_HOST}:{ports['oauth']}/introspect",
+            client_id=OAUTH_DOVECOT_CLIENT_ID, client_secret=sec["oauth_dovecot_secret"]),
+            "dovecot", mode=0o640)
+        shutil.chown(oauth2_conf, group=AUTH_GROUP)
+        external = render("dovecot-external.conf", external_host=EXTERNAL_HOST,
+                          bad_host=BAD_TLS_HOST, bad_cert_file=certs.bad_cert_file,
+                          bad_key_file=certs.bad_key_file, oauth2_conf=oauth2_conf)
         dconf = render("dovecot-instance.conf",
                        instance_name=f"mailforge-sandbox-{ports['imap']}",
                        base_dir=d / "dovecot/run", state_dir=d / "dovecot/state",
                        log_path=self.log_dir / "dovecot.log", imap_port=ports["imap"],
-                       mailforge=mf)
-        self._write_if_changed(self.dovecot_config, dconf)
+                       ssl_cert_file=certs.cert_file, ssl_key_file=certs.key_file,
+                       external_host=EXTERNAL_HOST, bad_host=BAD_TLS_HOST,
+                       imap_tls_port=ports["imap_tls"],
+                       imap_starttls_port=ports["imap_starttls"],
+                       bad_imap_port=ports["bad_imap"], external=external, mailforge=mf)
+        self._write_if_changed(self.dovecot_config, dconf, "dovecot")
+
+        # The OAuth2 server's settings (its secrets: mode 0600, not on its command line).
+        self._write_if_changed(self.oauth_config, json.dumps({
+            "host": EXTERNAL_HOST, "port": ports["oauth"],
+            "state_file": str(d / "oauth" / "tokens.jsonl"),
+            "client_id": OAUTH_CLIENT_ID, "client_secret": sec["oauth_client_secret"],
+            "introspection_client_id": OAUTH_DOVECOT_CLIENT_ID,
+            "introspection_client_secret": sec["oauth_dovecot_secret"],
+            "mint_secret": sec["oauth_mint_secret"]}, indent=1) + "\n", "oauth", mode=0o600)
         # The master-user passdb must exist (Dovecot fails every login while a passdb file
         # is missing); the daemon writes the hashed secret into it when it starts.
         master_users = layout.state_dir / "dovecot" / "master-users"
@@ -445,7 +535,7 @@ class Sandbox:
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-        self._write_if_changed(d / "mailforge.yaml", self._daemon_yaml(key_file))
+        self._write_if_changed(d / "mailforge.yaml", self._daemon_yaml(key_file), "daemon")
         # Dovecot's side of the delivery events, as the daemon writes it (the same file:
         # the daemon's start finds it current and reloads nothing), before Dovecot starts.
         daemon_cfg = config.load(d / "mailforge.yaml")
@@ -496,17 +586,52 @@ class Sandbox:
                                  "nameservers": ["ns1.sandbox.test.", "ns2.sandbox.test."],
                                  "dns_server": "127.0.0.1", "dns_port": i["ports"]["dns"]}},
             "dkim": dataclasses.asdict(self._dkim_cfg()),
+            # Connected mailboxes (issue 12) may point at the sandbox's external provider
+            # (and the OAuth2 server) on EXTERNAL_NETWORK; nothing else on loopback.
+            "outbound": {"allow_networks": [EXTERNAL_NETWORK]},
         }
+        # The test CA, for the TLS listeners of the external provider. Only when this
+        # mailforge has the ``connected`` section: the config refuses unknown keys.
+        if "connected" in {f.name for f in dataclasses.fields(config.Config)}:
+            cfg["connected"] = {"ca_file": i["external"]["ca_file"]}
         return ("# mailforge sandbox daemon config. Generated by mailforge.sandbox.\n"
                 + yaml.safe_dump(cfg, sort_keys=False))
 
-    @staticmethod
-    def _write_if_changed(path: Path, text: str) -> None:
+    def _write_if_changed(self, path: Path, text: str, service: str | None = None,
+                          mode: int | None = None) -> bool:
+        """Write *path* unless it holds *text*; a change is noted against *service*,
+        which ``up()`` then reloads or restarts if it runs."""
         if path.exists() and path.read_text() == text:
-            return
+            return False
         tmp = path.with_name(path.name + ".tmp")
+        if mode is not None:
+            # Created with its mode: a secret is never readable, not even for a moment.
+            tmp.unlink(missing_ok=True)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
         tmp.write_text(text)
         os.replace(tmp, path)
+        if service is not None:
+            self._changed.add(service)
+        return True
+
+    def _postfix_external(self, sasl_path: str, certs: tls.TlsFiles) -> str:
+        """master.cf services of the external provider: submission with implicit TLS
+        (465-style, wrapper mode) and with STARTTLS (587-style), and an implicit-TLS one
+        whose certificate nobody trusts. TLS is required before AUTH on all of them.
+        mailforge's daily-limit policy is left out: this server stands for someone
+        else's, and the mailbox's sends are counted by mailforge where it sends."""
+        ports = self.info["ports"]
+        out = ""
+        for name, wrapper, cert, key in (
+                ("smtp_tls", "yes", certs.cert_file, certs.key_file),
+                ("smtp_starttls", "no", certs.cert_file, certs.key_file),
+                ("bad_smtp", "yes", certs.bad_cert_file, certs.bad_key_file)):
+            out += render("postfix-master-external.cf",
+                          service=f"{EXTERNAL_PORTS[name]}:{ports[name]}",
+                          syslog_name=f"external-{name.replace('_', '-')}",
+                          wrappermode=wrapper, key_file=key, cert_file=cert,
+                          sasl_path=sasl_path)
+        return out
 
     def _register_postfix_config_dir(self, remove: bool = False) -> None:
         """Add (or remove) our config dir in alternate_config_directories of the default
@@ -609,7 +734,8 @@ class Sandbox:
         getattr(self, f"_start_{name}")()
 
     def _ports_open(self, *names: str) -> bool:
-        return all(_port_open(self.info["ports"][n]) for n in names)
+        return all(_port_open(self.info["ports"][n], EXTERNAL_PORTS.get(n, "127.0.0.1"))
+                   for n in names)
 
     def _start_postgres(self) -> None:
         pgdir = self.dir / "postgres"
@@ -694,6 +820,11 @@ class Sandbox:
                              "--dir", self.info["outbox_dir"]], self.log_paths()["sink"])
         self._wait_ready("sink", lambda: self._ports_open("sink"))
 
+    def _start_oauth(self) -> None:
+        self._spawn("oauth", [sys.executable, "-m", "mailforge.sandbox.oauth", "--config",
+                              str(self.oauth_config)], self.log_paths()["oauth"])
+        self._wait_ready("oauth", lambda: self._ports_open("oauth"))
+
     def _start_opendkim(self) -> None:
         self._spawn("opendkim", [sys.executable, "-m", "mailforge.dkim.supervise",
                                  str(self.dir / "opendkim" / "dkimpy-milter.conf"),
@@ -714,7 +845,7 @@ class Sandbox:
     def _start_dovecot(self) -> None:
         self._spawn("dovecot", ["/usr/sbin/dovecot", "-F", "-c", str(self.dovecot_config)],
                     self.log_dir / "dovecot-console.log")
-        self._wait_ready("dovecot", lambda: self._ports_open("imap", "lmtp", "dovecot_auth"))
+        self._wait_ready("dovecot", lambda: self._ports_open(*READY_PORTS["dovecot"]))
         if self.running("postfix"):
             # Postfix's smtpd processes keep their SASL connection to the old Dovecot and
             # would answer the next AUTH with 454 4.7.0 "Connection lost to authentication
@@ -725,7 +856,7 @@ class Sandbox:
     def _start_postfix(self) -> None:
         self._spawn("postfix", ["/usr/sbin/postfix", "-c", str(self.postfix_config_dir),
                                 "start-fg"], self.log_dir / "postfix-console.log")
-        self._wait_ready("postfix", lambda: self._ports_open("smtp", "submission"))
+        self._wait_ready("postfix", lambda: self._ports_open(*READY_PORTS["postfix"]))
 
     def _daemon_cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "mailforge", "--config", self.info["config_path"], *args]
@@ -846,7 +977,9 @@ class Sandbox:
         with self._lock():
             self._ensure_info()
             self._save()
+            self._changed.clear()
             self._prepare()
+            self._apply_changes(start_daemon)
             for name in SERVICES:
                 if name == "daemon" and not start_daemon:
                     continue
@@ -854,6 +987,20 @@ class Sandbox:
             self.info["up_seconds"] = round(time.monotonic() - t0, 2)
             self._save()
         return self.info
+
+    def _apply_changes(self, start_daemon: bool) -> None:
+        """A sandbox made by an older mailforge, still running: what _prepare() just
+        rewrote takes effect (new listeners, the oauth2 passdb, the daemon's config)."""
+        reload = {"postfix": ["postfix", "-c", str(self.postfix_config_dir), "reload"],
+                  "dovecot": ["doveadm", "-c", str(self.dovecot_config), "reload"]}
+        for name, argv in reload.items():
+            if name in self._changed and self.running(name):
+                subprocess.run(argv, check=False, capture_output=True)
+                self._wait_ready(name, lambda n=name: self._ports_open(*READY_PORTS[n]))
+        restart = ["oauth"] + (["daemon"] if start_daemon else [])
+        for name in restart:
+            if name in self._changed and self.running(name):
+                self.stop_service(name)  # started again by up()
 
     def up_postgres(self) -> dict[str, Any]:
         """Start PostgreSQL alone, for tests of the store and the engine that need no
