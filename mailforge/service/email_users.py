@@ -302,6 +302,10 @@ async def restore(ctx: ServiceContext, principal: Principal, mailbox_id: str) ->
     """Undo a delete within the retention period: the mailbox comes back with its mail
     (a new sending identity again, so not on a domain its reputation blocked)."""
     box, _ = await ctx.store.mailboxes.get(principal.account_id, mailbox_id)
+    if box.domain_id is None:
+        raise Conflict("email_user_connected",
+                       "This email user is a connected mailbox: it is never deleted into a "
+                       "tombstone, so there is nothing to restore (connect it again).")
     await guards.require_not_blocked(ctx, await ctx.store.domains.get(principal.account_id,
                                                                      box.domain_id))
     job, address = await ctx.store.mailboxes.restore(principal.account_id, mailbox_id)

@@ -103,8 +103,10 @@ UPDATE accounts SET status = $2, updated_at = now() WHERE id = $1;
 -- name: bump_account_mailboxes
 -- Suspension changes what the backend renders for every mailbox of the account
 -- (Dovecot nologin): bump each so the engine converges it, and answer what a job waits on.
+-- Connected mailboxes are not the backend's (nothing would ever observe them): the mail
+-- service refuses their sending while the account is suspended (mail_sender_by_id).
 UPDATE mailboxes SET generation = generation + 1, updated_at = now()
-WHERE account_id = $1 AND NOT deleted
+WHERE account_id = $1 AND NOT deleted AND kind = 'managed'
 RETURNING id, domain_id, generation;
 
 -- name: wake_account_domains
@@ -129,8 +131,11 @@ WHERE account_id = $1 AND NOT deleted
 RETURNING id, generation, mail_host;
 
 -- name: delete_account_mailboxes
+-- Connected mailboxes are disconnected at once (their credentials deleted; no domain
+-- purge would ever remove them).
+WITH gone AS (DELETE FROM mailboxes WHERE account_id = $1 AND kind = 'connected')
 UPDATE mailboxes SET deleted = true, generation = generation + 1, updated_at = now()
-WHERE account_id = $1 AND NOT deleted;
+WHERE account_id = $1 AND NOT deleted AND kind = 'managed';
 
 -- name: delete_account_aliases
 UPDATE aliases SET deleted = true, generation = generation + 1, updated_at = now()
@@ -163,7 +168,9 @@ SELECT EXISTS (
     SELECT 1 FROM jobs j JOIN domains d ON d.name = ANY($2::text[])
     WHERE j.id = $1
       AND d.id IN (j.resource_id, (SELECT m.domain_id FROM mailboxes m
-                                   WHERE m.id = j.resource_id)));
+                                   WHERE m.id = j.resource_id)))
+    -- A job about connected mailboxes (no domain row): all at the allowed domains.
+    OR connected_job_in_domains($1, $2::text[]);
 
 -- name: complete_empty_job
 -- A job with nothing to wait for (e.g. suspending an account without mailboxes).
