@@ -13,7 +13,6 @@ probes outside any transaction, and records by compare-and-set on ``test_generat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -295,7 +294,7 @@ class Connections(Repository):
     async def record_dns(self, mailbox_id: str, result: dict[str, Any], owner: str,
                          release: bool) -> None:
         async with self.pool.acquire() as conn:
-            await conn.execute(Q.conn_record_dns, mailbox_id, json.dumps(result))
+            await conn.execute(Q.conn_record_dns, mailbox_id, result)
             if release:
                 await conn.execute(Q.conn_release_dns, mailbox_id, owner)
 
