@@ -25,7 +25,8 @@ INSERT INTO mailbox_connections (
     sealed_smtp_password, sealed_imap_password, oauth_token_url, oauth_client_id,
     sealed_oauth_client_secret, sealed_refresh_token, save_sent, tags)
 SELECT u.id, u.sh, u.sp, u.ss, u.su, u.ih, u.ip, u.isec, u.iu, u.auth, u.spw, u.ipw,
-       u.turl, u.cid, u.csec, u.rtok, u.save, string_to_array(u.tags, E'\x1f')
+       u.turl, u.cid, u.csec, u.rtok, u.save,
+       coalesce(string_to_array(u.tags, E'\x1f'), '{}')
 FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
             $7::int[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::bytea[],
             $13::text[], $14::text[], $15::bytea[], $16::bytea[], $17::bool[], $18::text[])
