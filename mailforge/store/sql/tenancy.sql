@@ -181,14 +181,18 @@ RETURNING *;
 
 -- name: domain_of_object
 -- The domain (ASCII name) a domain, mailbox or alias id of account $2 belongs to; for
--- the domain-restriction guard in front of every handler.
+-- the domain-restriction guard in front of every handler. A connected mailbox (issue
+-- 12) has no domain row: its domain is its address's.
 SELECT d.name FROM domains d
 WHERE d.account_id = $2
   AND d.id = (CASE
       WHEN starts_with($1, 'dom_') THEN $1
       WHEN starts_with($1, 'usr_') THEN (SELECT m.domain_id FROM mailboxes m WHERE m.id = $1)
       WHEN starts_with($1, 'ali_') THEN (SELECT a.domain_id FROM aliases a WHERE a.id = $1)
-  END);
+  END)
+UNION ALL
+SELECT split_part(m.address, '@', 2) FROM mailboxes m
+WHERE starts_with($1, 'usr_') AND m.id = $1 AND m.account_id = $2 AND m.kind = 'connected';
 
 -- name: ping
 -- Keeps the token cache's LISTEN connection checked alive.
