@@ -13,6 +13,7 @@ TLS mail stack).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -178,3 +179,40 @@ async def test_refusals_name_the_field_and_change_nothing(api: Any) -> None:
     assert status == 400, err
     assert set(err["error"]["details"]) == {"oauth: is required (auth xoauth2)",
                                             "smtp.password: not with auth xoauth2"}
+
+
+async def test_connecting_another_tenants_address_never_reaches_postfix_or_dovecot(
+        api: Any, sandbox: Any, unique_domain: str) -> None:
+    """Allowed (it is only credentials to a remote server), but the real Postfix maps and
+    Dovecot's user database never hold it, also after passes over that domain."""
+    import contextlib
+    import sqlite3
+    from pathlib import Path
+
+    from support import imap_login_ok, postfix_maps, ready_mailbox
+
+    owner, intruder = await _tenant(api), await _tenant(api)
+    await ready_domain(owner, unique_domain)
+    await ready_mailbox(owner, unique_domain, "alice")
+    victim = f"victim@{unique_domain}"
+    status, body = await intruder.post("/v1/email-users/connect", _item(victim))
+    assert status == 202, body
+    # A pass over the domain (a delta) and a complete one (a domain-wide change).
+    await ready_mailbox(owner, unique_domain, "bob")
+    info = sandbox.info
+    lines = [line for v in postfix_maps(info["state_dir"]).values() for line in v]
+    assert any(f"alice@{unique_domain}" in line for line in lines)
+    assert not any(victim in line for line in lines)
+    db_path = Path(info["state_dir"]) / "dovecot" / "auth.sqlite"
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+        users = {r[0] for r in db.execute("SELECT local_part FROM users WHERE domain = ?",
+                                          (unique_domain,))}
+    assert users == {"alice", "bob"}
+    imap = info["imap"]
+    assert not await asyncio.to_thread(imap_login_ok, imap["host"], imap["port"], victim,
+                                       PASSWORD)
+    # The owner can still create that address: the connection neither blocks nor
+    # reveals itself.
+    status, made = await owner.post("/v1/email-users", {"domain": unique_domain,
+                                                        "username": "victim"})
+    assert status == 202, made
