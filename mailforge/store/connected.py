@@ -262,6 +262,8 @@ class Connections(Repository):
                 return None
             job_ids = sorted({r["job_id"] for r in await conn.fetch(Q.settle_job_items,
                                                                     [mailbox_id])})
+            if job_ids:
+                await conn.fetch(Q.conn_lock_jobs, job_ids)
             finished = [r["id"] for r in await conn.fetch(Q.refresh_jobs, job_ids)
                         if r["status"] in ("completed", "failed")] if job_ids else []
             rec = Recorded(row["id"], row["account_id"], row["address"], row["old_status"],

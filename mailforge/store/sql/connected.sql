@@ -194,3 +194,9 @@ LEFT JOIN mailboxes m ON m.id = ji.object_id
 LEFT JOIN mailbox_connections c ON c.mailbox_id = ji.object_id
 WHERE ji.job_id = $1
 ORDER BY ji.seq;
+
+-- name: conn_lock_jobs
+-- Tests of one job's mailboxes are recorded concurrently: each transaction settles its
+-- own items, then waits here for the others, so its refresh (a new statement, a new
+-- snapshot) counts every item settled before it; the last one finishes the job.
+SELECT id FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE;
