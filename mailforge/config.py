@@ -384,6 +384,37 @@ class OutboundConfig:
 
 
 @dataclass(frozen=True)
+class ConnectedConfig:
+    # Connected mailboxes (issue 12): existing SMTP/IMAP accounts on their own provider.
+    # Hosts are tenant-given: every connection goes through outbound.allow_networks' guard.
+    # A PEM bundle trusted besides the system store (e.g. a private CA); "": the system
+    # store only. Certificates are always verified.
+    ca_file: str = ""
+    # Seconds for each connect, TLS handshake and command of a test or a use.
+    timeout: float = 20.0
+    # Connection tests run at once by the worker.
+    test_concurrency: int = 32
+    # Open SMTP (and, separately, IMAP) connections per remote host and port, all
+    # mailboxes together; more wait (an idle one of another mailbox is closed first).
+    per_host_connections: int = 16
+    # Open IMAP connections per connected mailbox.
+    per_mailbox_connections: int = 2
+    # An unused pooled connection is closed after this many seconds.
+    idle_seconds: float = 60.0
+    # The worker looks for due tests this often (it is also woken by NOTIFY).
+    poll_interval: float = 60.0
+    # A failed mailbox is tested again after retest_backoff_base seconds, doubling with
+    # each failure up to retest_backoff_max.
+    retest_backoff_base: float = 60.0
+    retest_backoff_max: float = 3600.0
+    # An active mailbox is tested again this often (seconds).
+    recheck_interval: float = 86400.0
+    # The DNS check of a connected address's domain (MX, SPF, DMARC, DKIM) is refreshed
+    # this often (seconds).
+    dns_check_interval: float = 86400.0
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -402,6 +433,7 @@ class Config:
     reputation: ReputationConfig = field(default_factory=ReputationConfig)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    connected: ConnectedConfig = field(default_factory=ConnectedConfig)
     # Source file, for messages; not read from YAML.
     source: str = "<defaults>"
 
@@ -580,6 +612,19 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(cfg.source, f"outbound.allow_networks[{i}]",
                               f"must be a network in CIDR form (e.g. 10.1.0.0/16), "
                               f"got {net!r}") from None
+    c = cfg.connected
+    if c.ca_file and not Path(c.ca_file).is_absolute():
+        raise ConfigError(cfg.source, "connected.ca_file", "must be an absolute path")
+    for key in ("timeout", "poll_interval", "retest_backoff_base", "retest_backoff_max",
+                "recheck_interval", "dns_check_interval", "idle_seconds"):
+        if not getattr(c, key) > 0:
+            raise ConfigError(cfg.source, f"connected.{key}", "must be greater than 0")
+    for key in ("test_concurrency", "per_host_connections", "per_mailbox_connections"):
+        if getattr(c, key) < 1:
+            raise ConfigError(cfg.source, f"connected.{key}", "must be 1 or more")
+    if c.retest_backoff_max < c.retest_backoff_base:
+        raise ConfigError(cfg.source, "connected.retest_backoff_max",
+                          "must not be less than connected.retest_backoff_base")
     if cfg.reputation.block_min_events < 1 or cfg.reputation.evidence_days < 1:
         raise ConfigError(cfg.source, "reputation", "block_min_events and evidence_days "
                           "must be 1 or more")

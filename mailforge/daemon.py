@@ -31,6 +31,7 @@ from .api.http import TOKEN_CACHE
 from .api.server import ApiRunner
 from .backends.base import load_backend
 from .config import Config
+from .connected import worker as connected_worker
 from .dns.step import DnsService, DnsStep, revisit_loop
 from .engine import Engine
 from .log import get
@@ -196,10 +197,18 @@ async def run(cfg: Config) -> None:
         revisits = asyncio.create_task(revisit_loop(dns_svc, stop, cfg.worker.poll_interval),
                                        name="dns-revisits")
         folds = asyncio.create_task(_fold_counts_loop(store, stop), name="mailbox-counts")
+        # Connected mailboxes' connection tests (issue 12); the mail service reports a
+        # failed login of an active one through ``connections.report_failure``.
+        connections = connected_worker.build(store, cfg, box, cfg.database.dsn,
+                                             mail.dispatcher.on_jobs_finished)
+        testing = asyncio.create_task(connections.run(stop), name="connected-tests") \
+            if connections is not None else None
         try:
             await engine.run(stop)
             await revisits
             await folds
+            if testing is not None:
+                await testing
         finally:
             stop.set()
             await supervisor

@@ -86,7 +86,9 @@ class Domain:
 class Mailbox:
     id: str
     account_id: str
-    domain_id: str
+    # None for a connected mailbox (kind 'connected', issue 12): it has no domain here,
+    # which keeps it out of every backend-facing query.
+    domain_id: str | None
     local_part: str
     address: str
     name: str
@@ -105,6 +107,8 @@ class Mailbox:
     # Set on a deleted mailbox (a tombstone): when, and until when it can be restored.
     deleted_at: datetime | None = None
     purge_after: datetime | None = None
+    # 'managed' (mailforge's own mail server) or 'connected' (its own provider's).
+    kind: str = "managed"
 
 
 @dataclass(frozen=True, slots=True)

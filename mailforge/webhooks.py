@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 log = get(__name__)
 
 EVENTS = ("message.received", "message.bounced", "message.complained", "job.completed",
-          "job.failed")
+          "job.failed",
+          # Connected mailboxes (issue 12): a test or a use succeeded after none had,
+          # or an active one stopped logging in (connected/worker.py).
+          "email_user.connected", "email_user.connection_failed")
 LEASE_SECONDS = 60.0
 
 

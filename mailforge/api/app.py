@@ -15,7 +15,19 @@ from aiohttp import web
 from .. import ratelimit
 from ..schema.meta import Health
 from ..service.context import ServiceContext
-from . import accounts, aliases, audit, dns, domains, email_users, inbox, jobs, openapi, tokens
+from . import (
+    accounts,
+    aliases,
+    audit,
+    connected,
+    dns,
+    domains,
+    email_users,
+    inbox,
+    jobs,
+    openapi,
+    tokens,
+)
 from .context import CTX
 from .http import LIMITERS, envelope_middleware
 from .operation import operation, reply
@@ -41,6 +53,7 @@ MODULES: tuple[ModuleType, ...] = (
     domains,
     dns,
     email_users,
+    connected,
     aliases,
     inbox,
     jobs,

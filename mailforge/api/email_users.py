@@ -73,7 +73,8 @@ async def list_users(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     q = query_of(request, EmailUserFilters)
     page = await service.list_page(ctx, principal_of(request), q.domain or None, q.status,
-                                   q.search or None, q.sort, q.limit, q.offset, q.cursor)
+                                   q.search or None, q.sort, q.limit, q.offset, q.cursor,
+                                   q.type)
     return _render({"users": _user_items(ctx, page.rows), "total": page.total,
                     "limit": q.limit, "offset": q.offset, "next_cursor": page.next_cursor})
 
@@ -85,7 +86,7 @@ async def list_users(request: web.Request) -> web.StreamResponse:
 async def get_user(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     m, d = await service.get(ctx, principal_of(request), request.match_info["id"])
-    return json_response(mailbox_json(ctx, m, d))
+    return json_response(await service.view(ctx, m, d))
 
 
 # orjson writes an aware UTC datetime as 2026-01-02T03:04:05Z with these options: what
@@ -106,20 +107,25 @@ def _user_items(ctx: ServiceContext, rows: list[Any]) -> list[dict[str, Any]]:
     smtp = {"host": host.submission.host, "port": host.submission.port}
     return [{
         "id": r["id"],
+        "type": r["kind"],
         "email": r["address"],
         "username": r["local_part"],
         "name": r["name"],
         "domain": r["domain_name"],
         "domain_id": r["domain_id"],
-        "status": r["status"],
+        "status": "suspended" if r["kind"] == "connected" and r["suspended"]
+        and r["status"] == "active" else r["status"],
         "quota_mb": r["quota_mb"],
         "daily_send_limit": r["daily_send_limit"],
         "signature": r["signature"],
         "last_error": r["last_error"],
         "deleted_at": r["deleted_at"],
         "restorable_until": r["purge_after"],
-        "imap": imap,
-        "smtp": smtp,
+        # A connected mailbox's endpoints are its provider's.
+        "imap": imap if r["kind"] == "managed"
+        else {"host": r["imap_host"], "port": r["imap_port"]},
+        "smtp": smtp if r["kind"] == "managed"
+        else {"host": r["smtp_host"], "port": r["smtp_port"]},
         "created_at": r["created_at"],
         "updated_at": r["updated_at"],
     } for r in rows]

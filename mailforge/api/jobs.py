@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ..models import Job
 from ..schema.tenancy import JobDetailReply, JobList, JobPage, JobReply
+from ..service import connected
 from ..service import jobs as service
 from .context import CTX
 from .operation import operation, principal_of, query_of, reply
@@ -48,6 +49,8 @@ async def get_job(request: web.Request) -> web.StreamResponse:
                         "error": f.error} for f in view.failures]
     if view.users is not None:
         out["users"] = view.users
+    if view.job.type == "connect_email_users":
+        out["items"] = await connected.job_items(request.app[CTX], view.job)
     return reply(JobDetailReply.model_validate(out))
 
 

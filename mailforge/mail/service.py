@@ -172,6 +172,12 @@ class MailService:
         if not self.cfg.mail.master_password:
             raise Unavailable("mail_unavailable", "Mail through the API is not configured "
                               "on this server (mail.master_password).")
+        if s.kind != "managed" or s.domain_id is None:
+            # Until the connected transport is wired in here (issue 12, the lead's
+            # part), a connected mailbox must never reach the local Dovecot/submission.
+            raise Unavailable("connected_mail_unavailable",
+                              "Mail through connected mailboxes is not available on this "
+                              "server yet.")
         if not s.active:
             raise Conflict("email_user_not_active",
                            f"The mailbox {s.address} is {s.status}; only an active "
@@ -212,6 +218,7 @@ class MailService:
         """Submit *req* as *s* (readiness, the reputation guard and the quota first) and
         keep a copy in Sent: ``message_id``, ``status`` and ``remaining``."""
         self.require_ready(s)
+        assert s.domain_id is not None  # require_ready: a managed mailbox
         await reputation.require_not_blocked(self.pool, s.domain_id, s.domain,
                                              self.cfg.reputation)
         q = self.quota(s)
@@ -687,7 +694,7 @@ class MailService:
             async with self.db.tx() as conn:
                 await webhooks.enqueue(hooks, conn, r.account_id, "message.received", data,
                                        event_id=f"evt_in_{ref}")
-                if report is None:
+                if report is None or r.domain_id is None:
                     continue
                 verdict = await reputation.count_report(
                     conn, r.domain_id, mailbox_id, report, ref)

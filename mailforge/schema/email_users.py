@@ -77,7 +77,11 @@ QUOTA = "Mailbox quota in MiB; null or left out: the server's default."
 
 # Ours and the hosted products' names for them (names.STYLE_ALIASES).
 StyleName = Literal[names.ACCEPTED_STYLES]  # type: ignore[valid-type]
-Status = Literal["pending", "active", "suspended", "deleting", "deleted", "failed"]
+Status = Literal["pending", "active", "suspended", "deleting", "deleted", "failed",
+                 "connecting"]
+# 'managed': a mailbox mailforge created on its mail server; 'connected': an existing
+# mailbox on its own provider, connected by SMTP/IMAP credentials (issue 12).
+Kind = Literal["managed", "connected"]
 Sort = Literal["created_at", "-created_at", "email", "-email", "name", "-name", "status",
                "-status", "updated_at", "-updated_at"]
 
@@ -278,6 +282,9 @@ class EmailUserFilters(Page):
         examples=["sarah"])] = None
     sort: Annotated[Sort, Field(description="Order (a leading - reverses it).",
                                 examples=["-created_at"])] = "created_at"
+    type: Annotated[Kind | None, Field(
+        description="Only created (managed) or only connected mailboxes.",
+        examples=["connected"])] = None
 
 
 # -------------------------------------------------------------------------- answers
@@ -289,7 +296,8 @@ class Endpoint(Reply):
 
 
 _USER_EXAMPLE: dict[str, Any] = {
-    "id": "usr_01hzy3k8q6ab", "email": "sarah@outreach-acme.com", "username": "sarah",
+    "id": "usr_01hzy3k8q6ab", "type": "managed", "email": "sarah@outreach-acme.com",
+    "username": "sarah",
     "name": "Sarah Chen", "domain": "outreach-acme.com", "domain_id": "dom_01hzy3k8",
     "status": "active", "quota_mb": 2048, "daily_send_limit": None, "signature": "",
     "last_error": None, "deleted_at": None, "restorable_until": None,
@@ -303,14 +311,18 @@ class EmailUser(Reply):
 
     model_config = ConfigDict(json_schema_extra={"examples": [_USER_EXAMPLE]})
     id: Annotated[str, Field(description="Its id.", examples=["usr_01hzy3k8q6ab"])]
+    type: Annotated[Kind, Field(description="managed (created here) or connected (an "
+                                "existing mailbox on its own provider).",
+                                examples=["managed"])]
     email: Annotated[str, Field(description="Its address.",
                                 examples=["sarah@outreach-acme.com"])]
     username: Annotated[str, Field(description="The local part.", examples=["sarah"])]
     name: Annotated[str, Field(description="The display name.", examples=["Sarah Chen"])]
     domain: Annotated[str, Field(description="The domain's name.",
                                  examples=["outreach-acme.com"])]
-    domain_id: Annotated[str, Field(description="The domain's id.",
-                                    examples=["dom_01hzy3k8"])]
+    domain_id: Annotated[str | None, Field(description="The domain's id (null for a "
+                                           "connected mailbox).",
+                                           examples=["dom_01hzy3k8"])]
     status: Annotated[Status, Field(description="pending until the mail server holds it; "
                                     "deleting/deleted after a delete.",
                                     examples=["active"])]

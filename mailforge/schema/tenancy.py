@@ -444,6 +444,12 @@ class JobDetailReply(JobReply):
         description="Mailboxes a bulk create made, with generated passwords (until they "
                     "expire).", examples=[[{"email": "sarah.chen@outreach-acme.com",
                                             "password": "generated-once"}]])] = None
+    items: Annotated[list[dict[str, Any]] | None, Field(
+        description="A connect_email_users job: every item, {index, email_user_id, email, "
+                    "status: connecting|connected|failed, reason, detail}.",
+        examples=[[{"index": 0, "email_user_id": "usr_01", "email": "sarah@acme.com",
+                    "status": "failed", "reason": "auth_failed",
+                    "detail": "the server refused the login"}]])] = None
 
 
 class JobPage(Query):

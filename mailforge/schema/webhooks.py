@@ -12,7 +12,8 @@ from .base import Body, Reply
 from .common import PageInfo
 
 Event = Literal["message.received", "message.bounced", "message.complained",
-                "job.completed", "job.failed"]
+                "job.completed", "job.failed", "email_user.connected",
+                "email_user.connection_failed"]
 
 
 class NewWebhook(Body):

@@ -78,26 +78,34 @@ def _rfc3339(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def mailbox_view(ctx: ServiceContext, m: Mailbox, domain: str) -> dict[str, Any]:
+def mailbox_view(ctx: ServiceContext, m: Mailbox, domain: str,
+                 remote: dict[str, Any] | None = None) -> dict[str, Any]:
     """The mailbox as the API shows it (no password hash), with the host's IMAP and
-    SMTP submission endpoints."""
+    SMTP submission endpoints (a connected one's: *remote*, its provider's)."""
+    remote = remote or {"imap": None, "smtp": None}
     host = ctx.cfg.host
+    connected = m.kind == "connected"
     return {
         "id": m.id,
+        "type": m.kind,
         "email": m.address,
         "username": m.local_part,
         "name": m.name,
         "domain": domain,
         "domain_id": m.domain_id,
-        "status": m.status,
+        "status": "suspended" if connected and m.suspended and m.status == "active"
+        else m.status,
         "quota_mb": m.quota_mb,
         "daily_send_limit": m.daily_send_limit,
         "signature": m.signature,
         "last_error": m.last_error,
         "deleted_at": _rfc3339(m.deleted_at),
         "restorable_until": _rfc3339(m.purge_after),
-        "imap": {"host": host.imap.host, "port": host.imap.port},
-        "smtp": {"host": host.submission.host, "port": host.submission.port},
+        # A connected mailbox's are its provider's (GET .../connection has the rest).
+        "imap": remote["imap"] if connected else {"host": host.imap.host,
+                                                   "port": host.imap.port},
+        "smtp": remote["smtp"] if connected else {"host": host.submission.host,
+                                                   "port": host.submission.port},
         "created_at": _rfc3339(m.created_at),
         "updated_at": _rfc3339(m.updated_at),
     }
@@ -219,21 +227,33 @@ async def get(ctx: ServiceContext, principal: Principal, mailbox_id: str) -> tup
 
 async def list_page(ctx: ServiceContext, principal: Principal, domain: str | None,
                     status: str | None, search: str | None, sort: str, limit: int,
-                    offset: int, cursor: str | None = None) -> MailboxPage:
+                    offset: int, cursor: str | None = None,
+                    kind: str | None = None) -> MailboxPage:
     """A page of the caller's mailboxes (rows, for rendering straight to JSON), the
     total and the next cursor. *domain*: a domain id or a name in any spelling
     (``guards.list_filter_domain``)."""
     name = await guards.list_filter_domain(ctx, principal, domain)
     return await ctx.store.mailboxes.list_rows(principal.account_id, name, status, search,
-                                               sort, limit, offset, cursor)
+                                               sort, limit, offset, cursor, kind)
 
 
 # --------------------------------------------------------------------------- update
 
 
-def _mailbox_answer(ctx: ServiceContext, m: Mailbox, domain: str,
-                    job: Job | None) -> dict[str, Any]:
-    out = mailbox_view(ctx, m, domain)
+async def view(ctx: ServiceContext, m: Mailbox, domain: str) -> dict[str, Any]:
+    """``mailbox_view``, with a connected mailbox's own endpoints read from its
+    connection."""
+    if m.kind != "connected":
+        return mailbox_view(ctx, m, domain)
+    c = await ctx.store.connections.get(m.account_id, m.id)
+    return mailbox_view(ctx, m, domain, {
+        "imap": {"host": c["imap_host"], "port": c["imap_port"]},
+        "smtp": {"host": c["smtp_host"], "port": c["smtp_port"]}})
+
+
+async def _mailbox_answer(ctx: ServiceContext, m: Mailbox, domain: str,
+                          job: Job | None) -> dict[str, Any]:
+    out = await view(ctx, m, domain)
     out["job_id"] = job.id if job else None
     return out
 
@@ -258,7 +278,7 @@ async def update(ctx: ServiceContext, principal: Principal, mailbox_id: str,
                            daily_send_limit=ch.daily_send_limit,
                            clear_send_limit=ch.clear_send_limit, signature=ch.signature,
                            suspended=ch.suspended))
-        out = _mailbox_answer(ctx, m, d, job)
+        out = await _mailbox_answer(ctx, m, d, job)
         if ch.reset_password:
             out["password"] = new_pw  # shown once, here
         return Answer(200, out)
@@ -272,7 +292,7 @@ async def set_suspended(ctx: ServiceContext, principal: Principal, mailbox_id: s
     202 with the job when the mail server must see it, 200 when nothing changed."""
     m, d, job = await ctx.store.mailboxes.update(principal.account_id, mailbox_id,
                                                  MailboxChanges(suspended=suspended))
-    return Answer(202 if job else 200, _mailbox_answer(ctx, m, d, job))
+    return Answer(202 if job else 200, await _mailbox_answer(ctx, m, d, job))
 
 
 # ------------------------------------------------------------------ delete, restore
@@ -302,6 +322,10 @@ async def restore(ctx: ServiceContext, principal: Principal, mailbox_id: str) ->
     """Undo a delete within the retention period: the mailbox comes back with its mail
     (a new sending identity again, so not on a domain its reputation blocked)."""
     box, _ = await ctx.store.mailboxes.get(principal.account_id, mailbox_id)
+    if box.domain_id is None:
+        raise Conflict("email_user_connected",
+                       "This email user is a connected mailbox: it is never deleted into a "
+                       "tombstone, so there is nothing to restore (connect it again).")
     await guards.require_not_blocked(ctx, await ctx.store.domains.get(principal.account_id,
                                                                      box.domain_id))
     job, address = await ctx.store.mailboxes.restore(principal.account_id, mailbox_id)

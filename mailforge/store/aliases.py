@@ -53,7 +53,7 @@ class Aliases(Repository):
         check_targets(address, targets)
         async with self.db.tx() as conn:
             await conn.fetchrow(Q.lock_account, account_id)
-            if await conn.fetchval(Q.live_address_taken, address):
+            if await conn.fetchval(Q.live_address_taken, address, account_id):
                 raise Conflict("address_taken", "The address is already taken.",
                                [f"username: {address} is already taken"])
             try:

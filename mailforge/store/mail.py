@@ -36,8 +36,9 @@ class Sender:
 
     id: str
     account_id: str
-    domain_id: str
-    domain: str  # the domain's ASCII name
+    # None for a connected mailbox (issue 12): no domain row of mailforge's.
+    domain_id: str | None
+    domain: str  # the domain's ASCII name (a connected mailbox's: its address's)
     address: str
     name: str
     signature: str
@@ -46,6 +47,12 @@ class Sender:
     status: str
     warmup: Warmup | None
     sent_today: int
+    # 'managed' (this host's Postfix/Dovecot) or 'connected' (its own provider's).
+    kind: str = "managed"
+    # A connected mailbox's Sent folder (SPECIAL-USE, found by its test) and whether
+    # mailforge appends a copy of what it sends there.
+    sent_folder: str | None = None
+    save_sent: bool = False
 
     @property
     def active(self) -> bool:
@@ -59,7 +66,8 @@ class Sender:
                    domain=r["domain_name"], address=r["address"], name=r["name"] or "",
                    signature=r["signature"] or "", daily_send_limit=r["daily_send_limit"],
                    suspended=bool(r["suspended"]), status=r["status"], warmup=warmup,
-                   sent_today=int(r["sent_today"]))
+                   sent_today=int(r["sent_today"]), kind=r["kind"],
+                   sent_folder=r["sent_folder"], save_sent=bool(r["save_sent"]))
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,8 @@ class Senders(Repository):
                   day: date, what: str = "email user") -> Sender:
         """The live mailbox *mailbox_id* of the account within the token's domain
         restriction, with its count of *day*. Another tenant's mailbox, a tombstone and
-        a mailbox outside the restriction are the same 404 (*what* names it)."""
+        a mailbox outside the restriction are the same 404 (*what* names it). A
+        connected mailbox is found too (``kind``; its domain: its address's)."""
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(Q.mail_sender_by_id, mailbox_id, account_id,
                                       restriction(domains), day)
@@ -87,7 +96,8 @@ class Senders(Repository):
         return Sender.from_row(row)
 
     async def by_login(self, address: str, day: date) -> Sender | None:
-        """The live mailbox a submission's SASL login acts as (the policy service)."""
+        """The live managed mailbox a submission's SASL login acts as (the policy
+        service); never a connected one."""
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(Q.mail_sender_by_address, address, day)
         return None if row is None else Sender.from_row(row)
@@ -107,6 +117,12 @@ class Sending(Repository):
             got = await conn.fetchval(Q.mail_count_send, sender.id, day, sender.domain_id,
                                       limit)
         return None if got is None else int(got)
+
+    async def uncount(self, sender: Sender, day: date) -> None:
+        """One message of *sender* back off *day*'s count (it was counted, then the
+        send was refused)."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.mail_uncount_send, sender.id, day)
 
     async def change(self, account_id: str, mailbox_id: str, domains: Collection[str] | None,
                      ch: SendingChange) -> None:
@@ -136,7 +152,7 @@ class Watched:
     mailbox_id: str
     address: str
     account_id: str
-    domain_id: str
+    domain_id: str | None  # None: a connected mailbox
     uidvalidity: int
     last_uid: int
 
@@ -166,6 +182,13 @@ class InboundScans(Repository):
         """The next *limit* active mailboxes of this host after id *after* (the sweep)."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(Q.mail_sweep_page, self.db.mail_host, after, limit)
+        return [Watched.from_row(r) for r in rows]
+
+    async def connected_page(self, after: str, limit: int) -> list[Watched]:
+        """The next *limit* active connected mailboxes after id *after* (any host: they
+        are no mail host's), for the inbound poll of connected mailboxes."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.mail_connected_page, after, limit)
         return [Watched.from_row(r) for r in rows]
 
     async def expire_evidence(self) -> None:

@@ -52,6 +52,12 @@ FOLD_PIECES = 32
 LIMIT_SQLSTATE = "MF403"
 
 
+def _connected() -> Conflict:
+    return Conflict("email_user_connected",
+                    "This email user is a connected mailbox: its password, quota and "
+                    "mail are its provider's (change its connection instead).")
+
+
 def _limit_exceeded(exc: asyncpg.PostgresError) -> Forbidden:
     extra = json.loads(getattr(exc, "detail", None) or "{}")
     return Forbidden("limit_exceeded", "The account's mailbox limit would be exceeded.",
@@ -191,20 +197,20 @@ class Mailboxes(Repository):
 
     async def list_rows(self, account_id: str, domain: str | None, status: str | None,
                         search: str | None, sort: str, limit: int, offset: int = 0,
-                        cursor: str | None = None) -> MailboxPage:
+                        cursor: str | None = None, kind: str | None = None) -> MailboxPage:
         """A page of the account's mailboxes within the request's domain restriction, as
         rows for rendering straight to JSON (no model objects: they cost more than the
         query on a 100-item page). *cursor*: a ``next_cursor`` of this list and sort
         (keyset: constant time however deep); *offset* applies after it."""
-        after, key_params = _keyset(sort, cursor, 8)
+        after, key_params = _keyset(sort, cursor, 9)
         query = Q.list_mailboxes_page.replace("{order}", SORTS[sort]).replace("{after}", after)
         # A domain-restricted token sees only its domains' mailboxes.
         allowed = scope.names()
         async with self.pool.acquire() as conn:
             # One more row than asked: whether a next page exists, without a second query.
             rows = await conn.fetch(query, account_id, domain, status, search, limit + 1, offset,
-                                    allowed, *key_params)
-            if domain is None and allowed is None and search is None:
+                                    allowed, kind, *key_params)
+            if domain is None and allowed is None and search is None and kind is None:
                 # The common case from the counter rows of migration 0011: constant time
                 # however many mailboxes the account or the host holds.
                 counted = await conn.fetchrow(Q.count_account_mailboxes, account_id, status)
@@ -214,7 +220,7 @@ class Mailboxes(Repository):
                     await conn.execute(Q.fold_mailbox_counts, account_id)
             else:
                 total = await conn.fetchval(Q.count_mailboxes_page, account_id, domain, status,
-                                            search, allowed)
+                                            search, allowed, kind)
         more = len(rows) > limit
         rows = rows[:limit]
         return MailboxPage(rows, int(total or 0), _cursor_of(sort, rows[-1]) if more else None)
@@ -240,7 +246,8 @@ class Mailboxes(Repository):
         async with self.db.tx() as conn:
             if await conn.fetchrow(Q.share_account, account_id) is None:
                 raise NotFound("account")
-            taken = {r["address"] for r in await conn.fetch(Q.taken_addresses, addresses)}
+            taken = {r["address"] for r in await conn.fetch(Q.taken_addresses, addresses,
+                                                            account_id)}
             if taken and bulk:
                 raise Conflict("address_taken", "Some addresses are already taken.",
                                [f"users[{n}].username: {a} is already taken"
@@ -298,8 +305,14 @@ class Mailboxes(Repository):
             quota = ch.quota_mb or cur.quota_mb
             suspended = cur.suspended if ch.suspended is None else ch.suspended
             # Only what the mail server holds needs a new generation (and a job).
-            backend = (ch.sealed_password is not None or quota != cur.quota_mb
-                       or suspended != cur.suspended)
+            if cur.kind == "connected" and (ch.sealed_password is not None
+                                            or ch.quota_mb is not None):
+                raise _connected()
+            # A connected mailbox is not the mail server's: pausing it is mailforge's
+            # own refusal to send (mail service), at once.
+            backend = cur.kind == "managed" and (
+                ch.sealed_password is not None or quota != cur.quota_mb
+                or suspended != cur.suspended)
             send_limit = None if ch.clear_send_limit else (
                 ch.daily_send_limit if ch.daily_send_limit is not None
                 else cur.daily_send_limit)
@@ -338,11 +351,25 @@ class Mailboxes(Repository):
             rows = await conn.fetch(Q.delete_mailboxes, account_id, list(mailbox_ids),
                                     retention_seconds)
             by_id = {r["id"]: r for r in rows}
-            return await queue_work(
+            # Connected ones are disconnected at once: the row and its credentials are
+            # deleted (the remote mailbox is never touched); their items are done now.
+            connected = [i for i in mailbox_ids if found[i]["kind"] == "connected"]
+            if connected:
+                await conn.execute(Q.conn_delete, account_id, connected)
+            job = await queue_work(
                 self.jobs, conn, account_id, "email_user_delete",
                 mailbox_ids[0] if len(mailbox_ids) == 1 else None,
-                [(i, by_id[i]["generation"]) for i in mailbox_ids],
-                [(found[i]["domain_id"], found[i]["mail_host"]) for i in mailbox_ids])
+                [(i, by_id[i]["generation"] if i in by_id else found[i]["generation"] + 1)
+                 for i in mailbox_ids],
+                [(found[i]["domain_id"], found[i]["mail_host"]) for i in mailbox_ids
+                 if found[i]["kind"] == "managed"])
+            if connected:
+                await conn.fetch(Q.settle_job_items, connected)
+                await conn.fetch(Q.refresh_jobs, [job.id])
+                refreshed = await conn.fetchrow(Q.get_job, account_id, job.id, None)
+                if refreshed is not None:
+                    job = from_record(Job, refreshed)
+            return job
 
     async def restore(self, account_id: str, mailbox_id: str) -> tuple[Job, str]:
         """Bring a deleted mailbox back with its retained mail, within the retention
@@ -359,7 +386,9 @@ class Mailboxes(Repository):
             scope.check(row["domain_name"], "email user")
             if not row["deleted"]:
                 raise Conflict("not_deleted", "This email user is not deleted.")
-            if await conn.fetchval(Q.live_address_taken, row["address"]):
+            if row["kind"] == "connected":
+                raise _connected()
+            if await conn.fetchval(Q.live_address_taken, row["address"], account_id):
                 raise Conflict("address_taken",
                                "The address was given to another user since.",
                                [f"email: {row['address']} is already taken"])

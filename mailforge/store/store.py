@@ -16,6 +16,7 @@ import asyncpg
 from .accounts import Accounts
 from .aliases import Aliases
 from .audit import Audit
+from .connected import Connections
 from .db import Database
 from .dns import Dns
 from .domains import Domains
@@ -85,4 +86,5 @@ class Store(Database):
         self.sending = Sending(self)
         self.inbound_scans = InboundScans(self)
         self.webhooks = Webhooks(self)
+        self.connections = Connections(self)
 

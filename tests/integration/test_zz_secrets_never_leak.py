@@ -1,5 +1,6 @@
 """Issue 5: token secrets, mailbox passwords and DKIM private keys never appear in the
-logs or in any answer after the one that created them.
+logs or in any answer after the one that created them (issue 12: nor the passwords,
+refresh tokens and client secrets of connected mailboxes, in any answer at all).
 
 Named to run last among the integration tests, so the logs it greps hold the whole
 run: every log file of the session sandbox (daemon, Postfix, Dovecot, ...) is searched
@@ -52,6 +53,28 @@ async def test_secrets_never_appear_in_logs_or_later_answers(
     known |= {chosen, u2["password"]}
     await wait_job(c, u1["job_id"])
     await wait_job(c, u2["job_id"])
+    # Connected mailboxes (issue 12): a password and an OAuth2 grant, sealed at rest,
+    # never answered, audited or logged (also when their test fails).
+    conn_pw = "Conn-pass-" + secrets.token_hex(8)
+    refresh = "1//refresh-" + secrets.token_hex(8)
+    client_secret = "client-secret-" + secrets.token_hex(8)
+    status, cx = await c.post("/v1/email-users/connect", {
+        "email": f"ext@{unique_domain}",
+        "smtp": {"host": "smtp.connected.invalid", "port": 465, "security": "tls",
+                 "username": "ext", "password": conn_pw}})
+    assert status == 202, cx
+    status, co = await c.post("/v1/email-users/connect/bulk", {"mailboxes": [{
+        "email": f"oauth@{unique_domain}", "auth": "xoauth2",
+        "smtp": {"host": "smtp.connected.invalid", "port": 587, "security": "starttls",
+                 "username": "oauth"},
+        "oauth": {"token_url": "https://login.connected.invalid/token",
+                  "client_id": "cid", "client_secret": client_secret,
+                  "refresh_token": refresh}}]})
+    assert status == 202, co
+    status, _ = await c.patch(f"/v1/email-users/{cx['email_user']['id']}/connection",
+                              {"smtp": {"password": conn_pw + "-2"}})
+    assert status == 202
+    known |= {conn_pw, conn_pw + "-2", refresh, client_secret}
 
     # Read everything back.
     status, doc = await api.get("/v1/openapi.json")
@@ -67,6 +90,12 @@ async def test_secrets_never_appear_in_logs_or_later_answers(
         answers.append((f"{url} (operator acting)", await api.get(
             url, headers={"X-Mailforge-Account": acct["account_id"]})))
     answers.append(("/v1/jobs/{u2}", await c.get(f"/v1/jobs/{u2['job_id']}")))
+    for cu in (cx["email_user"]["id"], co["email_users"][0]["id"]):
+        answers.append((f"/v1/email-users/{cu}/connection",
+                        await c.get(f"/v1/email-users/{cu}/connection")))
+        answers.append((f"/v1/email-users/{cu}", await c.get(f"/v1/email-users/{cu}")))
+    for jid in (cx["job"]["id"], co["job"]["id"]):
+        answers.append((f"/v1/jobs/{jid}", await c.get(f"/v1/jobs/{jid}")))
     answers.append(("/v1/audit", await c.get("/v1/audit", params={"limit": 500})))
     assert len(answers) > 10
     for where, (_status, body) in answers:

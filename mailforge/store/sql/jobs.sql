@@ -13,7 +13,8 @@ WHERE j.account_id = $1 AND j.id = $2
         SELECT 1 FROM domains d
         WHERE d.account_id = j.account_id AND d.name = ANY($3::text[])
           AND d.id IN (j.resource_id, (SELECT m.domain_id FROM mailboxes m
-                                       WHERE m.id = j.resource_id))));
+                                       WHERE m.id = j.resource_id)))
+       OR connected_job_in_domains(j.id, $3::text[]));
 
 -- name: list_jobs
 -- Newest first, keyset: $5/$6 the (created_at, id) of the last job of the previous page
@@ -26,7 +27,8 @@ WHERE j.account_id = $1
         SELECT 1 FROM domains d
         WHERE d.account_id = j.account_id AND d.name = ANY($4::text[])
           AND d.id IN (j.resource_id, (SELECT m.domain_id FROM mailboxes m
-                                       WHERE m.id = j.resource_id))))
+                                       WHERE m.id = j.resource_id)))
+       OR connected_job_in_domains(j.id, $4::text[]))
 ORDER BY j.created_at DESC, j.id DESC
 LIMIT $2 OFFSET $3;
 
@@ -38,7 +40,8 @@ WHERE j.account_id = $1
         SELECT 1 FROM domains d
         WHERE d.account_id = j.account_id AND d.name = ANY($2::text[])
           AND d.id IN (j.resource_id, (SELECT m.domain_id FROM mailboxes m
-                                       WHERE m.id = j.resource_id))));
+                                       WHERE m.id = j.resource_id)))
+       OR connected_job_in_domains(j.id, $2::text[]));
 
 -- name: failed_job_items
 SELECT ji.seq, ji.object_id, ji.error, m.address

@@ -15,28 +15,38 @@ WHERE m.id = u.id AND m.deleted AND m.generation = u.gen;
 -- TRUE. Tombstones are listed only when asked for with status=deleted. Only the columns
 -- the API shows (never the password hash). The total comes from a count query: a
 -- count(*) OVER () here made PostgreSQL materialise every row of the account.
+-- A connected mailbox (issue 12) has no domain row: its domain is its address's, and
+-- its endpoints are its provider's ($8: 'managed' or 'connected', NULL: both).
 SELECT m.id, m.account_id, m.domain_id, m.local_part, m.address, m.name, m.quota_mb,
        m.daily_send_limit, m.signature, m.suspended, m.deleted, m.status, m.generation,
        m.observed_generation, m.last_error, m.deleted_at, m.purge_after, m.created_at,
-       m.updated_at, d.name AS domain_name
-FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+       m.updated_at, m.kind,
+       coalesce(d.name, split_part(m.address, '@', 2)) AS domain_name,
+       c.smtp_host, c.smtp_port, c.imap_host, c.imap_port
+FROM mailboxes m
+LEFT JOIN domains d ON d.id = m.domain_id
+LEFT JOIN mailbox_connections c ON c.mailbox_id = m.id
 WHERE m.account_id = $1
   AND ($2::text IS NULL OR d.name = $2)
   AND (CASE WHEN $3::text IS NULL THEN m.status <> 'deleted' ELSE m.status = $3 END)
   AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%')
-  AND ($7::text[] IS NULL OR d.name = ANY($7::text[]))
+  AND ($7::text[] IS NULL
+       OR coalesce(d.name, split_part(m.address, '@', 2)) = ANY($7::text[]))
+  AND ($8::text IS NULL OR m.kind = $8)
   AND {after}
 ORDER BY {order}
 LIMIT $5 OFFSET $6;
 
 -- name: count_mailboxes_page
 SELECT count(*)
-FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+FROM mailboxes m LEFT JOIN domains d ON d.id = m.domain_id
 WHERE m.account_id = $1
   AND ($2::text IS NULL OR d.name = $2)
   AND (CASE WHEN $3::text IS NULL THEN m.status <> 'deleted' ELSE m.status = $3 END)
   AND ($4::text IS NULL OR m.address ILIKE '%' || $4 || '%' OR m.name ILIKE '%' || $4 || '%')
-  AND ($5::text[] IS NULL OR d.name = ANY($5::text[]));
+  AND ($5::text[] IS NULL
+       OR coalesce(d.name, split_part(m.address, '@', 2)) = ANY($5::text[]))
+  AND ($6::text IS NULL OR m.kind = $6);
 
 -- name: count_account_mailboxes
 -- The total of an unfiltered list (no domain, search or restriction) from the counter
@@ -67,13 +77,15 @@ INSERT INTO mailbox_counts (account_id, status, n)
 SELECT account_id, status, sum(n) FROM gone GROUP BY 1, 2 HAVING sum(n) <> 0;
 
 -- name: lock_mailbox
-SELECT m.*, d.name AS domain_name, d.mail_host
-FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+-- Connected mailboxes too (domain: the address's; no mail host: nothing to wake).
+SELECT m.*, coalesce(d.name, split_part(m.address, '@', 2)) AS domain_name, d.mail_host
+FROM mailboxes m LEFT JOIN domains d ON d.id = m.domain_id
 WHERE m.account_id = $1 AND m.id = $2
 FOR UPDATE OF m;
 
 -- name: update_mailbox
--- $8: whether the backend must see the change (a new generation and a job). $4: a new
+-- $8: whether the backend must see the change (a new generation and a job; never for a
+-- connected mailbox, which the backend never sees). $4: a new
 -- password sealed for the worker to hash (NULL: unchanged); the old hash serves until
 -- the worker has made the new one (pending_passwords.py).
 UPDATE mailboxes
@@ -93,23 +105,26 @@ UPDATE mailboxes
 SET deleted = true, deleted_at = now(),
     purge_after = now() + make_interval(secs => $3::float8),
     generation = generation + 1, status = 'deleting', updated_at = now()
-WHERE account_id = $1 AND id = ANY($2::text[]) AND NOT deleted
+WHERE account_id = $1 AND id = ANY($2::text[]) AND NOT deleted AND kind = 'managed'
 RETURNING id, domain_id, address, generation;
 
 -- name: mailboxes_by_ids
-SELECT m.id, m.deleted, m.domain_id, d.mail_host, d.name AS domain_name
-FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+SELECT m.id, m.deleted, m.domain_id, m.kind, m.generation, d.mail_host,
+       coalesce(d.name, split_part(m.address, '@', 2)) AS domain_name
+FROM mailboxes m LEFT JOIN domains d ON d.id = m.domain_id
 WHERE m.account_id = $1 AND m.id = ANY($2::text[]);
 
 -- name: restore_mailbox
 UPDATE mailboxes
 SET deleted = false, deleted_at = NULL, purge_after = NULL,
     generation = generation + 1, status = 'pending', last_error = NULL, updated_at = now()
-WHERE account_id = $1 AND id = $2 AND deleted AND purge_after > now()
+WHERE account_id = $1 AND id = $2 AND deleted AND purge_after > now() AND kind = 'managed'
 RETURNING *;
 
 -- name: live_address_taken
-SELECT EXISTS (SELECT 1 FROM mailboxes WHERE address = $1 AND NOT deleted)
+-- $2: the account (its connected mailboxes hold their addresses in it only).
+SELECT EXISTS (SELECT 1 FROM mailboxes WHERE address = $1 AND NOT deleted
+               AND (kind = 'managed' OR account_id = $2))
     OR EXISTS (SELECT 1 FROM aliases WHERE address = $1);
 
 -- name: expired_tombstones
@@ -142,8 +157,11 @@ WHERE id = $1;
 -- Addresses are unique on the whole host, so this looks across accounts; callers pass
 -- only addresses at the caller's own domains (a name belongs to one account).
 -- A deleted mailbox holds its address until the backend has moved its Maildir away.
+-- Connected mailboxes count only in the caller's account ($2): another account's
+-- connection of the address is neither an obstacle nor revealed.
 SELECT address FROM mailboxes WHERE address = ANY($1::text[])
                                 AND NOT (deleted AND status = 'deleted')
+                                AND (kind = 'managed' OR account_id = $2)
 UNION
 SELECT address FROM aliases WHERE address = ANY($1::text[]);
 
@@ -195,5 +213,9 @@ WHERE m.id = u.id AND m.pending_password = u.sealed
 RETURNING m.id, m.deleted;
 
 -- name: get_mailbox
-SELECT m.*, d.name AS domain_name FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+SELECT m.*, coalesce(d.name, split_part(m.address, '@', 2)) AS domain_name,
+       c.smtp_host, c.smtp_port, c.imap_host, c.imap_port
+FROM mailboxes m
+LEFT JOIN domains d ON d.id = m.domain_id
+LEFT JOIN mailbox_connections c ON c.mailbox_id = m.id
 WHERE m.account_id = $1 AND m.id = $2;

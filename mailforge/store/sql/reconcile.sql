@@ -249,5 +249,7 @@ WHERE secrets_expire_at IS NOT NULL AND secrets_expire_at < now();
 -- name: unconverged_counts
 SELECT
   (SELECT count(*) FROM domains WHERE observed_generation < generation) AS domains,
-  (SELECT count(*) FROM mailboxes WHERE observed_generation < generation) AS mailboxes,
+  -- Connected mailboxes are the connection worker's, not the backend's (issue 12).
+  (SELECT count(*) FROM mailboxes WHERE observed_generation < generation
+                                   AND domain_id IS NOT NULL) AS mailboxes,
   (SELECT count(*) FROM aliases WHERE observed_generation < generation) AS aliases;

@@ -30,7 +30,8 @@ DELETE FROM mail_sent_messages WHERE domain_id = $1 AND message_id = $2;
 SELECT m.id AS mailbox_id, d.id AS domain_id
 FROM mailboxes m
 JOIN domains d ON d.account_id = m.account_id
-WHERE m.address = $1 AND NOT m.deleted AND d.name = $2 AND NOT d.deleted;
+WHERE m.address = $1 AND NOT m.deleted AND m.kind = 'managed' AND d.name = $2
+  AND NOT d.deleted;
 
 -- name: mail_sent_evidence
 -- The sent message a report received by mailbox $3 (of domain $2) is about: sent from

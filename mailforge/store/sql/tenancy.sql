@@ -103,8 +103,10 @@ UPDATE accounts SET status = $2, updated_at = now() WHERE id = $1;
 -- name: bump_account_mailboxes
 -- Suspension changes what the backend renders for every mailbox of the account
 -- (Dovecot nologin): bump each so the engine converges it, and answer what a job waits on.
+-- Connected mailboxes are not the backend's (nothing would ever observe them): the mail
+-- service refuses their sending while the account is suspended (mail_sender_by_id).
 UPDATE mailboxes SET generation = generation + 1, updated_at = now()
-WHERE account_id = $1 AND NOT deleted
+WHERE account_id = $1 AND NOT deleted AND kind = 'managed'
 RETURNING id, domain_id, generation;
 
 -- name: wake_account_domains
@@ -129,8 +131,11 @@ WHERE account_id = $1 AND NOT deleted
 RETURNING id, generation, mail_host;
 
 -- name: delete_account_mailboxes
+-- Connected mailboxes are disconnected at once (their credentials deleted; no domain
+-- purge would ever remove them).
+WITH gone AS (DELETE FROM mailboxes WHERE account_id = $1 AND kind = 'connected')
 UPDATE mailboxes SET deleted = true, generation = generation + 1, updated_at = now()
-WHERE account_id = $1 AND NOT deleted;
+WHERE account_id = $1 AND NOT deleted AND kind = 'managed';
 
 -- name: delete_account_aliases
 UPDATE aliases SET deleted = true, generation = generation + 1, updated_at = now()
@@ -163,7 +168,9 @@ SELECT EXISTS (
     SELECT 1 FROM jobs j JOIN domains d ON d.name = ANY($2::text[])
     WHERE j.id = $1
       AND d.id IN (j.resource_id, (SELECT m.domain_id FROM mailboxes m
-                                   WHERE m.id = j.resource_id)));
+                                   WHERE m.id = j.resource_id)))
+    -- A job about connected mailboxes (no domain row): all at the allowed domains.
+    OR connected_job_in_domains($1, $2::text[]);
 
 -- name: complete_empty_job
 -- A job with nothing to wait for (e.g. suspending an account without mailboxes).
@@ -174,14 +181,18 @@ RETURNING *;
 
 -- name: domain_of_object
 -- The domain (ASCII name) a domain, mailbox or alias id of account $2 belongs to; for
--- the domain-restriction guard in front of every handler.
+-- the domain-restriction guard in front of every handler. A connected mailbox (issue
+-- 12) has no domain row: its domain is its address's.
 SELECT d.name FROM domains d
 WHERE d.account_id = $2
   AND d.id = (CASE
       WHEN starts_with($1, 'dom_') THEN $1
       WHEN starts_with($1, 'usr_') THEN (SELECT m.domain_id FROM mailboxes m WHERE m.id = $1)
       WHEN starts_with($1, 'ali_') THEN (SELECT a.domain_id FROM aliases a WHERE a.id = $1)
-  END);
+  END)
+UNION ALL
+SELECT split_part(m.address, '@', 2) FROM mailboxes m
+WHERE starts_with($1, 'usr_') AND m.id = $1 AND m.account_id = $2 AND m.kind = 'connected';
 
 -- name: ping
 -- Keeps the token cache's LISTEN connection checked alive.
