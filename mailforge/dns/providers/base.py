@@ -83,15 +83,21 @@ def http_error(provider: str, status: int, message: str,
     return PermanentError(f"{provider}: HTTP {status}: {message}")
 
 
-async def resolve_ns_servers(zone: str, resolver_spec: str,
-                             timeout: float) -> list[tuple[str, int]]:  # noqa: ASYNC109
-    """Servers of the zone's delegation, found through a recursive resolver."""
+def make_resolver(resolver_spec: str, timeout: float) -> dns.asyncresolver.Resolver:
+    """A resolver asking *resolver_spec* (``host:port``; "" = the system's resolvers),
+    giving up after *timeout* seconds per question."""
     res = dns.asyncresolver.Resolver(configure=not resolver_spec)
     if resolver_spec:
         host, _, port = resolver_spec.partition(":")
-        res.nameservers = [host]
-        res.port = int(port or 53)
+        res.nameservers, res.port = [host], int(port or 53)
     res.lifetime = timeout
+    return res
+
+
+async def resolve_ns_servers(zone: str, resolver_spec: str,
+                             timeout: float) -> list[tuple[str, int]]:  # noqa: ASYNC109
+    """Servers of the zone's delegation, found through a recursive resolver."""
+    res = make_resolver(resolver_spec, timeout)
     try:
         ns = await res.resolve(zone, "NS")
         out: list[tuple[str, int]] = []
@@ -126,11 +132,7 @@ async def delegation(zone: str, wanted: Sequence[str], resolver_spec: str,
     *zone* through *resolver_spec* (``dns.ns_resolver``: "" = the system resolver, the
     public view) compared with *wanted*. An answer that cannot be had is "nothing found"
     (not verified), never an error: the caller waits and asks again."""
-    res = dns.asyncresolver.Resolver(configure=not resolver_spec)
-    if resolver_spec:
-        host, _, port = resolver_spec.partition(":")
-        res.nameservers, res.port = [host], int(port or 53)
-    res.lifetime = timeout
+    res = make_resolver(resolver_spec, timeout)
     try:
         ans = await res.resolve(zone, "NS")
         found = sorted({fqdn(str(r.target)) for r in ans})
