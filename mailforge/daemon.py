@@ -197,18 +197,15 @@ async def run(cfg: Config) -> None:
         revisits = asyncio.create_task(revisit_loop(dns_svc, stop, cfg.worker.poll_interval),
                                        name="dns-revisits")
         folds = asyncio.create_task(_fold_counts_loop(store, stop), name="mailbox-counts")
-        # Connected mailboxes' connection tests (issue 12); the mail service reports a
-        # failed login of an active one through ``connections.report_failure``.
+        # Connected mailboxes' connection tests (issue 12).
         connections = connected_worker.build(store, cfg, box, cfg.database.dsn,
                                              mail.dispatcher.on_jobs_finished)
-        testing = asyncio.create_task(connections.run(stop), name="connected-tests") \
-            if connections is not None else None
+        testing = asyncio.create_task(connections.run(stop), name="connected-tests")
         try:
             await engine.run(stop)
             await revisits
             await folds
-            if testing is not None:
-                await testing
+            await testing
         finally:
             stop.set()
             await supervisor

@@ -14,7 +14,6 @@ Used by the connection worker (``connected.worker``) and the mail service.
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -22,13 +21,15 @@ from typing import Any, cast
 from ..errors import NotFound
 from ..secretbox import SecretBox
 from ..store.store import Store
+from . import oauth
+from .network import Network
 from .settings import AuthMethod, Endpoint, Remote, RemoteError, Secrets, Security
 
 # An access token with less than this left is refreshed before use.
 FRESH_MARGIN = timedelta(seconds=60)
 
-# (network, grant) -> access token: ``connected.oauth.refresh`` (helper B's module).
-Refresh = Callable[[Any, Any], Awaitable[Any]]
+# (network, grant) -> access token: ``oauth.refresh``; tests pass their own.
+Refresh = Callable[[Network, oauth.Grant], Awaitable[oauth.AccessToken]]
 
 
 def context(kind: str, mailbox_id: str) -> str:
@@ -56,29 +57,13 @@ def remote_of(row: Any) -> Remote:
         auth=cast(AuthMethod, row["auth"]))
 
 
-def _default_refresh() -> Refresh:
-    # Imported when first needed: the OAuth2 client is its own module (its HTTP stack is
-    # not needed by a deployment without XOAUTH2 mailboxes).
-    mod = importlib.import_module("mailforge.connected.oauth")
-    return cast(Refresh, mod.refresh)
-
-
-def _grant(token_url: str, client_id: str, client_secret: str | None,
-           refresh_token: str) -> Any:
-    mod = importlib.import_module("mailforge.connected.oauth")
-    return mod.Grant(token_url=token_url, client_id=client_id, client_secret=client_secret,
-                     refresh_token=refresh_token)
-
-
 class Credentials:
-    def __init__(self, store: Store, box: SecretBox, net: Any,
-                 refresh: Refresh | None = None,
-                 grant: Callable[[str, str, str | None, str], Any] | None = None) -> None:
+    def __init__(self, store: Store, box: SecretBox, net: Network,
+                 refresh: Refresh | None = None) -> None:
         self.store = store
         self.box = box
         self.net = net
-        self._refresh = refresh
-        self._grant = grant or _grant
+        self._refresh = refresh or oauth.refresh
         # One refresh per mailbox at a time in this process (others wait and reuse it).
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -113,12 +98,12 @@ class Credentials:
             assert token is not None
             return token
         refresh_used = bytes(row["sealed_refresh_token"])
-        grant = self._grant(
-            row["oauth_token_url"], row["oauth_client_id"],
-            _open(self.box, "client", mailbox_id, row["sealed_oauth_client_secret"]),
-            _open(self.box, "refresh", mailbox_id, refresh_used) or "")
-        refresh = self._refresh or _default_refresh()
-        got = await refresh(self.net, grant)
+        grant = oauth.Grant(
+            token_url=row["oauth_token_url"], client_id=row["oauth_client_id"],
+            client_secret=_open(self.box, "client", mailbox_id,
+                                row["sealed_oauth_client_secret"]),
+            refresh_token=_open(self.box, "refresh", mailbox_id, refresh_used) or "")
+        got = await self._refresh(self.net, grant)
         if not isinstance(got.token, str) or not got.token:
             raise RemoteError("oauth_failed", "the token endpoint answered no access token")
         await self.store.connections.store_access(

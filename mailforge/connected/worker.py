@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
+import functools
 import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
@@ -42,64 +42,36 @@ from ..secretbox import SecretBox
 from ..store import db
 from ..store.connected import CHANNEL, Due
 from ..store.store import Store
+from . import dnscheck, probe
 from .credentials import Credentials
+from .network import Network
+from .probe import ProbeResult
 from .settings import Remote, RemoteError, Secrets
 
 log = get(__name__)
 
 
-class ProbeOutcome(Protocol):
-    """What ``connected.probe.probe`` answers (its ``ProbeResult``)."""
-
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def reason(self) -> str | None: ...
-    @property
-    def detail(self) -> str: ...
-    @property
-    def sent_folder(self) -> str | None: ...
-
-
-# (remote, secrets) -> result; never raises for a remote failure.
-Probe = Callable[[Remote, Secrets], Awaitable[ProbeOutcome]]
-# (domain, resolver address, DKIM selector) -> the DNS check (connected.dnscheck.check).
+# (remote, secrets) -> result; never raises for a remote failure (``probe.probe`` bound
+# to a network; tests pass their own).
+Probe = Callable[[Remote, Secrets], Awaitable[ProbeResult]]
+# (domain, resolver address, DKIM selector) -> the DNS check (``dnscheck.check``).
 DnsCheck = Callable[[str, str | None, str | None], Awaitable[dict[str, Any]]]
 JobsFinished = Callable[[Sequence[str]], Awaitable[None]]
 
 
-def make_network(cfg: ConnectedConfig, guard: netguard.Guard) -> Any:
-    """The transport's ``Network`` (``connected.network``): every connection to a
-    tenant-given host through the outbound guard, TLS verified."""
-    mod = importlib.import_module("mailforge.connected.network")
-    return mod.Network(guard, cfg.ca_file or None, cfg.timeout)
+def make_network(cfg: ConnectedConfig, guard: netguard.Guard) -> Network:
+    """Every connection to a tenant-given host through the outbound guard, TLS verified
+    against the system store plus ``connected.ca_file``."""
+    return Network(guard, cfg.ca_file or None, cfg.timeout)
 
 
-def default_probe(net: Any) -> Probe:
-    """``connected.probe.probe`` bound to *net*."""
-    mod = importlib.import_module("mailforge.connected.probe")
-
-    async def run(remote: Remote, secrets_: Secrets) -> ProbeOutcome:
-        result: ProbeOutcome = await mod.probe(net, remote, secrets_)
-        return result
-
-    return run
+def _probe_with(net: Network) -> Probe:
+    return functools.partial(probe.probe, net)
 
 
-async def _not_checked(_domain: str, _resolver: str | None,
-                       _selector: str | None) -> dict[str, Any]:
-    return {"status": "not_checked"}
-
-
-def default_dns_check() -> DnsCheck:
-    """``connected.dnscheck.check`` (the lead's) when present; until it lands, a check
-    that records ``not_checked``."""
-    try:
-        mod = importlib.import_module("mailforge.connected.dnscheck")
-    except ImportError:
-        return _not_checked
-    check: DnsCheck = mod.check
-    return check
+def _check(domain: str, resolver: str | None, selector: str | None
+           ) -> Awaitable[dict[str, Any]]:
+    return dnscheck.check(domain, resolver, selector)
 
 
 def backoff(failures: int, cfg: ConnectedConfig) -> float:
@@ -117,8 +89,8 @@ class ConnectionWorker:
         self.store = store
         self.cfg = cfg
         self.credentials = credentials
-        self.probe = probe if probe is not None else default_probe(credentials.net)
-        self.dns_check = dns_check if dns_check is not None else default_dns_check()
+        self.probe = probe if probe is not None else _probe_with(credentials.net)
+        self.dns_check = dns_check if dns_check is not None else _check
         self.dsn = dsn
         self.resolver_address = resolver_address
         self.on_jobs_finished = on_jobs_finished
@@ -267,16 +239,11 @@ class ConnectionWorker:
 
 
 def build(store: Store, cfg: Config, box: SecretBox, dsn: str | None,
-          on_jobs_finished: JobsFinished | None = None) -> ConnectionWorker | None:
+          on_jobs_finished: JobsFinished | None = None) -> ConnectionWorker:
     """The daemon's worker: the transport's network behind the one outbound guard
     (``outbound.allow_networks``), the credentials, the DNS check with the resolver of
-    ``dns.ns_resolver``. None (with a warning) when the transport is not installed."""
-    guard = netguard.Guard.from_config(cfg.outbound.allow_networks)
-    try:
-        net = make_network(cfg.connected, guard)
-    except ImportError as exc:
-        log.warning("connected mailboxes are not tested: transport missing", error=str(exc))
-        return None
+    ``dns.ns_resolver``."""
+    net = make_network(cfg.connected, netguard.Guard.from_config(cfg.outbound.allow_networks))
     return ConnectionWorker(store, cfg.connected, Credentials(store, box, net), dsn=dsn,
                             resolver_address=cfg.dns.ns_resolver or None,
                             on_jobs_finished=on_jobs_finished)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -22,6 +22,12 @@ import asyncpg
 
 from .. import netguard, paging, reputation, webhooks
 from ..config import Config
+from ..connected.credentials import Credentials
+from ..connected.imap import RemoteImapPool
+from ..connected.network import Network
+from ..connected.settings import RemoteError
+from ..connected.smtp import RemoteSubmitter
+from ..connected.worker import backoff
 from ..errors import (
     Conflict,
     NotFound,
@@ -34,9 +40,10 @@ from ..log import get
 from ..secretbox import SecretBox
 from ..store.db import Database
 from ..store.mail import InboundScans, Sender, Sending, Watched
+from ..store.store import Store
 from . import compose, events, limits, master, reports
 from .events import EventListener
-from .imap import ImapError, ImapPool
+from .imap import Conn, ImapError, ImapPool
 from .msgid import MessageIds, MessageRef, canonical_folder
 from .policy import PolicyService
 from .submit import Submitter
@@ -125,8 +132,17 @@ class MailService:
                              m.imap_pool_per_mailbox, m.imap_idle_seconds, m.imap_timeout)
         self.policy = PolicyService(pool, cfg, mail_host)
         self.submitter = Submitter(m.submission_host, m.submission_port, m.master_password)
-        self.dispatcher = webhooks.Dispatcher(
-            pool, box, cfg.webhooks, netguard.Guard.from_config(cfg.outbound.allow_networks))
+        guard = netguard.Guard.from_config(cfg.outbound.allow_networks)
+        self.dispatcher = webhooks.Dispatcher(pool, box, cfg.webhooks, guard)
+        # Connected mailboxes (issue 12): their own servers, reached through the one
+        # guard for tenant-given hosts, with pooled connections bounded per remote host.
+        c = cfg.connected
+        self.net = Network(guard, c.ca_file, c.timeout)
+        self.remote_smtp = RemoteSubmitter(self.net, c.per_host_connections, c.idle_seconds,
+                                           threads=max(4, c.per_host_connections))
+        self.remote_imap = RemoteImapPool(self.net, c.per_host_connections,
+                                          c.per_mailbox_connections, c.idle_seconds)
+        self.credentials = Credentials(Store(pool, mail_host), box, self.net)
         self._tasks: list[asyncio.Task[None]] = []
         # mailbox id -> (consecutive failed scans, loop time before which it is skipped)
         self._scan_failures: dict[str, tuple[int, float]] = {}
@@ -147,13 +163,16 @@ class MailService:
             log.warning("mail.master_password is not set: sending and reading through the "
                         "API are unavailable")
         self.imap.start()
+        self.remote_imap.start()
         await self.policy.start()
         await self._dovecot_events_conf()
         await self.events.start()
         self._tasks = [asyncio.create_task(self.dispatcher.run(stop), name="webhooks"),
                        asyncio.create_task(self._scan_loop(stop), name="inbound-scan"),
                        asyncio.create_task(self._event_loop(stop), name="inbound-events"),
-                       asyncio.create_task(self._sweep_loop(stop), name="inbound-sweep")]
+                       asyncio.create_task(self._sweep_loop(stop), name="inbound-sweep"),
+                       asyncio.create_task(self._connected_loop(stop),
+                                           name="inbound-connected")]
 
     async def close(self) -> None:
         for t in self._tasks:
@@ -162,22 +181,26 @@ class MailService:
         await self.events.stop()
         await self.policy.stop()
         await self.imap.close()
+        await self.remote_imap.close()
         self.submitter.close()
+        self.remote_smtp.close()
 
     # ------------------------------------------------------------ readiness and quota
 
     def require_ready(self, s: Sender) -> None:
         """Mail through the API is configured and the mailbox is active (not suspended,
-        not still being created): else 503 or 409."""
+        not still being created, a connected one whose last test passed): else 503 or
+        409."""
+        if s.kind == "connected":
+            if not s.active:
+                state = "paused" if s.suspended else s.status
+                raise Conflict("email_user_not_active",
+                               f"The connected mailbox {s.address} is {state}; only an "
+                               "active one can send and read mail (see its /connection).")
+            return
         if not self.cfg.mail.master_password:
             raise Unavailable("mail_unavailable", "Mail through the API is not configured "
                               "on this server (mail.master_password).")
-        if s.kind != "managed" or s.domain_id is None:
-            # Until the connected transport is wired in here (issue 12, the lead's
-            # part), a connected mailbox must never reach the local Dovecot/submission.
-            raise Unavailable("connected_mail_unavailable",
-                              "Mail through connected mailboxes is not available on this "
-                              "server yet.")
         if not s.active:
             raise Conflict("email_user_not_active",
                            f"The mailbox {s.address} is {s.status}; only an active "
@@ -212,13 +235,58 @@ class MailService:
                                extra={"limit": q["effective_limit"], "remaining": 0,
                                       "retry_after": retry}, retry_after=retry)
 
+    # ------------------------------------------------------------ connections
+
+    @contextlib.asynccontextmanager
+    async def _session(self, mailbox_id: str, address: str, connected: bool,
+                       keep: bool = True) -> AsyncIterator[Conn]:
+        """An IMAP session of the mailbox: the local Dovecot as the master user, or a
+        connected mailbox's own server with its own credentials (a refusal of those
+        is reported: the mailbox is marked failed and re-tested)."""
+        if not connected:
+            async with self.imap.session(address, keep) as c:
+                yield c
+            return
+        remote, secrets = await self._remote(mailbox_id)
+        try:
+            async with self.remote_imap.session(remote, secrets, keep) as c:
+                yield c
+        except RemoteError as exc:
+            raise await self._remote_failed(mailbox_id, exc) from None
+
+    async def _remote(self, mailbox_id: str) -> tuple[Any, Any]:
+        try:
+            return await self.credentials.for_mailbox(mailbox_id)
+        except RemoteError as exc:  # the OAuth token endpoint refused or is away
+            raise await self._remote_failed(mailbox_id, exc) from None
+
+    async def _remote_failed(self, mailbox_id: str, exc: RemoteError) -> Exception:
+        """The API error for a connected mailbox's server failing in use; credentials
+        refused (password or token) also mark the mailbox failed."""
+        log.warning("connected mailbox's server failed", mailbox_id=mailbox_id,
+                    reason=exc.reason, detail=exc.detail[:200])
+        if exc.reason in ("auth_failed", "oauth_failed"):
+            # Marked failed at once (with its webhook event); the connection worker
+            # tests it again with backoff.
+            try:
+                await self.credentials.store.connections.report_failure(
+                    mailbox_id, exc.reason, exc.detail, backoff(1, self.cfg.connected))
+            except Exception:  # the answer to the client matters more
+                log.exception("could not record a connected mailbox's failure")
+        text = f"The mailbox's own mail server failed: {exc.reason}: {exc.detail}"[:300]
+        if exc.reason in ("unreachable", "timeout"):
+            return Unavailable("remote_unavailable", text)
+        return UpstreamRefused("remote_refused", text)
+
     # ------------------------------------------------------------ send
 
     async def send(self, s: Sender, req: compose.SendRequest) -> dict[str, Any]:
         """Submit *req* as *s* (readiness, the reputation guard and the quota first) and
         keep a copy in Sent: ``message_id``, ``status`` and ``remaining``."""
         self.require_ready(s)
-        assert s.domain_id is not None  # require_ready: a managed mailbox
+        if s.kind == "connected":
+            return await self._send_connected(s, req)
+        assert s.domain_id is not None  # a managed mailbox always has its domain
         await reputation.require_not_blocked(self.pool, s.domain_id, s.domain,
                                              self.cfg.reputation)
         q = self.quota(s)
@@ -260,6 +328,53 @@ class MailService:
             out["refused"] = list(result.refused)
         return out
 
+    async def _send_connected(self, s: Sender, req: compose.SendRequest) -> dict[str, Any]:
+        """Send through a connected mailbox's own SMTP server. No policy service sees
+        these messages, so mailforge counts them itself, before they leave (atomic:
+        concurrent sends cannot pass the limit), and gives the count back when the
+        server refuses the message."""
+        day = limits.utc_today()
+        limit = self.limit(s)
+        sent = await self.sending.count(s, day, limit)
+        if sent is None:
+            raise self._over_limit(self.quota(s, limit))
+        msg = compose.compose(req, s.address, s.name, s.signature, s.domain)
+        try:
+            remote, secrets = await self._remote(s.id)
+            try:
+                result = await self.remote_smtp.submit(remote, secrets, s.address,
+                                                       req.recipients, msg)
+            except RemoteError as exc:
+                raise await self._remote_failed(s.id, exc) from None
+        except Exception:
+            # Not sent: the count goes back. (Cancelled midway it stays: the message may
+            # have left, and counting one too many is the safe side of a limit.)
+            await self.sending.uncount(s, day)
+            raise
+        if not result.ok:
+            await self.sending.uncount(s, day)
+            log.warning("connected mailbox's server refused a message", mailbox_id=s.id,
+                        code=result.code, reply=result.text[:200])
+            kind = UpstreamRefused if result.code >= 500 or result.code == 0 else Unavailable
+            raise kind("submission_refused",
+                       f"The mailbox's mail server refused the message: {result.code} "
+                       f"{result.text[:200]}")
+        if s.save_sent:
+            if req.bcc:
+                msg["Bcc"] = ", ".join(req.bcc)
+            try:
+                async with self._session(s.id, s.address, True) as c:
+                    await self.imap.append(c, s.sent_folder or self.cfg.mail.sent_folder,
+                                           msg.as_bytes(), r"(\Seen)")
+            except (ImapError, OSError, TimeoutError, UpstreamRefused, Unavailable) as exc:
+                log.warning("could not store the Sent copy", mailbox_id=s.id,
+                            error=str(exc)[:300])
+        out: dict[str, Any] = {"message_id": msg["Message-ID"], "status": "sent",
+                               "remaining": max(0, limit - sent)}
+        if result.refused:
+            out["refused"] = list(result.refused)
+        return out
+
     async def _sent_today(self, s: Sender) -> int:
         # Read again after a submission: the policy service counted it meanwhile.
         return await self.sending.sent_on(s, limits.utc_today())
@@ -272,10 +387,14 @@ class MailService:
         *cursor* (a ``next_cursor`` of the same list) names."""
         self.require_ready(s)
         folder = canonical_folder(folder)
+        if s.kind == "connected" and s.sent_folder and folder == self.cfg.mail.sent_folder:
+            # "Sent" means the connected server's own Sent folder, whatever its name
+            # there ("[Gmail]/Sent Mail", "Sent Items"): found by SPECIAL-USE.
+            folder = s.sent_folder
         below = None
         if cursor is not None:
             below = _inbox_cursor(cursor, folder, unread_only)
-        async with self.imap.session(s.address) as c:
+        async with self._session(s.id, s.address, s.kind == "connected") as c:
             try:
                 validity = await self.imap.select(c, folder)
             except ImapError:
@@ -353,7 +472,7 @@ class MailService:
         if ref.mailbox_id != s.id:
             raise NotFound("message")
         self.require_ready(s)
-        async with self.imap.session(s.address) as c:
+        async with self._session(s.id, s.address, s.kind == "connected") as c:
             try:
                 validity = await self.imap.select(c, ref.folder)
             except ImapError:
@@ -371,7 +490,7 @@ class MailService:
         if ref.mailbox_id != s.id:
             raise NotFound("message")
         self.require_ready(s)
-        async with self.imap.session(s.address) as c:
+        async with self._session(s.id, s.address, s.kind == "connected") as c:
             try:
                 validity = await self.imap.select(c, ref.folder)
             except ImapError:
@@ -500,6 +619,46 @@ class MailService:
                 await asyncio.wait_for(stop.wait(),
                                        max(1.0, started + interval - loop.time()))
 
+    async def _connected_loop(self, stop: asyncio.Event) -> None:
+        """Connected mailboxes get no delivery events (their mail arrives on another
+        server): each active one is polled every ``connected.poll_interval`` seconds,
+        SCAN_CONCURRENCY at once (and, on one provider, no more connections than its
+        per-host bound), a keyset page of mailboxes at a time."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            started = loop.time()
+            try:
+                await self.poll_connected(stop)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("poll of connected mailboxes failed", error=str(exc))
+            except Exception:  # the scanner must outlive any one bug
+                log.exception("poll of connected mailboxes failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    stop.wait(),
+                    max(1.0, started + self.cfg.connected.poll_interval - loop.time()))
+
+    async def poll_connected(self, stop: asyncio.Event | None = None) -> int:
+        """Scan every active connected mailbox once; returns how many were scanned."""
+        loop = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(SCAN_CONCURRENCY)
+
+        async def one(r: Watched) -> None:
+            async with sem:
+                await self._scan_isolated(r, keep=True, connected=True)
+
+        after, scanned = "", 0
+        while stop is None or not stop.is_set():
+            page = await self.scans.connected_page(after, SWEEP_PAGE)
+            if not page:
+                break
+            after = page[-1].mailbox_id
+            skip = set(self._backing_off(loop.time()))
+            rows = [r for r in page if r.mailbox_id not in skip]
+            await asyncio.gather(*(one(r) for r in rows))
+            scanned += len(rows)
+        return scanned
+
     async def sweep(self, stop: asyncio.Event) -> int:
         """Scan every active mailbox of this host once, at most ``mail.sweep_rate`` a
         second, a keyset page at a time; a page that cannot be read is retried with a
@@ -586,16 +745,18 @@ class MailService:
         self._scan_failures[mailbox_id] = (n, now + delay)
         return delay
 
-    async def _scan_isolated(self, r: Watched, keep: bool = True) -> None:
+    async def _scan_isolated(self, r: Watched, keep: bool = True,
+                             connected: bool = False) -> None:
         """Scan *r*; any failure is logged and puts the mailbox on its backoff. *keep*
-        False closes its IMAP session afterwards (the sweep)."""
+        False closes its IMAP session afterwards (the sweep); *connected*: *r* is a
+        connected mailbox, read on its own server."""
         loop = asyncio.get_running_loop()
         mailbox_id = r.mailbox_id
         if mailbox_id in self._scanning:
             return
         self._scanning.add(mailbox_id)
         try:
-            await self._scan_mailbox(r, keep)
+            await self._scan_mailbox(r, keep, connected)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # isolate one mailbox
@@ -639,9 +800,10 @@ class MailService:
         rows = await self.scans.watched(limit, self._backing_off(loop.time()))
         return await self._scan_rows(rows)
 
-    async def _scan_mailbox(self, r: Watched, keep: bool = True) -> None:
+    async def _scan_mailbox(self, r: Watched, keep: bool = True,
+                            connected: bool = False) -> None:
         address, mailbox_id = r.address, r.mailbox_id
-        async with self.imap.session(address, keep) as c:
+        async with self._session(mailbox_id, address, connected, keep) as c:
             validity = await self.imap.select(c, "INBOX")
             last = r.last_uid
             uids = await self.imap.uid_search(c, "ALL") if last <= 0 else \
@@ -670,7 +832,9 @@ class MailService:
                                 uid=uid, error=f"{type(exc).__name__}: {exc}"[:300])
                     continue
                 headers[uid] = h
-                if is_report:
+                # A connected mailbox's domain is not ours: its bounces are the concern
+                # of its own server, and mailforge keeps no reputation for it.
+                if is_report and not connected:
                     body = await self.imap.uid_fetch(c, str(uid), "(UID BODY.PEEK[])")
                     for _t, blits in body:
                         if blits:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from cryptography.exceptions import InvalidTag
 
 from mailforge.config import Config, ConnectedConfig
-from mailforge.connected import worker as worker_mod
 from mailforge.connected.credentials import Credentials
+from mailforge.connected.network import Network
 from mailforge.connected.settings import Remote, Secrets
 from mailforge.connected.worker import ConnectionWorker, backoff
 from mailforge.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -562,14 +562,12 @@ async def test_oauth_access_token_refreshed_and_sealed(store: Store, db: Any) ->
         refresh_token: str | None
 
     async def refresh(_net: Any, grant: Any) -> Tok:
-        calls.append(grant)
+        calls.append((grant.token_url, grant.client_id, grant.client_secret,
+                      grant.refresh_token))
         return Tok(f"access-{len(calls)}", datetime.now(UTC) + timedelta(seconds=3600),
                    "rotated-refresh")
 
-    def grant(url: str, cid: str, secret: str | None, rt: str) -> Any:
-        return (url, cid, secret, rt)
-
-    creds = Credentials(store, ctx.box, None, refresh=refresh, grant=grant)
+    creds = Credentials(store, ctx.box, cast(Network, None), refresh=refresh)
     remote, secrets = await creds.for_mailbox(mid)
     assert remote.auth == "xoauth2" and secrets.access_token == "access-1"
     assert calls == [("https://login.example/token", "cid", "csecret", TOKEN)]
@@ -584,11 +582,3 @@ async def test_oauth_access_token_refreshed_and_sealed(store: Store, db: Any) ->
     view = await svc.get_connection(ctx, _principal(acct), mid)
     assert view["oauth"] == {"token_url": "https://login.example/token", "client_id": "cid"}
     assert TOKEN not in repr(view) and "csecret" not in repr(view)
-
-
-async def test_dns_check_default_until_the_leads_lands() -> None:
-    check = worker_mod.default_dns_check()
-    try:
-        import mailforge.connected.dnscheck  # noqa: F401
-    except ImportError:
-        assert await check("x.example", None, None) == {"status": "not_checked"}

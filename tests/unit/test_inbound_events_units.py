@@ -181,7 +181,7 @@ def _service(store: _Store, **mail: Any) -> tuple[MailService, list[str]]:
     svc = MailService(store, cfg, BOX)  # type: ignore[arg-type]
     scanned: list[str] = []
 
-    async def scan(r: Any, keep: bool = True) -> None:
+    async def scan(r: Any, keep: bool = True, connected: bool = False) -> None:
         scanned.append(r.mailbox_id)
         if r.mailbox_id == "usr_bad":
             raise RuntimeError("IMAP said something no one expected")
