@@ -231,6 +231,7 @@ async def run_api_worker(cfg: Config, parent: int | None = None) -> None:
                              crash_points=crash_points_from_env(), mail=mail)
         app = make_app(ctx)
         mail.imap.start()
+        mail.remote_imap.start()
         runner = await _serve(app, cfg, shared=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -247,7 +248,9 @@ async def run_api_worker(cfg: Config, parent: int | None = None) -> None:
         finally:
             await runner.cleanup()
             await mail.imap.close()
+            await mail.remote_imap.close()
             mail.submitter.close()
+            mail.remote_smtp.close()
     finally:
         await pool.close()
 
